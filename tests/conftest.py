@@ -1,0 +1,68 @@
+"""Shared fixtures: a migrated database per test on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.db import MigratedDatabase, PostgresTemplate, SqliteTemplate
+from tradelog.db.engine import create_tradelog_engine
+from tradelog.users import create_user
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
+    """One migrated SQLite file per test session."""
+    return SqliteTemplate(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[PostgresTemplate]:
+    """One migrated PostgreSQL template database per test session (and xdist worker)."""
+    template = PostgresTemplate()
+    yield template
+    template.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a freshly migrated database of the current backend, private to this test."""
+    if backend == "sqlite":
+        template: SqliteTemplate = request.getfixturevalue("sqlite_template")
+        with template.clone(tmp_path) as url:
+            yield url
+    else:
+        pg: PostgresTemplate = request.getfixturevalue("pg_template")
+        with pg.clone() as url:
+            yield url
+
+
+@pytest.fixture
+def db(db_url: str, backend: str) -> Iterator[MigratedDatabase]:
+    """The per-test database with an engine and SQL helpers."""
+    engine = create_tradelog_engine(db_url)
+    yield MigratedDatabase(backend, db_url, engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def users(db: MigratedDatabase) -> dict[str, int]:
+    """Three users: ``admin``, ``alice`` and ``bob``; returns their ids by name."""
+    with db.session() as session:
+        ids = {
+            "admin": create_user(session, email="admin@example.com", name="Admin", role="admin").id,
+            "alice": create_user(session, email="alice@example.com", name="Alice").id,
+            "bob": create_user(session, email="bob@example.com", name="Bob").id,
+        }
+        session.commit()
+    return ids

@@ -1,0 +1,36 @@
+"""tradelog: logging, error tracking and notifications for multi-user trading services.
+
+The public API is what this module exports; everything else is an implementation detail.
+"""
+
+from tradelog.config import Secret, Settings
+from tradelog.exceptions import (
+    ConfigurationError,
+    ConflictError,
+    DeliveryError,
+    MissingExtraError,
+    NotFound,
+    PermanentDeliveryError,
+    PermissionDenied,
+    RetryableDeliveryError,
+    StorageError,
+    TradelogError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConflictError",
+    "DeliveryError",
+    "MissingExtraError",
+    "NotFound",
+    "PermanentDeliveryError",
+    "PermissionDenied",
+    "RetryableDeliveryError",
+    "Secret",
+    "Settings",
+    "StorageError",
+    "TradelogError",
+    "__version__",
+]

@@ -1,0 +1,7 @@
+"""``python -m tradelog`` runs the command line."""
+
+import sys
+
+from tradelog.cli import main
+
+sys.exit(main())

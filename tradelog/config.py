@@ -1,0 +1,238 @@
+"""Settings: one frozen object, built from keyword arguments or from ``TRADELOG_*`` variables.
+
+This is the only module that reads the process environment. Everything else receives a
+:class:`Settings` instance (or the specific values it needs) explicitly.
+
+Every field maps to one environment variable: the field name upper-cased with the ``TRADELOG_``
+prefix (``smtp_port`` ↔ ``TRADELOG_SMTP_PORT``). Invalid values raise :class:`ConfigurationError`
+naming the variable. Secrets are wrapped in :class:`Secret` so they never show in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from tradelog.db.engine import mask_url
+from tradelog.exceptions import ConfigurationError
+
+__all__ = ["ENV_PREFIX", "LEVELS", "SMTP_SECURITY_MODES", "Secret", "Settings"]
+
+ENV_PREFIX: Final = "TRADELOG_"
+LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SMTP_SECURITY_MODES: Final = ("starttls", "tls", "none")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+_KIND_NAMES: Final[dict[object, str]] = {int: "an integer", float: "a number"}
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``; read it with :meth:`reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value (only for handing to the client that needs it)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse_bool(raw: str, variable: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(
+        f"{variable} must be a boolean (true/false), got {raw!r}", variable=variable
+    )
+
+
+def _number(
+    kind: Callable[[str], Any], minimum: float, maximum: float | None = None
+) -> Callable[[str, str], Any]:
+    def parse(raw: str, variable: str) -> Any:
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ConfigurationError(
+                f"{variable} must be {_KIND_NAMES.get(kind, 'a number')}, got {raw!r}",
+                variable=variable,
+            ) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ConfigurationError(f"{variable} must be {bounds}, got {raw!r}", variable=variable)
+        return value
+
+    return parse
+
+
+def _opt_str(raw: str, variable: str) -> str | None:
+    return raw.strip() or None
+
+
+def _opt_secret(raw: str, variable: str) -> Secret | None:
+    return Secret(raw) if raw else None
+
+
+def _setting(default: Any, parse: Callable[[str, str], Any] | None = None, **kw: Any) -> Any:
+    return field(default=default, metadata={"parse": parse}, **kw)
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class Settings:
+    """Everything tradelog can be configured with.
+
+    Build it with keywords (``Settings(database_url=...)``) or from the environment with
+    :meth:`from_env`, where keywords given to ``from_env`` win over the variables.
+    """
+
+    database_url: str = _setting("sqlite:///tradelog.db")
+    log_dir: Path = _setting(Path("./logs"), lambda raw, _v: Path(raw))
+    level: str = _setting("INFO")
+    timezone: str = _setting("Asia/Kolkata")
+    console: bool = _setting(True, _parse_bool)
+    #: Telegram
+    telegram_bot_token: Secret | None = _setting(None, _opt_secret)
+    telegram_api_url: str = _setting("https://api.telegram.org")
+    #: Email
+    smtp_host: str | None = _setting(None, _opt_str)
+    smtp_port: int = _setting(587, _number(int, 1, 65535))
+    smtp_username: str | None = _setting(None, _opt_str)
+    smtp_password: Secret | None = _setting(None, _opt_secret)
+    smtp_security: str = _setting("starttls")
+    smtp_from: str | None = _setting(None, _opt_str)
+    smtp_timeout: float = _setting(30.0, _number(float, 0.1))
+    #: Background log writer
+    queue_size: int = _setting(10_000, _number(int, 1))
+    batch_size: int = _setting(500, _number(int, 1))
+    flush_interval: float = _setting(0.25, _number(float, 0.001))
+    file_max_bytes: int = _setting(64 * 1024 * 1024, _number(int, 1024))
+    #: Delivery worker
+    worker: bool = _setting(False, _parse_bool)
+    max_delivery_attempts: int = _setting(8, _number(int, 1))
+    error_notify_window: float = _setting(900.0, _number(float, 0))
+    stale_heartbeat_seconds: float = _setting(300.0, _number(float, 1))
+    #: Retention (days)
+    service_logs_retention_days: int = _setting(30, _number(int, 1))
+    log_files_retention_days: int = _setting(90, _number(int, 1))
+    resolved_errors_retention_days: int = _setting(90, _number(int, 1))
+
+    def __post_init__(self) -> None:
+        level = self.level.strip().upper()
+        if level not in LEVELS:
+            raise ConfigurationError(
+                f"{_env_name('level')} must be one of {', '.join(LEVELS)}, got {self.level!r}",
+                variable=_env_name("level"),
+            )
+        object.__setattr__(self, "level", level)
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError(
+                f"{_env_name('timezone')} must be an IANA timezone such as Asia/Kolkata, "
+                f"got {self.timezone!r}",
+                variable=_env_name("timezone"),
+            ) from None
+        try:
+            make_url(self.database_url)
+        except ArgumentError:
+            raise ConfigurationError(
+                f"{_env_name('database_url')} is not a database URL "
+                "(expected e.g. sqlite:///tradelog.db or postgresql://user@host/db)",
+                variable=_env_name("database_url"),
+            ) from None
+        security = self.smtp_security.strip().lower()
+        if security not in SMTP_SECURITY_MODES:
+            raise ConfigurationError(
+                f"{_env_name('smtp_security')} must be one of {', '.join(SMTP_SECURITY_MODES)}, "
+                f"got {self.smtp_security!r}",
+                variable=_env_name("smtp_security"),
+            )
+        object.__setattr__(self, "smtp_security", security)
+        for name in ("telegram_bot_token", "smtp_password"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Secret(value) if value else None)
+        if not isinstance(self.log_dir, Path):
+            object.__setattr__(self, "log_dir", Path(self.log_dir))
+        object.__setattr__(self, "telegram_api_url", self.telegram_api_url.rstrip("/"))
+
+    def __repr__(self) -> str:
+        shown = []
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "database_url":
+                value = mask_url(value)
+            shown.append(f"{spec.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The configured timezone as a ``ZoneInfo``."""
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``TRADELOG_*`` variables; keyword ``overrides`` win.
+
+        Unknown keyword names raise :class:`ConfigurationError`; so does any invalid value,
+        naming the variable it came from.
+        """
+        env = os.environ if environ is None else environ
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ConfigurationError(f"unknown tradelog option(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, spec in known.items():
+            variable = _env_name(name)
+            if name in overrides:
+                values[name] = overrides[name]
+            elif variable in env:
+                parse = spec.metadata.get("parse")
+                raw = env[variable]
+                values[name] = parse(raw, variable) if parse else raw
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def redacted_url(self) -> str:
+        """The database URL with any password masked, for messages and logs."""
+        return mask_url(self.database_url)
+
+
+def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """Only ``TRADELOG_DATABASE_URL`` (for tools such as Alembic's env.py), or None when unset."""
+    env = os.environ if environ is None else environ
+    return env.get(_env_name("database_url")) or None

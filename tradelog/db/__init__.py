@@ -1,0 +1,1 @@
+"""Database layer: declarative models, engines and migrations."""

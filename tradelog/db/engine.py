@@ -1,0 +1,98 @@
+"""Engines and sessions for the toolkit's own connections.
+
+tradelog never borrows the host application's session or connection: every writer builds its own
+engine here. SQLite gets WAL, foreign keys, a busy timeout and ``synchronous=NORMAL``; PostgreSQL
+URLs are routed to psycopg 3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageError
+
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "check_connection",
+    "create_tradelog_engine",
+    "mask_url",
+    "normalize_url",
+    "session_factory",
+]
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def mask_url(url: str | URL) -> str:
+    """Render ``url`` with its password hidden (``***``)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url`` and pick tradelog's driver for its dialect (psycopg 3 for PostgreSQL)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {url!r}") from exc
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def create_tradelog_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` configured the way tradelog needs it.
+
+    Raises :class:`MissingExtraError` when the PostgreSQL driver is not installed and
+    :class:`ConfigurationError` for a malformed URL.
+    """
+    parsed = normalize_url(url)
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        options.pop("pool_pre_ping")
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    options.update(kwargs)
+    try:
+        engine = create_engine(parsed, **options)
+    except NoSuchModuleError as exc:
+        raise ConfigurationError(f"unsupported database URL {mask_url(parsed)}: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        if "psycopg" in str(exc):
+            raise MissingExtraError("postgres", "psycopg") from exc
+        raise
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def check_connection(engine: Engine) -> None:
+    """Open one connection, or raise :class:`StorageError` naming the (masked) URL."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except (OperationalError, SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
+        raise StorageError(f"cannot reach database {mask_url(engine.url)}: {reason}") from exc
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory bound to ``engine`` that keeps objects usable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)

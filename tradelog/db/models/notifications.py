@@ -1,0 +1,54 @@
+"""``user_notification_preferences`` and ``notifications``."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from sqlalchemy import Index, String, Time, false, func, true
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tradelog.db.base import Base, UTCDateTime, created_at, intpk, updated_at, user_fk, utcnow
+
+
+class UserNotificationPreferences(Base):
+    """Channels, notification types and quiet hours chosen by one user."""
+
+    __tablename__ = "user_notification_preferences"
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = user_fk(unique=True)
+    telegram_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    telegram_chat_id: Mapped[str | None] = mapped_column(String(64))
+    email_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    email_address: Mapped[str | None] = mapped_column(String(255))
+    in_app_enabled: Mapped[bool] = mapped_column(default=True, server_default=true())
+    notify_service_events: Mapped[bool] = mapped_column(default=True, server_default=true())
+    notify_trading_events: Mapped[bool] = mapped_column(default=True, server_default=true())
+    notify_system_events: Mapped[bool] = mapped_column(default=True, server_default=true())
+    notify_errors: Mapped[bool] = mapped_column(default=True, server_default=true())
+    quiet_hours_start: Mapped[time | None] = mapped_column(Time())
+    quiet_hours_end: Mapped[time | None] = mapped_column(Time())
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+
+class Notification(Base):
+    """One notification sent (or to be sent) to a user, with per-channel delivery flags."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_read_created", "user_id", "read", "created_at"),)
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = user_fk()
+    type: Mapped[str] = mapped_column(String(32), index=True)
+    level: Mapped[str] = mapped_column(String(16), index=True)
+    title: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(String(1024))
+    read: Mapped[bool] = mapped_column(default=False, server_default=false(), index=True)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), index=True, default=utcnow, server_default=func.now()
+    )
+    telegram_sent: Mapped[bool] = mapped_column(default=False, server_default=false())
+    email_sent: Mapped[bool] = mapped_column(default=False, server_default=false())
+    in_app_delivered: Mapped[bool] = mapped_column(default=True, server_default=true())
