@@ -1,0 +1,1 @@
+"""Notification routing, formatting and delivery."""
