@@ -78,8 +78,13 @@ def test_scoping(db: MigratedDatabase, users: dict[str, int]) -> None:
         admin = resolve_actor(session, users["admin"])
         query = select(ServiceLog.message)
         assert session.scalars(scoped(query, ServiceLog.user_id, alice)).all() == ["alice"]
-        assert sorted(session.scalars(scoped(query, ServiceLog.user_id, admin)).all()) == ["alice", "bob"]
-        assert session.scalars(scoped(query, ServiceLog.user_id, admin, users["bob"])).all() == ["bob"]
+        assert sorted(session.scalars(scoped(query, ServiceLog.user_id, admin)).all()) == [
+            "alice",
+            "bob",
+        ]
+        assert session.scalars(scoped(query, ServiceLog.user_id, admin, users["bob"])).all() == [
+            "bob"
+        ]
         with pytest.raises(PermissionDenied):
             scoped(query, ServiceLog.user_id, alice, users["bob"])
         with pytest.raises(PermissionDenied):
