@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_install_can_migrate(tmp_path: Path) -> None:
-    """Build the wheel, install it (not editable) in a fresh virtualenv, migrate an empty database."""
+    """Build the wheel, install it (not editable) in a fresh venv, migrate an empty database."""
     dist = tmp_path / "dist"
     subprocess.run(
         [
