@@ -6,6 +6,7 @@ from tradelog.db.models.errors import ErrorLog
 from tradelog.db.models.logs import ServiceLog
 from tradelog.db.models.ml import MLModel, MLTrainingJob
 from tradelog.db.models.notifications import Notification, UserNotificationPreferences
+from tradelog.db.models.outbox import NotificationDelivery, NotificationRateLimit
 from tradelog.db.models.service import ServiceStatus, ServiceTaskExecution
 from tradelog.db.models.users import Activity, Order, User
 
@@ -16,6 +17,8 @@ __all__ = [
     "MLModel",
     "MLTrainingJob",
     "Notification",
+    "NotificationDelivery",
+    "NotificationRateLimit",
     "Order",
     "ServiceLog",
     "ServiceStatus",

@@ -1,10 +1,16 @@
-"""``user_notification_preferences`` and ``notifications``."""
+"""``user_notification_preferences`` and ``notifications``.
+
+Migration ``0004_notification_outbox`` adds, beyond the spec: the user's IANA ``timezone`` and
+``quiet_hours_mode`` (defer | silent | drop) on preferences, and on notifications a
+``dedupe_key`` (unique per user, enforced by the database) and ``full_message`` (the complete
+text when it is longer than the 1,024 characters ``message`` holds).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, time
 
-from sqlalchemy import Index, String, Time, false, func, true
+from sqlalchemy import Index, String, Text, Time, false, func, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tradelog.db.base import Base, UTCDateTime, created_at, intpk, updated_at, user_fk, utcnow
@@ -28,6 +34,12 @@ class UserNotificationPreferences(Base):
     notify_errors: Mapped[bool] = mapped_column(default=True, server_default=true())
     quiet_hours_start: Mapped[time | None] = mapped_column(Time())
     quiet_hours_end: Mapped[time | None] = mapped_column(Time())
+    timezone: Mapped[str] = mapped_column(
+        String(64), default="Asia/Kolkata", server_default="Asia/Kolkata"
+    )
+    quiet_hours_mode: Mapped[str] = mapped_column(
+        String(8), default="defer", server_default="defer"
+    )
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 
@@ -36,7 +48,10 @@ class Notification(Base):
     """One notification sent (or to be sent) to a user, with per-channel delivery flags."""
 
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_user_read_created", "user_id", "read", "created_at"),)
+    __table_args__ = (
+        Index("ix_notifications_user_read_created", "user_id", "read", "created_at"),
+        Index("ix_notifications_user_id_dedupe_key", "user_id", "dedupe_key", unique=True),
+    )
 
     id: Mapped[intpk]
     user_id: Mapped[int] = user_fk()
@@ -52,3 +67,10 @@ class Notification(Base):
     telegram_sent: Mapped[bool] = mapped_column(default=False, server_default=false())
     email_sent: Mapped[bool] = mapped_column(default=False, server_default=false())
     in_app_delivered: Mapped[bool] = mapped_column(default=True, server_default=true())
+    dedupe_key: Mapped[str | None] = mapped_column(String(128))
+    full_message: Mapped[str | None] = mapped_column(Text())
+
+    @property
+    def text(self) -> str:
+        """The complete message text (``message`` may be a shortened copy)."""
+        return self.full_message if self.full_message is not None else self.message
