@@ -20,7 +20,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from tradelog.cli import config as config_commands
 from tradelog.cli import db as db_commands
+from tradelog.cli import importer as import_commands
+from tradelog.cli import retention as retention_commands
 from tradelog.cli._common import CommandError, Context, add_global_options
 from tradelog.exceptions import (
     ConfigurationError,
@@ -33,7 +36,7 @@ from tradelog.exceptions import (
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = [db_commands]
+_GROUPS = [db_commands, config_commands, retention_commands, import_commands]
 
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ConfigurationError, 2),
