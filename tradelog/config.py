@@ -141,6 +141,7 @@ class Settings:
     max_delivery_attempts: int = _setting(8, _number(int, 1))
     error_notify_window: float = _setting(900.0, _number(float, 0))
     stale_heartbeat_seconds: float = _setting(300.0, _number(float, 1))
+    capture_locals: bool = _setting(False, _parse_bool)  # error rows include scrubbed locals
     #: Retention (days)
     service_logs_retention_days: int = _setting(30, _number(int, 1))
     log_files_retention_days: int = _setting(90, _number(int, 1))
