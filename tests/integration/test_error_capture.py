@@ -1,0 +1,355 @@
+"""Error capture into the database: rows, owners, counters, dedupe, notifications, spills."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from sqlalchemy import Engine
+
+from tests.support.db import MigratedDatabase
+from tradelog.config import Settings
+from tradelog.db.engine import create_tradelog_engine
+from tradelog.errors import capture as capture_module
+from tradelog.errors.capture import ErrorCapture, capture_exception, guard, install_capture
+from tradelog.users import SYSTEM_USER_EMAIL
+
+
+def _settings(db: MigratedDatabase, tmp_path: Path, **options: Any) -> Settings:
+    return Settings(database_url=db.url, log_dir=tmp_path / "logs", console=False, **options)
+
+
+@pytest.fixture
+def capture(db: MigratedDatabase, tmp_path: Path) -> Iterator[ErrorCapture]:
+    """An error capture on the test database (notifications through the real notify API)."""
+    errors = ErrorCapture(_settings(db, tmp_path), db.engine)
+    yield errors
+    errors.close()
+
+
+def _raise(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+def _errors(db: MigratedDatabase) -> list[dict[str, Any]]:
+    return db.rows("SELECT * FROM error_logs ORDER BY id")
+
+
+def _status(db: MigratedDatabase, user_id: int) -> dict[str, Any]:
+    rows = db.rows("SELECT * FROM service_status WHERE user_id = :u", u=user_id)
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_captured_error_is_written_for_its_user(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """A row with type, message, traceback, fingerprint and context; the user's counters move."""
+    alice = users["alice"]
+    assert capture.capture(_raise(ValueError("qty must be positive")), user_id=alice)
+    assert capture.capture(
+        _raise(KeyError("ltp")), user_id=alice, context={"symbol": "INFY", "secret": "s3"}
+    )
+    assert capture.flush(10)
+    rows = _errors(db)
+    assert [(r["user_id"], r["error_type"]) for r in rows] == [
+        (alice, "ValueError"),
+        (alice, "KeyError"),
+    ]
+    assert rows[0]["error_message"] == "qty must be positive"
+    assert "Traceback (most recent call last)" in rows[0]["traceback"]
+    assert len(rows[0]["fingerprint"]) == 64
+    assert not rows[0]["resolved"]
+    status = _status(db, alice)
+    assert status["error_count"] == 2
+    assert status["last_error"] == "KeyError: 'ltp'"
+    with db.session() as session:
+        from tradelog.db.models import ErrorLog
+
+        row = session.get(ErrorLog, rows[1]["id"])
+        assert row is not None
+        assert row.context == {"symbol": "INFY", "secret": "[REDACTED]"}
+        assert row.occurred_at.tzinfo is not None
+    assert capture.stats()["written"] == 2
+
+
+def test_error_without_a_user_goes_to_the_system_user(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """No user context, or a user id that does not exist: kept under the system user."""
+    capture.capture(_raise(RuntimeError("boot failed")))
+    capture.capture(_raise(RuntimeError("ghost")), user_id=987654)
+    assert capture.flush(10)
+    system = db.scalar("SELECT id FROM users WHERE email = :e", e=SYSTEM_USER_EMAIL)
+    rows = _errors(db)
+    assert [r["user_id"] for r in rows] == [system, system]
+    with db.session() as session:
+        from tradelog.db.models import ErrorLog
+
+        ghost = session.get(ErrorLog, rows[1]["id"])
+        assert ghost is not None
+        assert ghost.context == {"unknown_user_id": 987654}
+    assert _status(db, int(str(system)))["error_count"] == 2
+
+
+def test_user_id_bound_in_structlog_context_is_used(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """``bind_contextvars(user_id=...)`` decides the owner and the context is recorded."""
+    with structlog.contextvars.bound_contextvars(user_id=users["bob"], job="sell_monitor"):
+        capture.capture(_raise(TimeoutError("broker slow")))
+    assert capture.flush(10)
+    [row] = _errors(db)
+    assert row["user_id"] == users["bob"]
+    assert "sell_monitor" in str(row["context"])
+
+
+def test_log_observer_records_error_events_only(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """Error-level events with an exception are recorded; warnings are not."""
+    exc = _raise(ConnectionError("feed dropped"))
+    event = {
+        "event": "feed lost",
+        "level": "error",
+        "logger": "feeds",
+        "user_id": users["alice"],
+        "exchange": "NSE",
+        "timestamp": "2026-01-01T00:00:00Z",
+    }
+    capture.observe((type(exc), exc, exc.__traceback__), event)
+    other = _raise(ConnectionError("retrying"))
+    capture.observe((type(other), other, other.__traceback__), {**event, "level": "warning"})
+    capture.observe(True, {"level": "error"})  # no exception being handled: nothing
+    assert capture.flush(10)
+    [row] = _errors(db)
+    assert row["user_id"] == users["alice"]
+    assert row["error_message"] == "feed dropped"
+    with db.session() as session:
+        from tradelog.db.models import ErrorLog
+
+        stored = session.get(ErrorLog, row["id"])
+        assert stored is not None
+        assert stored.context == {
+            "event": "feed lost",
+            "level": "error",
+            "logger": "feeds",
+            "exchange": "NSE",
+            "source": "log",
+        }
+
+
+def test_same_exception_is_recorded_once(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """Logged, then captured again (e.g. re-raised to a hook): one row."""
+    exc = _raise(ValueError("once"))
+    capture.observe(exc, {"level": "error", "user_id": users["alice"]})
+    assert not capture.capture(exc, uncaught=True, sync=True)
+    assert capture.flush(10)
+    assert len(_errors(db)) == 1
+    assert capture.stats()["duplicates"] == 1
+
+
+def test_uncaught_errors_are_written_synchronously(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """``sync=True`` writes before returning, after what was queued before it."""
+    capture.capture(_raise(ValueError("queued first")), user_id=users["alice"])
+    assert capture.capture(_raise(SystemError("crash")), user_id=users["alice"], sync=True)
+    rows = _errors(db)
+    assert [r["error_message"] for r in rows] == ["queued first", "crash"]
+
+
+def test_error_notifications_are_throttled_per_fingerprint(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """One ``error`` notification per fingerprint per window; crashes are critical."""
+    errors = ErrorCapture(_settings(db, tmp_path, error_notify_window=3600), db.engine)
+    try:
+
+        def fail(n: int) -> None:
+            raise ValueError(f"order {n} failed")
+
+        for n in range(3):
+            try:
+                fail(n)
+            except ValueError as exc:
+                errors.capture(exc, user_id=users["alice"])
+        errors.capture(_raise(KeyError("x")), user_id=users["alice"], uncaught=True)
+        assert errors.flush(10)
+    finally:
+        errors.close()
+    notes = db.rows(
+        "SELECT type, level, title FROM notifications WHERE user_id = :u ORDER BY id",
+        u=users["alice"],
+    )
+    assert notes == [
+        {"type": "error", "level": "error", "title": "Error: ValueError"},
+        {"type": "error", "level": "critical", "title": "Crash: KeyError"},
+    ]
+    assert (
+        db.scalar("SELECT error_count FROM service_status WHERE user_id = :u", u=users["alice"])
+        == 4
+    )
+
+
+def test_throttle_is_shared_through_the_database(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """Two processes (two captures) failing the same way still notify once per window."""
+    settings = _settings(db, tmp_path, error_notify_window=3600)
+    first = ErrorCapture(settings, db.engine)
+    second = ErrorCapture(settings, db.engine)
+
+    def fail() -> None:
+        raise ValueError("same place")
+
+    try:
+        for errors in (first, second):
+            try:
+                fail()
+            except ValueError as exc:
+                errors.capture(exc, user_id=users["bob"])
+            assert errors.flush(10)
+    finally:
+        first.close()
+        second.close()
+    assert db.scalar("SELECT count(*) FROM notifications WHERE user_id = :u", u=users["bob"]) == 1
+    assert db.scalar("SELECT count(*) FROM error_logs WHERE user_id = :u", u=users["bob"]) == 2
+
+
+def test_window_zero_notifies_every_error(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """``error_notify_window=0`` turns the throttle off."""
+    errors = ErrorCapture(_settings(db, tmp_path, error_notify_window=0), db.engine)
+    try:
+        for _ in range(2):
+            errors.capture(_raise(ValueError("again")), user_id=users["alice"])
+        assert errors.flush(10)
+    finally:
+        errors.close()
+    assert db.scalar("SELECT count(*) FROM notifications") == 2
+
+
+def test_unwritable_errors_are_spilled_and_replayed(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """With the database unreachable rows go to a file; the next writer stores them."""
+    settings = _settings(db, tmp_path)
+    broken: Engine = create_tradelog_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    down = ErrorCapture(settings, broken, retry_delays=(0.01,))
+    down.capture(_raise(ValueError("while down")), user_id=users["alice"])
+    down.capture(_raise(ValueError("crash while down")), user_id=users["alice"], sync=True)
+    assert down.flush(10)
+    assert down.stats()["spilled"] == 2
+    spills = list((tmp_path / "logs" / "_runtime").glob("errors-unwritten-*.jsonl"))
+    assert len(spills) == 1
+    assert "while down" in spills[0].read_text()
+    down.close()
+    broken.dispose()
+    assert _errors(db) == []
+
+    up = ErrorCapture(settings, db.engine)
+    try:
+        up.capture(_raise(ValueError("after recovery")), user_id=users["alice"])
+        assert up.flush(10)
+    finally:
+        up.close()
+    messages = sorted(r["error_message"] for r in _errors(db))
+    assert messages == ["after recovery", "crash while down", "while down"]
+    assert not list((tmp_path / "logs" / "_runtime").glob("errors-unwritten-*"))
+    assert _status(db, users["alice"])["error_count"] == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_full_queue_drops_and_counts(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """While the writer is stuck, a full queue drops new errors instead of blocking."""
+    errors = ErrorCapture(_settings(db, tmp_path, queue_size=1), db.engine, notifier=None)
+    blocker = sqlite3.connect(db.url.removeprefix("sqlite:///"))
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        accepted = [
+            errors.capture(_raise(ValueError(str(n))), user_id=users["alice"]) for n in range(6)
+        ]
+        assert accepted.count(False) >= 4
+        assert errors.stats()["dropped"] >= 4
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert errors.flush(20)
+    errors.close()
+    assert 1 <= len(_errors(db)) <= 2
+
+
+def test_capture_exception_uses_the_installed_capture(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """``capture_exception()`` records the exception being handled, with extra context."""
+    installation = install_capture(capture, hooks=False)
+    try:
+        assert capture_module.active() is capture
+        assert not capture_exception()  # nothing being handled
+        try:
+            raise ArithmeticError("pnl overflow")
+        except ArithmeticError:
+            assert capture_exception(user_id=users["alice"], symbol="TCS")
+        assert capture.flush(10)
+    finally:
+        installation.close()
+    [row] = _errors(db)
+    assert row["error_type"] == "ArithmeticError"
+    assert "TCS" in str(row["context"])
+    assert "capture_exception" in str(row["context"])
+
+
+def test_guard_records_synchronously_and_reraises(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """``guard`` as a decorator and a context manager: the row exists when the error leaves."""
+    installation = install_capture(capture, hooks=False)
+    try:
+
+        @guard
+        def child_work() -> None:
+            raise OSError("disk full")
+
+        with pytest.raises(OSError, match="disk full"):
+            child_work()
+        assert len(_errors(db)) == 1
+        with pytest.raises(LookupError), guard(user_id=users["bob"], job="rebalance"):
+            raise LookupError("no such symbol")
+        rows = _errors(db)
+    finally:
+        installation.close()
+    assert [r["user_id"] for r in rows][1] == users["bob"]
+    assert "rebalance" in str(rows[1]["context"])
+
+
+async def _async_guarded() -> None:
+    raise ValueError("async child")
+
+
+def test_guard_wraps_coroutines(
+    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """An async function wrapped by ``guard`` is recorded too."""
+    import asyncio
+
+    installation = install_capture(capture, hooks=False)
+    try:
+        with pytest.raises(ValueError, match="async child"):
+            asyncio.run(guard(_async_guarded)())
+    finally:
+        installation.close()
+    assert [r["error_message"] for r in _errors(db)] == ["async child"]
