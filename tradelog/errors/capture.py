@@ -579,14 +579,18 @@ def _runtime_settings() -> Settings | None:
 def active() -> ErrorCapture:
     """The installed capture, else a standalone one for the runtime's (or the environment's)
     settings, created on first use and reused (queued rows are flushed at exit)."""
+    retired = None
     with _state.lock:
         if _state.active is not None:
             return _state.active.capture
         settings = _runtime_settings() or Settings.from_env()
         fallback = _state.fallback
         if fallback is None or fallback._closed or fallback.settings != settings:
+            retired = fallback
             fallback = _state.fallback = ErrorCapture(settings)
-        return fallback
+    if retired is not None:
+        retired.close()
+    return fallback
 
 
 def capture_exception(
