@@ -9,7 +9,7 @@ The rules (from the schema spec, each period a setting):
   D goes once D is more than the period before today's date in the configured timezone. Files
   with other names are never touched;
 * resolved ``error_logs`` rows ``resolved_errors_retention_days`` (90) after ``resolved_at``;
-  unresolved errors are kept forever.
+  unresolved errors are kept forever (deleted by :func:`tradelog.errors.workflow.purge_resolved`).
 
 :class:`RetentionPolicy` is pure: it takes ``now`` and answers with cut-offs. :class:`RetentionJob`
 applies it: rows go in bounded batches (``batch_size`` ids, one short transaction each, so a log
@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Engine, delete, func, select
+from sqlalchemy.orm import Session
 
 from tradelog.db.engine import create_tradelog_engine
 from tradelog.db.models import ErrorLog, ServiceLog
+from tradelog.errors.workflow import purge_resolved
 
 if TYPE_CHECKING:
     from tradelog.config import Settings
@@ -226,7 +228,12 @@ class RetentionJob:
         result.service_logs = self._rows(
             "service_logs", ServiceLog.id, logs_expired, dry_run, report
         )
-        result.error_logs = self._rows("error_logs", ErrorLog.id, errors_expired, dry_run, report)
+        if dry_run:
+            result.error_logs = self._rows(
+                "error_logs", ErrorLog.id, errors_expired, dry_run, report
+            )
+        else:
+            result.error_logs = self._purge_errors(result.now, report)
         self._files(result, dry_run, report)
         return result
 
@@ -271,6 +278,15 @@ class RetentionJob:
             report(category, done, max(total, done))
             if deleted < self.batch_size:
                 return done
+
+    def _purge_errors(self, now: datetime, report: Progress) -> int:
+        """Resolved errors go through the error workflow's own purge (same batching)."""
+        with Session(self.engine) as session:
+            deleted = purge_resolved(
+                session, now, days=self.policy.resolved_errors_days, batch_size=self.batch_size
+            )
+        report("error_logs", deleted, deleted)
+        return deleted
 
     # files ----------------------------------------------------------------------------------
 
