@@ -22,8 +22,10 @@ from collections.abc import Sequence
 
 from tradelog.cli import config as config_commands
 from tradelog.cli import db as db_commands
+from tradelog.cli import errors as errors_commands
 from tradelog.cli import importer as import_commands
 from tradelog.cli import retention as retention_commands
+from tradelog.cli import status as status_commands
 from tradelog.cli._common import CommandError, Context, add_global_options
 from tradelog.exceptions import (
     ConfigurationError,
@@ -36,7 +38,14 @@ from tradelog.exceptions import (
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = [db_commands, config_commands, retention_commands, import_commands]
+_GROUPS = [
+    db_commands,
+    config_commands,
+    retention_commands,
+    import_commands,
+    errors_commands,
+    status_commands,
+]
 
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ConfigurationError, 2),

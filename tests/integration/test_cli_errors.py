@@ -1,0 +1,190 @@
+"""``tradelog errors`` and ``tradelog status`` on real databases."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.support.db import MigratedDatabase
+from tradelog.cli import main
+from tradelog.cli._common import CommandError
+from tradelog.cli.errors import parse_when
+from tradelog.db.base import utcnow
+from tradelog.db.models import ErrorLog
+from tradelog.service import ServiceHealth
+
+FP = "c" * 64
+
+
+def run(db: MigratedDatabase, *argv: str) -> int:
+    return main(["--database-url", db.url, *argv])
+
+
+@pytest.fixture
+def errors(db: MigratedDatabase, users: dict[str, int]) -> list[int]:
+    """Two errors for alice (one fingerprint) and one for bob, in the last hour."""
+    now = utcnow()
+    with db.session() as session:
+        rows = [
+            ErrorLog(
+                user_id=users["alice"],
+                error_type="ValueError",
+                error_message="bad qty",
+                traceback='Traceback (most recent call last):\n  File "x.py"\nValueError: bad qty',
+                context={"symbol": "INFY"},
+                occurred_at=now - timedelta(minutes=30),
+                fingerprint=FP,
+            ),
+            ErrorLog(
+                user_id=users["alice"],
+                error_type="ValueError",
+                error_message="bad qty again",
+                occurred_at=now - timedelta(minutes=20),
+                fingerprint=FP,
+            ),
+            ErrorLog(
+                user_id=users["bob"],
+                error_type="KeyError",
+                error_message="'ltp'",
+                occurred_at=now - timedelta(minutes=10),
+                fingerprint="d" * 64,
+            ),
+        ]
+        session.add_all(rows)
+        session.commit()
+        return [row.id for row in rows]
+
+
+def test_list_table_json_and_scoping(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    errors: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The operator sees all; ``--as`` a user sees only theirs; pages continue by cursor."""
+    assert run(db, "errors", "list") == 0
+    out = capsys.readouterr().out
+    assert "ERROR_TYPE" in out
+    assert "KeyError" in out
+    assert "+0530" in out  # times in the configured timezone
+    assert run(db, "errors", "list", "--as", str(users["alice"]), "--json", "--limit", "1") == 0
+    page = json.loads(capsys.readouterr().out)
+    assert [item["id"] for item in page["items"]] == [errors[1]]
+    assert page["next_cursor"]
+    assert (
+        run(
+            db,
+            "--json",
+            "errors",
+            "list",
+            "--as",
+            str(users["alice"]),
+            "--cursor",
+            page["next_cursor"],
+        )
+        == 0
+    )
+    rest = json.loads(capsys.readouterr().out)
+    assert [item["id"] for item in rest["items"]] == [errors[0]]
+    assert rest["next_cursor"] is None
+    assert run(db, "errors", "list", "--type", "KeyError", "--since", "2h", "--json") == 0
+    assert [i["id"] for i in json.loads(capsys.readouterr().out)["items"]] == [errors[2]]
+    assert run(db, "errors", "list", "--as", str(users["alice"]), "--user", str(users["bob"])) == 4
+    assert "may not read" in capsys.readouterr().err
+    assert run(db, "errors", "list", "--cursor", "garbage") == 2
+    assert run(db, "errors", "list", "--since", "yesterday") == 2
+
+
+def test_show_and_groups(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    errors: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """show prints the fields and the traceback; groups counts per fingerprint."""
+    assert run(db, "errors", "show", str(errors[0])) == 0
+    out = capsys.readouterr().out
+    assert "INFY" in out
+    assert out.rstrip().endswith("ValueError: bad qty")
+    assert run(db, "errors", "show", str(errors[0]), "--as", str(users["bob"])) == 5
+    capsys.readouterr()
+    assert run(db, "errors", "groups", "--json") == 0
+    groups = json.loads(capsys.readouterr().out)
+    assert [(g["fingerprint"], g["count"], g["unresolved"]) for g in groups] == [
+        ("d" * 64, 1, 1),
+        (FP, 2, 2),
+    ]
+    assert groups[1]["sample_message"] == "bad qty again"
+    assert run(db, "errors", "groups") == 0
+    assert "cccccccccccc" in capsys.readouterr().out
+
+
+def test_resolve_flow(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    errors: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Admins resolve by id or fingerprint; users are refused; a second resolve conflicts."""
+    admin = str(users["admin"])
+    assert run(db, "errors", "resolve", str(errors[2]), "--as", str(users["bob"])) == 4
+    assert run(db, "errors", "resolve", str(errors[2]), "--as", admin, "--notes", "fixed") == 0
+    assert run(db, "errors", "resolve", str(errors[2]), "--as", admin) == 6
+    assert "already resolved" in capsys.readouterr().err
+    assert run(db, "--json", "errors", "resolve", "--fingerprint", FP, "--as", admin) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["error_ids"] == errors[:2]
+    assert run(db, "errors", "resolve", "999999", "--as", admin) == 5
+    assert db.scalar("SELECT count(*) FROM error_logs WHERE resolved = :r", r=True) == 3
+    assert run(db, "errors", "list", "--unresolved", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["items"] == []
+
+
+def test_status_shows_services_and_flags_stale(
+    db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Running with a fresh heartbeat is fine; a stale service makes the exit status 1."""
+    health = ServiceHealth(db.engine)
+    health.mark_running(users["alice"])
+    health.mark_running(users["bob"], now=utcnow() - timedelta(hours=1))
+    assert run(db, "status") == 1
+    out = capsys.readouterr().out
+    assert "services (1 stale" in out
+    assert "stale" in out
+    assert "outbox" in out
+    assert "log writers" in out
+    assert run(db, "status", "--json", "--threshold", "7200") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {row["user_id"]: row["state"] for row in report["services"]} == {
+        users["alice"]: "running",
+        users["bob"]: "running",
+    }
+    assert report["stale"] == 0
+    assert run(db, "status", "--json", "--as", str(users["alice"])) == 0
+    mine = json.loads(capsys.readouterr().out)
+    assert [row["user_id"] for row in mine["services"]] == [users["alice"]]
+    assert str(mine["outbox"]).startswith("n/a")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24h", datetime(2026, 3, 1, 4, 0, tzinfo=UTC)),
+        ("90m", datetime(2026, 3, 2, 2, 30, tzinfo=UTC)),
+        ("2026-03-02T09:15", datetime(2026, 3, 2, 3, 45, tzinfo=UTC)),
+        ("2026-03-02T09:15+00:00", datetime(2026, 3, 2, 9, 15, tzinfo=UTC)),
+    ],
+)
+def test_parse_when(text: str, expected: datetime) -> None:
+    """Durations count back from now; naive times are in the configured timezone (IST)."""
+    now = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
+    assert parse_when(text, now, ZoneInfo("Asia/Kolkata")) == expected
+
+
+def test_parse_when_rejects_nonsense() -> None:
+    """Anything else is a usage error."""
+    with pytest.raises(CommandError):
+        parse_when("last tuesday", datetime(2026, 3, 2, tzinfo=UTC), ZoneInfo("UTC"))

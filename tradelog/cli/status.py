@@ -1,0 +1,118 @@
+"""``tradelog status``: service health, the notification outbox and the log writers at a glance.
+
+* services: one line per user with a ``service_status`` row: running / stale / stopped, last
+  heartbeat, last task, error count and last error. A service is stale when it is marked
+  running and sent no heartbeat for ``--threshold`` seconds (default
+  ``TRADELOG_STALE_HEARTBEAT_SECONDS``).
+* outbox: pending, due, deferred, failed deliveries (admins only).
+* log writers: the counters each process's background log writer last saved.
+
+Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale,
+so the command can drive an alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from tradelog.access import resolve_actor
+from tradelog.cli._common import Context, print_table
+from tradelog.db.base import utcnow
+from tradelog.service import service_overview
+from tradelog.users import ensure_system_user
+
+__all__ = ["register"]
+
+NOT_AVAILABLE = "n/a"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``status`` command."""
+    parser = subparsers.add_parser(
+        "status",
+        help="service health, notification outbox and log writers (exit 1 if a service is stale)",
+    )
+    parser.add_argument(
+        "--as",
+        dest="actor",
+        type=int,
+        metavar="USER_ID",
+        help="act as this user (default: the system administrator account)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="seconds without a heartbeat before a running service is stale",
+    )
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    parser.set_defaults(handler=_status)
+
+
+def _optional(module: str, name: str) -> Callable[..., Any] | None:
+    try:
+        found: Callable[..., Any] | None = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return found
+
+
+def _status(args: argparse.Namespace, context: Context) -> int:
+    settings = context.settings
+    threshold = args.threshold if args.threshold is not None else settings.stale_heartbeat_seconds
+    now = utcnow()
+    with context.session() as session:
+        actor = resolve_actor(
+            session, args.actor if args.actor is not None else ensure_system_user(session)
+        )
+        services = service_overview(session, actor, now, threshold)
+        outbox: Any = NOT_AVAILABLE
+        summary = _optional("tradelog.notify.outbox", "backlog_summary")
+        if summary is not None:
+            outbox = summary(session, now=now) if actor.is_admin else "n/a (admins only)"
+        session.commit()
+    writers: Any = NOT_AVAILABLE
+    read_stats = _optional("tradelog.logs.stats", "read_writer_stats")
+    if read_stats is not None:
+        try:
+            writers = list(read_stats(settings.log_dir))
+        except OSError as exc:
+            writers = f"n/a ({exc.strerror or exc})"
+    zone = settings.zone
+    for row in services:
+        for key in ("last_heartbeat", "last_task"):
+            if isinstance(row[key], datetime):
+                row[key] = row[key].astimezone(zone)
+    stale = sum(1 for row in services if row["state"] == "stale")
+    if context.json:
+        json.dump(
+            {
+                "services": services,
+                "stale": stale,
+                "threshold_seconds": threshold,
+                "outbox": outbox,
+                "writers": writers,
+            },
+            context.out,
+            default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
+        )
+        context.out.write("\n")
+        return 1 if stale else 0
+    out = context.out
+    out.write(f"services ({stale} stale, threshold {threshold:g}s)\n")
+    print_table(services, None, out)
+    out.write("\noutbox\n")
+    if isinstance(outbox, dict):
+        print_table([{"metric": key, "value": value} for key, value in outbox.items()], None, out)
+    else:
+        out.write(f"{outbox}\n")
+    out.write("\nlog writers\n")
+    if isinstance(writers, list):
+        print_table(writers, None, out)
+    else:
+        out.write(f"{writers}\n")
+    return 1 if stale else 0
