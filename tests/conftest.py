@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# python-telegram-bot 22 warns on every RetryAfter unless timedelta mode is chosen; the suite turns
+# warnings into errors, so choose it (tradelog accepts both int and timedelta retry_after values).
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 from tests.support.db import MigratedDatabase, PostgresTemplate, SqliteTemplate
 from tradelog.db.engine import create_tradelog_engine
