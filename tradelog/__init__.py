@@ -16,6 +16,8 @@ from tradelog.exceptions import (
     StorageError,
     TradelogError,
 )
+from tradelog.notify.api import anotify, notify  # rebinds ``tradelog.notify`` to the function
+from tradelog.notify.dispatch import NotifyResult
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,7 @@ __all__ = [
     "DeliveryError",
     "MissingExtraError",
     "NotFound",
+    "NotifyResult",
     "PermanentDeliveryError",
     "PermissionDenied",
     "RetryableDeliveryError",
@@ -33,4 +36,6 @@ __all__ = [
     "StorageError",
     "TradelogError",
     "__version__",
+    "anotify",
+    "notify",
 ]
