@@ -123,3 +123,15 @@ def test_multiprocessing_child_crash_is_recorded(
         db.scalar("SELECT error_count FROM service_status WHERE user_id = :u", u=users["alice"])
         == 1
     )
+
+
+def test_child_crash_notifies_the_user_once_as_critical(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """The user owning a crashed child gets one critical ``error`` notification."""
+    result = _run(db, tmp_path, "child-fork", users["alice"])
+    assert "child exit code 1" in result.stderr, result.stderr
+    notes = db.rows(
+        "SELECT type, level, title FROM notifications WHERE user_id = :u", u=users["alice"]
+    )
+    assert notes == [{"type": "error", "level": "critical", "title": "Crash: MemoryError"}]
