@@ -4,6 +4,7 @@ The public API is what this module exports; everything else is an implementation
 """
 
 from tradelog.config import Secret, Settings
+from tradelog.errors.capture import capture_exception
 from tradelog.exceptions import (
     ConfigurationError,
     ConflictError,
@@ -18,6 +19,7 @@ from tradelog.exceptions import (
 )
 from tradelog.notify.api import anotify, notify  # rebinds ``tradelog.notify`` to the function
 from tradelog.notify.dispatch import NotifyResult
+from tradelog.service import heartbeat, mark_running, mark_stopped, track_task
 
 __version__ = "0.1.0"
 
@@ -37,5 +39,10 @@ __all__ = [
     "TradelogError",
     "__version__",
     "anotify",
+    "capture_exception",
+    "heartbeat",
+    "mark_running",
+    "mark_stopped",
     "notify",
+    "track_task",
 ]
