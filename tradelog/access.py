@@ -17,7 +17,7 @@ from tradelog.exceptions import NotFound, PermissionDenied
 
 __all__ = ["Actor", "ActorLike", "require_admin", "resolve_actor", "scoped"]
 
-_T = TypeVar("_T", bound=tuple[Any, ...])
+_S = TypeVar("_S", bound=Select[Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +52,7 @@ def require_admin(actor: Actor, action: str) -> None:
         raise PermissionDenied(f"only an admin may {action} (user {actor.id} is not an admin)")
 
 
-def scoped(
-    statement: Select[_T], column: Any, actor: Actor, user_id: int | None = None
-) -> Select[_T]:
+def scoped(statement: _S, column: Any, actor: Actor, user_id: int | None = None) -> _S:
     """Restrict ``statement`` to the rows ``actor`` may see.
 
     ``user_id`` narrows an admin's view to one user; a non-admin naming someone else is refused.

@@ -1,0 +1,1 @@
+"""Structured logging: processors, sinks and the helpers they share."""
