@@ -353,3 +353,43 @@ def test_guard_wraps_coroutines(
     finally:
         installation.close()
     assert [r["error_message"] for r in _errors(db)] == ["async child"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_idle_writer_stores_spilled_rows_when_the_database_returns(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """Rows spilled while the database was missing land once it is back, without new errors."""
+    import shutil
+    import time
+
+    later = tmp_path / "later"
+    errors = ErrorCapture(
+        _settings(db, tmp_path),
+        create_tradelog_engine(f"sqlite:///{later / 'tradelog.db'}"),
+        notifier=None,
+        retry_delays=(),
+        replay_interval=0.05,
+    )
+    try:
+        errors.capture(_raise(ValueError("while missing")), user_id=users["alice"])
+        assert errors.flush(10)
+        assert errors.stats()["spilled"] == 1
+        later.mkdir()
+        db.engine.dispose()
+        shutil.copyfile(db.url.removeprefix("sqlite:///"), later / "tradelog.db")
+        deadline = time.monotonic() + 10
+        while errors.stats()["replayed"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert errors.stats()["replayed"] == 1
+    finally:
+        errors.close()
+        errors.engine.dispose()
+    replayed = create_tradelog_engine(f"sqlite:///{later / 'tradelog.db'}")
+    with replayed.connect() as connection:
+        from sqlalchemy import text
+
+        assert connection.execute(text("SELECT error_message FROM error_logs")).scalars().all() == [
+            "while missing"
+        ]
+    replayed.dispose()

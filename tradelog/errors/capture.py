@@ -15,9 +15,10 @@ How they are written: logged and explicitly captured exceptions go through a bou
 non-blocking queue to one background writer thread (a full queue drops and counts, it never
 blocks the caller); ``tradelog.flush()`` waits for it. Uncaught crashes are written
 **synchronously** on the crashing thread, after the queue has been flushed, because the process
-may be about to die. A batch that cannot be written is retried a few times, then appended to
-``{log_dir}/_runtime/errors-unwritten-<pid>.jsonl``; those files are written to the database
-by the next writer that starts (or by this one once the database answers again).
+may be about to die. A batch that cannot be written is retried twice, then appended to
+``{log_dir}/_runtime/errors-unwritten-<pid>.jsonl``; this writer stores those rows once the
+database answers again (after its next successful write, or every 30 seconds while idle), and a
+writer starting later picks up files left by processes that have exited.
 
 The same exception object is recorded once: the first capture marks it, so an exception that
 is logged, re-raised and then reaches ``sys.excepthook`` gives one row.
@@ -78,9 +79,20 @@ _log: Final = logging.getLogger("tradelog.errors")
 _MARK: Final = "__tradelog_captured__"
 _CAPTURE_LEVELS: Final = frozenset({"error", "exception", "critical", "fatal"})
 _EVENT_SKIP: Final = frozenset(
-    {"exc_info", "exception", "stack_info", "timestamp", "user_id", "_record", "_from_structlog"}
+    {
+        "exc_info",
+        "exception",
+        "stack",
+        "stack_info",
+        "timestamp",
+        "user_id",
+        "_record",
+        "_from_structlog",
+    }
 )
-_RETRY_DELAYS: Final = (0.1, 0.5, 2.0)
+_RETRY_DELAYS: Final = (0.1, 0.5)
+_REPLAY_INTERVAL: Final = 30.0
+"""Seconds between attempts to write spilled rows while the writer is idle."""
 _SYNC_FLUSH_SECONDS: Final = 5.0
 _SPILL_PREFIX: Final = "errors-unwritten-"
 _DEFAULT: Final = object()
@@ -185,7 +197,8 @@ class ErrorCapture:
     :meth:`close`. ``notifier`` receives the stored rows after each commit; the default sends
     the throttled ``error`` notification, ``None`` sends nothing. ``redactor`` scrubs messages,
     tracebacks and context (default: the standard log redactor). ``retry_delays`` are the
-    pauses between attempts to write a queued batch before it is spilled to a file.
+    pauses between attempts to write a queued batch before it is spilled to a file;
+    ``replay_interval`` how often an idle writer retries storing spilled rows.
     """
 
     def __init__(
@@ -197,6 +210,7 @@ class ErrorCapture:
         redactor: Redactor | None = None,
         clock: Callable[[], datetime] = utcnow,
         retry_delays: Sequence[float] = _RETRY_DELAYS,
+        replay_interval: float = _REPLAY_INTERVAL,
     ) -> None:
         self.settings = settings
         self._own_engine = engine is None
@@ -209,6 +223,7 @@ class ErrorCapture:
         self.redactor = redactor or Redactor()
         self.clock = clock
         self.retry_delays = tuple(retry_delays)
+        self.replay_interval = replay_interval
         self.capture_locals = bool(getattr(settings, "capture_locals", False))
         self._limit = max(int(settings.queue_size), 1)
         self._batch = max(int(settings.batch_size), 1)
@@ -356,8 +371,13 @@ class ErrorCapture:
                 while not self._items:
                     if self._closing:
                         return
-                    self._cond.wait()
+                    idle = self.replay_interval if self._has_own_spill() else None
+                    if not self._cond.wait(idle):
+                        break
                 batch = self._take()
+            if not batch:
+                self._replay()
+                continue
             try:
                 self._write_batch([self._build(item) for item in batch], retry=True)
             finally:
