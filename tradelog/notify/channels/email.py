@@ -130,7 +130,7 @@ class EmailChannel:
         self._tls_context = tls_context
         self._local_hostname = local_hostname
         self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self.connections_opened = 0
 
     @classmethod
@@ -158,6 +158,13 @@ class EmailChannel:
             timeout=settings.smtp_timeout,
             tls_context=tls_context,
         )
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            self._locks = {loop: (lock := asyncio.Lock())}
+        return lock
 
     async def _connect(self) -> Any:
         smtp = _aiosmtplib()
@@ -197,7 +204,7 @@ class EmailChannel:
         """Send one email; raises a :class:`~tradelog.exceptions.DeliveryError` on failure."""
         smtp = _aiosmtplib()
         email = build_message(message, self.sender)
-        async with self._lock:
+        async with self._lock():
             for attempt in (1, 2):
                 reused = self._client is not None and self._client.is_connected
                 try:
@@ -236,7 +243,7 @@ class EmailChannel:
 
     async def check(self) -> str:
         """Connect (and authenticate) without sending; returns ``host:port``."""
-        async with self._lock:
+        async with self._lock():
             await self._drop()
             try:
                 self._client = await self._connect()
@@ -246,5 +253,5 @@ class EmailChannel:
 
     async def aclose(self) -> None:
         """QUIT and close the connection."""
-        async with self._lock:
+        async with self._lock():
             await self._drop()

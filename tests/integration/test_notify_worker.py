@@ -1,0 +1,464 @@
+"""The delivery worker against a local fake Telegram Bot API and a real aiosmtpd server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from tests.support.db import MigratedDatabase
+from tests.support.fake_bot_api import (
+    FakeBotApi,
+    bad_request,
+    forbidden,
+    retry_after,
+    server_error,
+)
+from tests.support.smtp_server import SmtpServer
+from tradelog.config import Settings
+from tradelog.db.models import Notification, NotificationDelivery
+from tradelog.notify import outbox
+from tradelog.notify.channels.base import Channel
+from tradelog.notify.channels.email import EmailChannel
+from tradelog.notify.channels.telegram import TelegramChannel, bot_id
+from tradelog.notify.dispatch import dispatch
+from tradelog.notify.preferences import update_preferences
+from tradelog.notify.ratelimit import DbRateLimiter, RateLimits
+from tradelog.notify.worker import DeliveryWorker, RetryPolicy
+
+CHAT = "4242"
+FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture
+def bot_api() -> Iterator[FakeBotApi]:
+    with FakeBotApi() as api:
+        yield api
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer(security="starttls", auth_required=True) as server:
+        yield server
+
+
+def telegram(api: FakeBotApi, db: MigratedDatabase, **kwargs: object) -> TelegramChannel:
+    """A Telegram channel on the fake; limits scaled down so retries do not wait a second."""
+    limiter = DbRateLimiter(db.engine, bot_id(api.token), RateLimits(chat_interval=0.05))
+    return TelegramChannel(api.token, api_url=api.api_url, limiter=limiter, **kwargs)  # type: ignore[arg-type]
+
+
+def email(server: SmtpServer) -> EmailChannel:
+    return EmailChannel(
+        host=server.host,
+        port=server.port,
+        security=server.security,
+        username=server.username,
+        password=server.password,
+        sender="alerts@tradelog.example",
+        timeout=10,
+        tls_context=server.client_ssl_context(),
+        local_hostname="localhost",
+    )
+
+
+def worker(db: MigratedDatabase, channels: dict[str, Channel], **kwargs: object) -> DeliveryWorker:
+    options: dict[str, object] = {"retry": FAST_RETRY, "poll_interval": 0.05, "name": "w1"}
+    options.update(kwargs)
+    return DeliveryWorker(
+        db.engine,
+        Settings(database_url=db.url, max_delivery_attempts=3),
+        channels=channels,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def prefs(db: MigratedDatabase, user_id: int, **changes: object) -> None:
+    with db.session() as session:
+        update_preferences(session, user_id, user_id, **changes)
+        session.commit()
+
+
+def send(
+    db: MigratedDatabase,
+    user_id: int,
+    title: str = "Order filled",
+    message: str = "RELIANCE <b>x10</b> @ 2900 & more",
+    *,
+    level: str = "info",
+    now: datetime | None = None,
+) -> int:
+    with db.session() as session:
+        result = dispatch(session, user_id, "trading", level, title, message, now=now)
+        session.commit()
+    assert result.notification_id is not None
+    return result.notification_id
+
+
+def deliveries(db: MigratedDatabase) -> list[NotificationDelivery]:
+    with db.session() as session:
+        return list(
+            session.execute(
+                select(NotificationDelivery).order_by(NotificationDelivery.id)
+            ).scalars()
+        )
+
+
+def run(w: DeliveryWorker) -> int:
+    return asyncio.run(w.run_once())
+
+
+@pytest.fixture
+def tg_user(db: MigratedDatabase, users: dict[str, int]) -> int:
+    prefs(db, users["alice"], telegram_chat_id=CHAT, telegram_enabled=True)
+    return users["alice"]
+
+
+def test_telegram_sent_and_flag_set(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """A queued Telegram delivery arrives once, HTML-escaped, and the flags become true."""
+    note = send(db, tg_user)
+    assert run(worker(db, {"telegram": telegram(bot_api, db)})) == 1
+    [message] = bot_api.sent_messages(CHAT)
+    assert message.parse_mode == "HTML"
+    assert "RELIANCE &lt;b&gt;x10&lt;/b&gt; @ 2900 &amp; more" in (message.text or "")
+    assert "<b>Order filled</b>" in (message.text or "")
+    assert not message.disable_notification
+    [row] = deliveries(db)
+    assert (row.status, row.attempts, row.last_error) == ("sent", 1, None)
+    assert row.sent_at is not None
+    with db.session() as session:
+        stored = session.get(Notification, note)
+        assert stored is not None
+        assert stored.telegram_sent is True
+        assert stored.email_sent is False
+
+
+def test_long_message_split_in_order(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """A 10,000-character text goes out as ordered parts holding the full text."""
+    lines = [f"{i:04d} " + "y" * 95 for i in range(100)]
+    send(db, tg_user, message="\n".join(lines))
+    w = worker(db, {"telegram": telegram(bot_api, db)})
+    run(w)
+    parts = bot_api.sent_messages(CHAT)
+    assert len(parts) == 3
+    texts = [p.text or "" for p in parts]
+    assert [f"({i}/3)" in t for i, t in enumerate(texts, 1)] == [True, True, True]
+    joined = "\n".join(texts)
+    positions = [joined.index(line) for line in lines]
+    assert positions == sorted(positions)
+    [row] = deliveries(db)
+    assert (row.status, row.parts_sent) == ("sent", 3)
+
+
+def test_chat_not_found_fails_permanently(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """400 chat not found: failed after one attempt, reason recorded and logged."""
+    bot_api.script(chat_id=CHAT, responses=[bad_request("Bad Request: chat not found")])
+    send(db, tg_user)
+    with caplog.at_level(logging.WARNING, logger="tradelog.notify"):
+        run(worker(db, {"telegram": telegram(bot_api, db)}))
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "chat not found" in (row.last_error or "").lower()
+    assert any("failed permanently" in r.getMessage() for r in caplog.records)
+    assert bot_api.sent_messages() == []
+
+
+def test_blocked_bot_tells_user_in_app(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """403: the delivery fails and one in-app notice (no external delivery) explains it."""
+    bot_api.script(chat_id=CHAT, responses=[forbidden(), forbidden()])
+    send(db, tg_user)
+    send(db, tg_user, title="Second")
+    run(worker(db, {"telegram": telegram(bot_api, db)}))
+    assert [r.status for r in deliveries(db)] == ["failed", "failed"]
+    assert all("blocked" in (r.last_error or "") for r in deliveries(db))
+    notices = db.rows(
+        "SELECT type, level, title, message FROM notifications WHERE title LIKE 'Telegram%'"
+    )
+    assert len(notices) == 1
+    assert notices[0]["type"] == "system"
+    assert CHAT in str(notices[0]["message"])
+    assert len(deliveries(db)) == 2
+
+
+def test_retry_after_honoured(db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int) -> None:
+    """429 with retry_after=1: retried no sooner than a second later, then sent."""
+    bot_api.script(chat_id=CHAT, responses=[retry_after(1)])
+    send(db, tg_user)
+    w = worker(db, {"telegram": telegram(bot_api, db)})
+    started = datetime.now(UTC)
+    run(w)
+    [row] = deliveries(db)
+    assert row.status == "pending"
+    assert row.next_attempt_at >= started + timedelta(seconds=1)
+    assert "flood control" in (row.last_error or "").lower()
+    time.sleep(max(0.0, (row.next_attempt_at - datetime.now(UTC)).total_seconds()) + 0.05)
+    run(w)
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert len(bot_api.sent_messages(CHAT)) == 1
+
+
+def test_server_errors_back_off_then_give_up(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """5xx answers retry with backoff; after max_attempts the delivery fails with the count."""
+    bot_api.script(
+        chat_id=CHAT, responses=[server_error(502), server_error(503), server_error(500)]
+    )
+    send(db, tg_user)
+    w = worker(db, {"telegram": telegram(bot_api, db)})
+    for _ in range(3):
+        run(w)
+        time.sleep(0.06)
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert (row.last_error or "").startswith("gave up after 3 attempts")
+
+
+def test_transient_error_then_success(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """One 502 then success: sent on the second attempt."""
+    bot_api.script(chat_id=CHAT, responses=[server_error(502)])
+    send(db, tg_user)
+    w = worker(db, {"telegram": telegram(bot_api, db)})
+    run(w)
+    time.sleep(0.06)
+    run(w)
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("sent", 2)
+
+
+def test_silent_quiet_hours(
+    db: MigratedDatabase, bot_api: FakeBotApi, users: dict[str, int]
+) -> None:
+    """Quiet hours in silent mode: sent at once with disable_notification."""
+    now = datetime.now(UTC)
+    prefs(
+        db,
+        users["bob"],
+        telegram_chat_id="77",
+        telegram_enabled=True,
+        quiet_hours_start=(now - timedelta(hours=1)).time().replace(microsecond=0),
+        quiet_hours_end=(now + timedelta(hours=1)).time().replace(microsecond=0),
+        quiet_hours_mode="silent",
+        timezone="UTC",
+    )
+    send(db, users["bob"], now=now)
+    run(worker(db, {"telegram": telegram(bot_api, db)}))
+    [message] = bot_api.sent_messages("77")
+    assert message.disable_notification
+
+
+def test_deferred_released_as_one_digest(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """Three messages deferred by quiet hours go out as one digest once the window ended."""
+    prefs(db, tg_user, quiet_hours_start="22:00", quiet_hours_end="07:00")
+    night = datetime(2025, 1, 1, 17, 30, tzinfo=UTC)  # 23:00 IST
+    ids = [
+        send(db, tg_user, title=f"Fill {i}", level=level, now=night + timedelta(minutes=i))
+        for i, level in enumerate(["info", "warning", "error"])
+    ]
+    rows = deliveries(db)
+    assert {r.not_before for r in rows} == {datetime(2025, 1, 2, 1, 30, tzinfo=UTC)}
+    run(worker(db, {"telegram": telegram(bot_api, db)}))
+    [message] = bot_api.sent_messages(CHAT)
+    text = message.text or ""
+    assert "3 notifications during quiet hours" in text
+    assert text.index("Fill 0") < text.index("Fill 1") < text.index("Fill 2")
+    assert "23:00 IST" in text
+    rows = deliveries(db)
+    carrier = rows[0]
+    assert [r.status for r in rows] == ["sent", "digested", "digested"]
+    assert [r.digest_id for r in rows[1:]] == [carrier.id, carrier.id]
+    sent = db.rows("SELECT id FROM notifications WHERE telegram_sent = :t ORDER BY id", t=True)
+    assert [r["id"] for r in sent] == ids
+
+
+def test_preferences_read_at_delivery(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """Switching Telegram off after queueing suppresses the delivery; a new chat id is used."""
+    send(db, tg_user)
+    prefs(db, tg_user, telegram_enabled=False)
+    w = worker(db, {"telegram": telegram(bot_api, db)})
+    run(w)
+    assert [(r.status, r.last_error) for r in deliveries(db)] == [
+        ("suppressed", "telegram was switched off before delivery")
+    ]
+    prefs(db, tg_user, telegram_enabled=True)
+    send(db, tg_user)
+    prefs(db, tg_user, telegram_chat_id="5555")
+    run(w)
+    assert len(bot_api.sent_messages("5555")) == 1
+    assert bot_api.sent_messages(CHAT) == []
+
+
+def test_unconfigured_channel_waits(db: MigratedDatabase, tg_user: int) -> None:
+    """A worker without Telegram leaves Telegram deliveries pending (visible in the backlog)."""
+    send(db, tg_user)
+    assert run(worker(db, {})) == 0
+    assert [r.status for r in deliveries(db)] == ["pending"]
+    with db.session() as session:
+        summary = outbox.backlog_summary(session)
+    assert summary["pending"] == 1
+    assert summary["due"] == 1
+    assert summary["by_channel"] == {"telegram": {"pending": 1}}
+
+
+def test_expired_lease_is_reclaimed(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """A claim whose worker died is taken over after its lease; the dead worker records nothing."""
+    send(db, tg_user)
+    [claimed] = outbox.claim(db.engine, "crashed", limit=10, lease=0.2)
+    assert outbox.claim(db.engine, "other", limit=10, lease=0.2) == []
+    time.sleep(0.3)
+    run(worker(db, {"telegram": telegram(bot_api, db)}))
+    assert len(bot_api.sent_messages(CHAT)) == 1
+    assert outbox.mark_sent(db.engine, claimed.id, [], "crashed", channel="telegram") == 0
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("sent", 2)
+
+
+def test_background_thread_wakes_on_notify(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A started worker delivers a committed notify() promptly and stops cleanly."""
+    from tradelog.notify import api
+
+    monkeypatch.setenv("TRADELOG_DATABASE_URL", db.url)
+    w = worker(db, {"telegram": telegram(bot_api, db)}, poll_interval=30.0)
+    w.start()
+    try:
+        time.sleep(0.2)
+        api.notify(tg_user, "system", "info", "Wake up", "now")
+        bot_api.wait_for_messages(1, chat_id=CHAT, timeout=5)
+    finally:
+        w.stop()
+        api.close()
+    assert [r.status for r in deliveries(db)] == ["sent"]
+
+
+# -- email ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mail_user(db: MigratedDatabase, users: dict[str, int]) -> int:
+    prefs(db, users["bob"], email_address="bob@example.com", email_enabled=True)
+    return users["bob"]
+
+
+def test_email_starttls_auth_multipart(
+    db: MigratedDatabase, smtp: SmtpServer, mail_user: int
+) -> None:
+    """Email goes over STARTTLS with AUTH, multipart text + HTML, flag set."""
+    note = send(db, mail_user, level="warning")
+    run(worker(db, {"email": email(smtp)}))
+    [received] = smtp.messages
+    assert received.tls
+    assert received.login == smtp.username
+    assert received.rcpt_tos == ("bob@example.com",)
+    assert received.mail_from == "alerts@tradelog.example"
+    assert received.subject == "[WARNING] Order filled"
+    assert "RELIANCE <b>x10</b> @ 2900 & more" in (received.text_body() or "")
+    assert "RELIANCE &lt;b&gt;x10&lt;/b&gt; @ 2900 &amp; more" in (received.html_body() or "")
+    with db.session() as session:
+        stored = session.get(Notification, note)
+        assert stored is not None
+        assert stored.email_sent is True
+
+
+def test_email_subject_cannot_inject_headers(
+    db: MigratedDatabase, smtp: SmtpServer, mail_user: int
+) -> None:
+    """CR/LF in a title stays inside the subject: no extra header, no extra recipient."""
+    send(db, mail_user, title="Hi\r\nBcc: evil@attacker.example\r\n\r\nbody")
+    run(worker(db, {"email": email(smtp)}))
+    [received] = smtp.messages
+    assert received.rcpt_tos == ("bob@example.com",)
+    assert received.message["Bcc"] is None
+    assert "\n" not in (received.subject or "")
+    assert received.subject == "[INFO] Hi Bcc: evil@attacker.example body"
+
+
+def test_email_recipient_refused_is_permanent(
+    db: MigratedDatabase, smtp: SmtpServer, mail_user: int
+) -> None:
+    """550 on RCPT: failed at once with the server's answer."""
+    smtp.fail_recipient("bob@example.com", 550, "5.1.1 No such user")
+    send(db, mail_user)
+    run(worker(db, {"email": email(smtp)}))
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "550" in (row.last_error or "")
+
+
+def test_email_4xx_is_retried(db: MigratedDatabase, smtp: SmtpServer, mail_user: int) -> None:
+    """451 after DATA: retried, then delivered on the same reused connection."""
+    smtp.fail_next_data(451, "4.3.0 Try again later")
+    send(db, mail_user)
+    w = worker(db, {"email": email(smtp)})
+    run(w)
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "451" in (row.last_error or "")
+    time.sleep(0.06)
+    run(w)
+    assert [r.status for r in deliveries(db)] == ["sent"]
+    assert len(smtp.messages) == 1
+
+
+def test_email_bad_password_is_permanent(
+    db: MigratedDatabase, smtp: SmtpServer, mail_user: int
+) -> None:
+    """Wrong SMTP credentials fail the delivery with a clear reason (no password in it)."""
+    channel = EmailChannel(
+        host=smtp.host,
+        port=smtp.port,
+        security="starttls",
+        username=smtp.username,
+        password="wrong-secret-value",
+        sender="alerts@tradelog.example",
+        tls_context=smtp.client_ssl_context(),
+    )
+    send(db, mail_user)
+    run(worker(db, {"email": channel}))
+    [row] = deliveries(db)
+    assert row.status == "failed"
+    assert "authentication failed" in (row.last_error or "")
+    assert "wrong-secret-value" not in (row.last_error or "")
+
+
+def test_email_burst_reuses_one_connection(
+    db: MigratedDatabase, smtp: SmtpServer, users: dict[str, int]
+) -> None:
+    """Twenty emails to different users travel over one SMTP connection."""
+    from tradelog.users import create_user
+
+    with db.session() as session:
+        ids = [create_user(session, email=f"u{i}@example.com", name=f"U{i}").id for i in range(20)]
+        session.commit()
+    for user_id in ids:
+        prefs(db, user_id, email_address=f"u{user_id}@example.com", email_enabled=True)
+        send(db, user_id)
+    channel = email(smtp)
+    run(worker(db, {"email": channel}, concurrency=8))
+    assert len(smtp.messages) == 20
+    assert smtp.connections == 1
+    assert channel.connections_opened == 1
+    assert {r.status for r in deliveries(db)} == {"sent"}
