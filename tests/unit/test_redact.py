@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import string
+import time
 from collections import OrderedDict, namedtuple
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -280,6 +281,29 @@ def test_text_without_candidates_is_returned_as_is() -> None:
 def test_auth_scheme_case_is_kept(key: str, value: str) -> None:
     """The scheme keeps its spelling while the credential is masked."""
     assert redact_text(f"{key} {value}") == f"{key} {MASK}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 200_000 + "://x:y z@",
+        "password=" * 25_000,
+        'password="' * 25_000,
+        "Cookie: " * 25_000,
+        'password=\\"' * 25_000,
+        "token:" + " " * 200_000 + "x",
+        "1" * 200_000 + ":" + "A" * 29,
+        "Bearer " * 30_000,
+        "-----BEGIN PRIVATE KEY-----" * 8_000,
+        "x" * 200_000 + "token=1",
+    ],
+    ids=lambda text: repr(text[:12]),
+)
+def test_adversarial_text_is_scrubbed_in_linear_time(text: str) -> None:
+    """Long hostile inputs finish quickly (quadratic scanning would take seconds)."""
+    started = time.perf_counter()
+    redact_text(text)
+    assert time.perf_counter() - started < 2.0
 
 
 def test_nested_structures_are_scrubbed() -> None:
