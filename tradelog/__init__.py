@@ -19,6 +19,7 @@ from tradelog.exceptions import (
 )
 from tradelog.notify.api import anotify, notify  # rebinds ``tradelog.notify`` to the function
 from tradelog.notify.dispatch import NotifyResult
+from tradelog.runtime import configure, flush, get_logger, shutdown
 from tradelog.service import heartbeat, mark_running, mark_stopped, track_task
 
 __version__ = "0.1.0"
@@ -40,9 +41,13 @@ __all__ = [
     "__version__",
     "anotify",
     "capture_exception",
+    "configure",
+    "flush",
+    "get_logger",
     "heartbeat",
     "mark_running",
     "mark_stopped",
     "notify",
+    "shutdown",
     "track_task",
 ]

@@ -136,6 +136,7 @@ class Settings:
     batch_size: int = _setting(500, _number(int, 1))
     flush_interval: float = _setting(0.25, _number(float, 0.001))
     file_max_bytes: int = _setting(64 * 1024 * 1024, _number(int, 1024))
+    db_write_timeout: float = _setting(5.0, _number(float, 0.01))  # locked/unreachable -> spool
     #: Delivery worker
     worker: bool = _setting(False, _parse_bool)
     max_delivery_attempts: int = _setting(8, _number(int, 1))

@@ -1,0 +1,218 @@
+"""structlog glue: the bound logger class tradelog configures, and the logger it wraps.
+
+:class:`TradelogBoundLogger` is structlog's filtering bound logger with two differences:
+
+* **the level filter follows reconfiguration.** Methods below the minimum level are a bare
+  ``return None`` on the class (as in ``structlog.make_filtering_bound_logger``), but they are
+  swapped on the one class when ``tradelog.configure`` runs again, so loggers that structlog
+  cached on first use follow the new level too;
+* **it never raises into the caller.** Bad ``%`` arguments, keyword names such as ``event`` or
+  ``self``, an unknown level number, a failing processor: the event is still handled as well as
+  it can be and any internal error is counted, never propagated. Async variants (``ainfo`` ...)
+  only enqueue, so they run inline instead of in an executor.
+
+:class:`ConsoleOutput` is the wrapped logger: it writes whatever the processor chain rendered
+for the console (nothing when the console is off) to ``sys.stderr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final
+
+from structlog import DropEvent
+from structlog._base import BoundLoggerBase
+
+__all__ = [
+    "ConsoleOutput",
+    "TradelogBoundLogger",
+    "internal_error",
+    "internal_errors",
+    "output_factory",
+]
+
+_METHODS: Final = (
+    (logging.DEBUG, "debug"),
+    (logging.INFO, "info"),
+    (logging.WARNING, "warning"),
+    (logging.ERROR, "error"),
+    (logging.CRITICAL, "critical"),
+)
+_ALIASES: Final = {"warn": "warning", "fatal": "critical", "msg": "info"}
+
+
+class _InternalErrors:
+    """How many times logging failed inside tradelog (reported by ``runtime.stats()``)."""
+
+    count = 0
+    reported = False
+
+
+def internal_error(exc: BaseException) -> None:
+    """Count a failure inside the logging path; the first one is printed once to stderr."""
+    _InternalErrors.count += 1
+    if not _InternalErrors.reported:
+        _InternalErrors.reported = True
+        with contextlib.suppress(Exception):
+            sys.__stderr__.write(  # type: ignore[union-attr]
+                f"tradelog: an event could not be logged ({type(exc).__name__}: {exc}); "
+                "further failures are only counted\n"
+            )
+
+
+def internal_errors() -> int:
+    """The number of internal logging failures in this process."""
+    return _InternalErrors.count
+
+
+class ConsoleOutput:
+    """The logger structlog wraps: prints rendered lines to ``sys.stderr`` (looked up per call,
+    so test capture and redirection work)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<ConsoleOutput {self.name!r}>"
+
+    def msg(self, *args: Any, **kw: Any) -> None:
+        if args and args[0]:
+            text = args[0]
+            if isinstance(text, bytes | bytearray):
+                text = bytes(text).decode("utf-8", "replace")
+            with contextlib.suppress(Exception):
+                stream = sys.stderr
+                stream.write(f"{text}\n")
+                stream.flush()
+
+    debug = info = warning = warn = error = critical = fatal = exception = log = msg
+
+
+def output_factory(*args: Any) -> ConsoleOutput:
+    """structlog logger factory: ``structlog.get_logger("name")`` names the logger."""
+    name = args[0] if args else None
+    return ConsoleOutput(None if name is None else str(name))
+
+
+def _interpolate(event: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...] | None]:
+    """``event % args`` like structlog; on failure keep the event and return the args."""
+    try:
+        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            return event % args[0], None
+        return event % args, None
+    except Exception:
+        return event, args
+
+
+def _nop(self: Any, /, *args: Any, **kw: Any) -> None:
+    return None
+
+
+async def _anop(self: Any, /, *args: Any, **kw: Any) -> None:
+    return None
+
+
+def _make(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    def method(self: TradelogBoundLogger, /, *args: Any, **kw: Any) -> Any:
+        return self._emit(name, args, kw)
+
+    async def amethod(self: TradelogBoundLogger, /, *args: Any, **kw: Any) -> Any:
+        return self._emit(name, args, kw)
+
+    method.__name__ = name
+    amethod.__name__ = f"a{name}"
+    return method, amethod
+
+
+_ACTIVE: Final = {name: _make(name) for _, name in _METHODS}
+
+
+class TradelogBoundLogger(BoundLoggerBase):
+    """A structlog bound logger with a reconfigurable level filter that never raises."""
+
+    _min_level: ClassVar[int] = logging.NOTSET
+
+    def _emit(self, method_name: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        try:
+            if args:
+                event = args[0]
+                if len(args) > 1:
+                    event, leftover = _interpolate(event, args[1:])
+                    if leftover is not None:
+                        kw["positional_args"] = leftover
+            else:
+                event = kw.pop("event", None)
+            event_dict: Any = self._context.copy()
+            event_dict.update(kw)
+            if event is not None:
+                event_dict["event"] = event
+            logger = self._logger
+            for processor in self._processors:
+                event_dict = processor(logger, method_name, event_dict)
+            if event_dict.__class__ is str:
+                return getattr(logger, method_name)(event_dict) if event_dict else None
+            if isinstance(event_dict, dict):
+                return getattr(logger, method_name)(**event_dict)
+            if isinstance(event_dict, tuple):
+                positional, keywords = event_dict
+                return getattr(logger, method_name)(*positional, **keywords)
+            return getattr(logger, method_name)(event_dict)
+        except DropEvent:
+            return None
+        except Exception as exc:
+            internal_error(exc)
+            return None
+
+    def exception(self, /, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self.error(*args, **kw)
+
+    async def aexception(self, /, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self.error(*args, **kw)
+
+    def log(self, level: Any, /, *args: Any, **kw: Any) -> Any:
+        try:
+            number = int(level)
+        except Exception:
+            number = logging.INFO
+        if number < self._min_level:
+            return None
+        name = "debug"
+        for threshold, candidate in _METHODS:
+            if threshold <= number:
+                name = candidate
+        return self._emit(name, args, kw)
+
+    async def alog(self, level: Any, /, *args: Any, **kw: Any) -> Any:
+        return self.log(level, *args, **kw)
+
+    def is_enabled_for(self, level: int) -> bool:
+        return level >= self._min_level
+
+    def get_effective_level(self) -> int:
+        return self._min_level
+
+    # Level methods are installed by set_min_level() below.
+    debug = info = warning = warn = error = critical = fatal = msg = _ACTIVE["info"][0]
+    adebug = ainfo = awarning = awarn = aerror = acritical = afatal = amsg = _ACTIVE["info"][1]
+
+    @classmethod
+    def set_min_level(cls, level: int) -> None:
+        """Make the methods below ``level`` no-ops (and the others live) for every instance."""
+        cls._min_level = level
+        for threshold, name in _METHODS:
+            method, amethod = (_nop, _anop) if threshold < level else _ACTIVE[name]
+            setattr(cls, name, method)
+            setattr(cls, f"a{name}", amethod)
+        for alias, target in _ALIASES.items():
+            setattr(cls, alias, getattr(cls, target))
+            setattr(cls, f"a{alias}", getattr(cls, f"a{target}"))
+
+
+TradelogBoundLogger.set_min_level(logging.NOTSET)

@@ -1,0 +1,306 @@
+"""From a queued log record to what the sinks write: a ``service_logs`` row and a JSONL line.
+
+This runs on the background writer, once per event, so it is written for speed: the shape of
+an event (its keys) is analysed once and cached as a *plan*; string values get the cheap
+pre-checks of :mod:`tradelog.logs.sanitize` and :mod:`tradelog.logs.redact` before any real
+work; timestamps are formatted once per second.
+
+What it guarantees for every record, whatever it holds:
+
+* secrets are scrubbed (:class:`~tradelog.logs.redact.Redactor`) before anything is encoded;
+* every value is JSON-safe (NUL characters removed, lone surrogates replaced, NaN/Infinity
+  spelled as strings, containers converted by :func:`~tradelog.logs.sanitize.to_jsonable`);
+* the database row fits its columns: ``message`` and ``module`` are cut to 1024 and 128
+  characters with a visible marker, while the file line keeps the full text;
+* a ``user_id`` that is not a positive integer does not reach the database: the event goes to
+  the system file and the row to the dead-letter file with the reason.
+
+:meth:`RowBuilder.build` never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Callable
+from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from typing import Any, Final, NamedTuple, TypeAlias
+from zoneinfo import ZoneInfo
+
+from tradelog.logs.redact import Redactor
+from tradelog.logs.sanitize import clean_text, to_jsonable, truncate
+
+__all__ = [
+    "MESSAGE_MAX",
+    "MODULE_MAX",
+    "DbRow",
+    "FileKey",
+    "Prepared",
+    "Record",
+    "RowBuilder",
+    "row_as_dict",
+]
+
+Record: TypeAlias = tuple[float, str, "str | None", dict[Any, Any]]
+"""What the caller thread queues: (unix time, level name, logger name, event dict)."""
+
+DbRow: TypeAlias = tuple[Any, str, str, str, "str | None", str]
+"""One ``service_logs`` row: (user_id, level, module, message, context JSON or None,
+timestamp as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC)."""
+
+FileKey: TypeAlias = tuple["int | None", str]
+"""Where a line goes: (user id or None for the system file, local date ``YYYY-MM-DD``)."""
+
+MESSAGE_MAX: Final = 1024
+MODULE_MAX: Final = 128
+CONTEXT_STR_MAX: Final = 8192
+"""Longest string kept inside ``context`` (longer ones are cut with a marker)."""
+LONG_STR_MAX: Final = 32768
+"""Longest ``exception``/``stack`` text kept inside ``context``."""
+FILE_MESSAGE_MAX: Final = 1 << 20
+"""The file keeps the full message up to this many characters (a bound on memory only)."""
+
+_USER_ID_MAX: Final = 2**63 - 1
+_RECHECK_SIZE: Final = 2 * CONTEXT_STR_MAX
+"""An encoded context longer than this is converted again so nested strings get cut."""
+_PLAN_CACHE_SIZE: Final = 4096
+_SKIP: Final = 0
+_KEEP: Final = 1
+_MASK: Final = 2
+_KEEP_LONG: Final = 3
+_RESERVED: Final = frozenset({"event", "user_id", "module"})
+_LONG_KEYS: Final = frozenset({"exception", "stack"})
+
+
+class Prepared(NamedTuple):
+    """One record, ready for the sinks."""
+
+    row: DbRow | None
+    """The ``service_logs`` row; None for system events and rejected rows."""
+    file_key: FileKey
+    line: str
+    """The JSONL line, newline included."""
+    reject: str | None = None
+    """Why ``row`` must go to the dead-letter file instead of the database (else None)."""
+
+
+def row_as_dict(row: DbRow) -> dict[str, Any]:
+    """A database row as a JSON-friendly dict (for the dead-letter file)."""
+    user_id, level, module, message, context, timestamp = row
+    return {
+        "user_id": user_id,
+        "level": level,
+        "module": module,
+        "message": message,
+        "context": context,
+        "timestamp": timestamp,
+    }
+
+
+class _Plan(NamedTuple):
+    """What to do with each key of events of one shape."""
+
+    actions: tuple[tuple[str, int], ...]
+
+
+class RowBuilder:
+    """Turn queued records into :class:`Prepared` rows and lines (one instance per writer)."""
+
+    def __init__(self, redactor: Redactor, zone: ZoneInfo) -> None:
+        self._redactor = redactor
+        self._redact_text: Callable[[str], str] = redactor.redact_text
+        self._mask = redactor.mask
+        self._zone = zone
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._encode = json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode
+        self._second = -1
+        self._db_second = ""
+        self._iso_second = ""
+        self._local_date = ""
+
+    def build(self, record: Record) -> Prepared:
+        """Prepare one record; never raises (a broken record becomes a system line)."""
+        try:
+            return self._build(record)
+        except Exception as exc:  # pragma: no cover - defensive: _build handles every value
+            return self._broken(record, exc)
+
+    def _build(self, record: Record) -> Prepared:
+        ts, level, name, event = record
+        keys = tuple(event)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plan(keys)
+        text = self._text
+        context: dict[str, Any] = {}
+        for (key, action), raw in zip(plan.actions, event.values(), strict=True):
+            if action == _KEEP:
+                kind = type(raw)
+                if kind is str:
+                    context[key] = text(raw, CONTEXT_STR_MAX)
+                elif kind is int or kind is bool or raw is None:
+                    context[key] = raw
+                elif kind is float:
+                    context[key] = raw if math.isfinite(raw) else to_jsonable(raw)
+                else:
+                    context[key] = self._deep(raw)
+            elif action == _MASK:
+                context[key] = None if raw is None else self._mask
+            elif action == _KEEP_LONG:
+                context[key] = text(raw, LONG_STR_MAX) if type(raw) is str else self._deep(raw)
+
+        message = event.get("event")
+        message = text(message, FILE_MESSAGE_MAX) if type(message) is str else self._other(message)
+        module = event.get("module")
+        if module is None:
+            module = name or "root"
+        module = text(module, FILE_MESSAGE_MAX) if type(module) is str else self._other(module)
+
+        try:
+            context_json = self._encode(context) if context else None
+        except (TypeError, ValueError):
+            context = self._safe_context(context)
+            context_json = self._encode(context) if context else None
+        if context_json is not None and len(context_json) > _RECHECK_SIZE:
+            context = self._safe_context(context)
+            context_json = self._encode(context)
+
+        second = int(ts)
+        if second != self._second:
+            self._new_second(second)
+        micros = f"{int((ts - second) * 1_000_000):06d}"
+        timestamp = f"{self._db_second}.{micros}"
+
+        user_id = event.get("user_id")
+        reject = None
+        if user_id is not None and not (type(user_id) is int and 0 < user_id <= _USER_ID_MAX):
+            user_id, reject = _user_id(user_id)
+            if reject is not None:
+                context = {**context, "user_id": to_jsonable(event.get("user_id"))}
+                context_json = self._encode(context)
+
+        line = (
+            f'{{"timestamp":"{self._iso_second}.{micros}+00:00","level":"{level}",'
+            f'"user_id":{"null" if user_id is None or reject else user_id},'
+            f'"module":{encode_basestring(module)},"message":{encode_basestring(message)},'
+            f'"context":{context_json or "{}"}}}\n'
+        )
+        if len(message) > MESSAGE_MAX:
+            message = truncate(message, MESSAGE_MAX)
+        if len(module) > MODULE_MAX:
+            module = truncate(module, MODULE_MAX)
+        if reject is not None:
+            original = to_jsonable(event.get("user_id"))
+            row: DbRow = (original, level, module, message, context_json, timestamp)
+            return Prepared(row, (None, self._local_date), line, reject)
+        if user_id is None:
+            return Prepared(None, (None, self._local_date), line)
+        return Prepared(
+            (user_id, level, module, message, context_json, timestamp),
+            (user_id, self._local_date),
+            line,
+        )
+
+    def _text(self, value: str, limit: int) -> str:
+        """Clean, scrub and cut one string (redaction first, so a cut never splits a secret)."""
+        if "\x00" in value or not value.isascii():
+            value = clean_text(value)
+        value = self._redact_text(value)
+        if len(value) > limit:
+            value = truncate(value, limit)
+        return value
+
+    def _deep(self, value: object) -> Any:
+        """Scrub a container (the caller made it JSON-safe when it queued the event).
+
+        Long strings inside it are cut when the encoded context turns out large.
+        """
+        return self._redactor(value)
+
+    def _safe_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        """Make a context JSON-safe and bounded, scrubbing again what conversion produced."""
+        converted = to_jsonable(context, max_str=CONTEXT_STR_MAX)
+        scrubbed = self._redactor(converted if isinstance(converted, dict) else {})
+        return scrubbed if isinstance(scrubbed, dict) else {}
+
+    def _other(self, value: object) -> str:
+        """Render a non-string message or module as text (scrubbed before it is encoded)."""
+        converted = self._redactor(to_jsonable(value))
+        if not isinstance(converted, str):
+            converted = self._encode(to_jsonable(converted))
+        return self._text(converted, FILE_MESSAGE_MAX)
+
+    def _plan(self, keys: tuple[Any, ...]) -> _Plan:
+        """Analyse the keys of a new event shape."""
+        actions: list[tuple[str, int]] = []
+        for key in keys:
+            if key in _RESERVED:
+                actions.append((key, _SKIP))
+                continue
+            if isinstance(key, str):
+                out = self._redact_text(clean_text(key))
+                sensitive = self._redactor.is_sensitive_key(key)
+            else:
+                converted = to_jsonable(key)
+                out = converted if isinstance(converted, str) else self._encode(converted)
+                sensitive = False
+            if sensitive:
+                actions.append((out, _MASK))
+            elif key in _LONG_KEYS:
+                actions.append((out, _KEEP_LONG))
+            else:
+                actions.append((out, _KEEP))
+        plan = _Plan(tuple(actions))
+        if len(self._plans) >= _PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[keys] = plan
+        return plan
+
+    def _new_second(self, second: int) -> None:
+        moment = datetime.fromtimestamp(second, UTC)
+        self._second = second
+        self._db_second = moment.strftime("%Y-%m-%d %H:%M:%S")
+        self._iso_second = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        self._local_date = moment.astimezone(self._zone).date().isoformat()
+
+    def _broken(self, record: object, exc: BaseException) -> Prepared:  # pragma: no cover
+        """Last resort for a record the builder could not handle."""
+        try:
+            description = self._redact_text(clean_text(repr(record)))[:CONTEXT_STR_MAX]
+        except Exception:
+            description = "<unrepresentable record>"
+        now = datetime.now(UTC)
+        line = json.dumps(
+            {
+                "timestamp": now.isoformat(),
+                "level": "ERROR",
+                "user_id": None,
+                "module": "tradelog.logs",
+                "message": "a log record could not be prepared",
+                "context": {"error": type(exc).__name__, "record": description},
+            },
+            ensure_ascii=False,
+        )
+        return Prepared(None, (None, now.astimezone(self._zone).date().isoformat()), line + "\n")
+
+
+def _user_id(value: object) -> tuple[int | None, str | None]:
+    """Return ``(user_id, None)`` for a usable id, else ``(None, reason)``."""
+    candidate: int | None = None
+    if isinstance(value, bool):
+        candidate = None
+    elif isinstance(value, numbers.Integral):
+        candidate = int(value)
+    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 20:
+        candidate = int(value.strip())
+    if candidate is not None and 0 < candidate <= _USER_ID_MAX:
+        return candidate, None
+    try:
+        shown = repr(value)[:64]
+    except Exception:
+        shown = f"<{type(value).__name__}>"
+    return None, f"invalid user_id {clean_text(shown)}: expected a positive integer"

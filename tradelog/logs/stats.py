@@ -1,0 +1,162 @@
+"""Counters of the background log writer, and the files that publish them.
+
+Each writing process keeps a :class:`WriterStats` and saves it every few seconds, and at
+shutdown, to ``{log_dir}/_runtime/writer-<pid>.json``; :func:`read_writer_stats` reads them back
+(``tradelog status`` shows them).
+
+The counters:
+
+============== ========================================================================
+enqueued       events accepted from callers (queued, or spilled when the queue was full)
+written        rows inserted into ``service_logs`` (directly or replayed from the spool)
+spooled        rows appended to the local spool (database down or behind, queue full)
+replayed       spooled rows later inserted (also counted in ``written``)
+dead_lettered  rows the database refused, written to the dead-letter file with the reason
+dropped        events lost: always 0 (a full queue spills, it never drops)
+file_lines     lines appended to per-user and system files
+system_lines   of those, lines of events without a user (system file only)
+============== ========================================================================
+
+plus gauges (``queue_depth``, ``spool_pending``, ``database``) and error counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["RUNTIME_DIR", "WriterStats", "read_writer_stats", "stats_path"]
+
+RUNTIME_DIR: Final = "_runtime"
+_PREFIX: Final = "writer-"
+_STALE_AFTER_SECONDS: Final = 30.0
+
+_COUNTERS: Final = (
+    "written",
+    "spooled",
+    "replayed",
+    "dead_lettered",
+    "dropped",
+    "file_lines",
+    "system_lines",
+    "overflowed",
+    "file_errors",
+    "observer_errors",
+    "internal_errors",
+    "batches",
+)
+
+
+class WriterStats:
+    """Counters for one writer; each counter is only ever incremented by one thread."""
+
+    def __init__(self) -> None:
+        self.started_at = datetime.now(UTC)
+        self.pid = os.getpid()
+        self.written = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.dead_lettered = 0
+        self.dropped = 0
+        self.file_lines = 0
+        self.system_lines = 0
+        self.overflowed = 0
+        self.file_errors = 0
+        self.observer_errors = 0
+        self.internal_errors = 0
+        self.batches = 0
+        self.processed = 0
+        """Records taken off the queue by the writer (``enqueued`` is derived from it)."""
+        self.database = "unknown"
+        self.last_error: str | None = None
+        self.lock = threading.Lock()
+        """Guards counters incremented from caller threads (spills, observer errors)."""
+
+    def snapshot(self, *, queue_depth: int, spool_pending: int, running: bool) -> dict[str, Any]:
+        """All counters and gauges as a JSON-friendly dict."""
+        data: dict[str, Any] = {
+            "pid": self.pid,
+            "host": socket.gethostname(),
+            "running": running,
+            "started_at": self.started_at.isoformat(),
+            "updated_at": datetime.now(UTC).isoformat(),
+            "enqueued": self.processed + queue_depth + self.overflowed,
+        }
+        for name in _COUNTERS:
+            data[name] = getattr(self, name)
+        data["queue_depth"] = queue_depth
+        data["spool_pending"] = spool_pending
+        data["database"] = self.database
+        data["last_error"] = self.last_error
+        return data
+
+
+def stats_path(log_dir: Path, pid: int | None = None) -> Path:
+    """Where the writer of process ``pid`` (default: this one) publishes its counters."""
+    return Path(log_dir) / RUNTIME_DIR / f"{_PREFIX}{os.getpid() if pid is None else pid}.json"
+
+
+def save(log_dir: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` atomically to this process's stats file; never raises."""
+    path = stats_path(log_dir, data.get("pid"))
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        os.replace(temporary, path)
+
+
+def read_writer_stats(log_dir: Path | str) -> list[dict[str, Any]]:
+    """The published counters of every writer under ``log_dir``, newest first.
+
+    Each dict is what the writer saved plus ``alive``: whether that process still runs (on
+    this host) and has published recently.
+    """
+    folder = Path(log_dir) / RUNTIME_DIR
+    found: list[dict[str, Any]] = []
+    try:
+        paths = sorted(folder.glob(f"{_PREFIX}*.json"))
+    except OSError:
+        return []
+    now = datetime.now(UTC)
+    host = socket.gethostname()
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        data["alive"] = _alive(data, host, now)
+        found.append(data)
+    found.sort(key=lambda item: str(item.get("updated_at", "")), reverse=True)
+    return found
+
+
+def _alive(data: dict[str, Any], host: str, now: datetime) -> bool:
+    if not data.get("running"):
+        return False
+    try:
+        updated = datetime.fromisoformat(str(data.get("updated_at")))
+    except ValueError:
+        return False
+    if (now - updated).total_seconds() > _STALE_AFTER_SECONDS:
+        return False
+    if data.get("host") != host:
+        return True
+    try:
+        pid = int(data.get("pid", 0))
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (OSError, ValueError, OverflowError):
+        return False
+    return True
