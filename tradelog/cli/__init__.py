@@ -24,8 +24,11 @@ from tradelog.cli import config as config_commands
 from tradelog.cli import db as db_commands
 from tradelog.cli import errors as errors_commands
 from tradelog.cli import importer as import_commands
+from tradelog.cli import notify as notify_commands
+from tradelog.cli import prefs as prefs_commands
 from tradelog.cli import retention as retention_commands
 from tradelog.cli import status as status_commands
+from tradelog.cli import worker as worker_commands
 from tradelog.cli._common import CommandError, Context, add_global_options
 from tradelog.exceptions import (
     ConfigurationError,
@@ -45,6 +48,9 @@ _GROUPS = [
     import_commands,
     errors_commands,
     status_commands,
+    notify_commands,
+    prefs_commands,
+    worker_commands,
 ]
 
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [

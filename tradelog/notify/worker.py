@@ -137,7 +137,11 @@ def build_channels(
         from tradelog.notify.channels.telegram import TelegramChannel, bot_id  # noqa: PLC0415
 
         token = settings.telegram_bot_token.reveal()
-        limiter = DbRateLimiter(engine, bot_id(token), rate_limits or RateLimits())
+        limits = rate_limits or RateLimits(
+            messages_per_second=settings.telegram_rate,
+            chat_interval=settings.telegram_chat_interval,
+        )
+        limiter = DbRateLimiter(engine, bot_id(token), limits)
         channels["telegram"] = TelegramChannel(
             token, api_url=settings.telegram_api_url, limiter=limiter
         )
@@ -149,7 +153,12 @@ def build_channels(
 
 
 class DeliveryWorker:
-    """Delivers outbox rows over ``channels`` (default: what ``settings`` configures)."""
+    """Delivers outbox rows over ``channels`` (default: what ``settings`` configures).
+
+    ``concurrency`` (deliveries in flight) and ``poll_interval`` default to
+    ``TRADELOG_WORKER_CONCURRENCY`` and ``TRADELOG_WORKER_POLL_INTERVAL``; ``lease`` is how long
+    a claim is held before another worker may take the delivery over.
+    """
 
     def __init__(
         self,
@@ -158,8 +167,8 @@ class DeliveryWorker:
         *,
         channels: Mapping[str, Channel] | None = None,
         name: str | None = None,
-        concurrency: int = 8,
-        poll_interval: float = 1.0,
+        concurrency: int | None = None,
+        poll_interval: float | None = None,
         lease: float = 120.0,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
@@ -167,8 +176,10 @@ class DeliveryWorker:
         self.engine = engine
         self.settings = settings or Settings.from_env()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.concurrency = max(1, concurrency)
-        self.poll_interval = poll_interval
+        self.concurrency = max(1, concurrency or self.settings.worker_concurrency)
+        self.poll_interval = (
+            poll_interval if poll_interval is not None else self.settings.worker_poll_interval
+        )
         self.lease = lease
         self.retry = retry or RetryPolicy(max_attempts=self.settings.max_delivery_attempts)
         self._rng = rng or random.Random()
