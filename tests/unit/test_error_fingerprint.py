@@ -130,8 +130,27 @@ def test_recursion_depth_does_not_change_the_fingerprint() -> None:
 
     assert fingerprint(_raised(recurse, 3)) == fingerprint(_raised(recurse, 30))
     signature = frame_signature(_raised(recurse, 5).__traceback__)
-    assert signature[-1].endswith("recurse")
-    assert signature.count(signature[-1]) == 1
+    assert signature[-1].endswith('recurse:raise ValueError("bottom")')
+    assert signature[-2].endswith("recurse:recurse(n - 1)")
+    assert signature.count(signature[-2]) == 1
+
+
+def test_two_call_sites_in_one_function_are_two_groups() -> None:
+    """The same failing call made from two places of one function: the source lines differ."""
+
+    def place(symbol: str) -> None:
+        raise ConnectionError(f"broker refused {symbol}")
+
+    def session(which: int) -> None:
+        if which == 1:
+            place("INFY")
+        else:
+            place("TCS")
+
+    first, second = _raised(session, 1), _raised(session, 2)
+    same_site = [_raised(place, s) for s in ("A", "B")]
+    assert fingerprint(first) != fingerprint(second)
+    assert fingerprint(same_site[0]) == fingerprint(same_site[1])
 
 
 def test_library_frames_are_not_in_app() -> None:

@@ -1,9 +1,12 @@
 """Error fingerprints: one stable hash per kind of error, so occurrences group together.
 
 A fingerprint hashes the exception's qualified class name and the *normalised in-app frames*
-of its traceback: for every frame, the module name and the function's qualified name. Line
-numbers, file paths and message values are left out, so the same bug keeps its fingerprint when
-code above it shifts, when it runs from another checkout, or when the message carries an order id.
+of its traceback: for every frame, the module name, the function's qualified name and the text
+of the source line being run (whitespace collapsed). Line numbers, file paths and message values
+are left out, so the same bug keeps its fingerprint when code above it shifts, when it runs from
+another checkout, or when the message carries an order id; two different calls failing in the
+same function are told apart by their source lines. Frames whose source cannot be read
+contribute module and function only.
 
 In-app frames are picked in tiers, the first non-empty one wins:
 
@@ -20,13 +23,14 @@ own type and frames, in the order :func:`traceback.format_exception` prints them
 from __future__ import annotations
 
 import hashlib
+import linecache
 import os
 import sysconfig
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["exception_chain", "fingerprint", "frame_signature", "in_app_tier", "qualified_name"]
 
@@ -97,29 +101,40 @@ def in_app_tier(filename: str) -> int:
     return 2
 
 
-def _frames(tb: TracebackType | None) -> Iterator[tuple[str, str, str]]:
+def _source_line(filename: str, lineno: int | None, module_globals: dict[str, Any]) -> str:
+    if not lineno:
+        return ""
+    try:
+        return " ".join(linecache.getline(filename, lineno, module_globals).split())
+    except Exception:
+        return ""
+
+
+def _frames(tb: TracebackType | None) -> Iterator[tuple[str, str, str, str]]:
     while tb is not None:
         frame = tb.tb_frame
         code = frame.f_code
         module = frame.f_globals.get("__name__")
         if not isinstance(module, str):
             module = Path(code.co_filename).stem
-        yield code.co_filename, module, getattr(code, "co_qualname", code.co_name)
+        line = _source_line(code.co_filename, tb.tb_lineno, frame.f_globals)
+        yield code.co_filename, module, getattr(code, "co_qualname", code.co_name), line
         tb = tb.tb_next
 
 
 def frame_signature(tb: TracebackType | None) -> list[str]:
-    """The ``module:function`` entries of the in-app frames of ``tb``, outermost first."""
+    """The ``module:function:source line`` entries of the in-app frames of ``tb``, outermost
+    first."""
     frames = list(_frames(tb))
     if not frames:
         return []
-    tiers = [in_app_tier(filename) for filename, _, _ in frames]
+    tiers = [in_app_tier(filename) for filename, _, _, _ in frames]
     floor = max(tiers)
     entries: list[str] = []
-    for (_, module, function), tier in zip(frames, tiers, strict=True):
+    for (_, module, function, line), tier in zip(frames, tiers, strict=True):
         if tier < floor:
             continue
-        entry = f"{module}:{function}"
+        entry = f"{module}:{function}:{line}"
         if not entries or entries[-1] != entry:
             entries.append(entry)
     return entries[-_MAX_FRAMES:]
