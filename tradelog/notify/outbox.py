@@ -17,7 +17,8 @@ serialises claims. A ``sending`` row's ``next_attempt_at`` is the lease expiry: 
 dies, the row becomes due again once the lease runs out and another worker claims it.
 
 Every outcome is recorded with a guard ``claimed_by = :worker AND status = 'sending'``: a
-worker whose lease was taken over records nothing (and logs that it lost the claim).
+worker whose lease was taken over records nothing (and logs that it lost the claim). Finished
+rows keep ``claimed_by``: it names the worker that sent (or gave up on) the delivery.
 
 At-least-once window: a worker that crashes after the channel accepted a message but before
 its outcome is committed leaves the row ``sending``; after the lease it is sent again. That
@@ -211,7 +212,7 @@ def mark_sent(
     deliveries this worker still owned (fewer than expected means a lost lease).
     """
     now = now or utcnow()
-    common = {"claimed_by": None, "sent_at": now, "updated_at": now, "last_error": None}
+    common = {"sent_at": now, "updated_at": now, "last_error": None}
     flag = _SENT_FLAGS[channel]
     with Session(engine) as session, session.begin():
         changed = session.execute(
@@ -290,7 +291,6 @@ def mark_failed(
     """Record a permanent failure (or exhausted retries) with its reason."""
     values: dict[str, Any] = {
         "status": "failed",
-        "claimed_by": None,
         "last_error": _error(error),
         "updated_at": now or utcnow(),
     }
@@ -307,7 +307,6 @@ def mark_suppressed(engine: Engine, ids: Sequence[int], worker: str, *, reason: 
         worker,
         {
             "status": "suppressed",
-            "claimed_by": None,
             "last_error": _error(reason),
             "updated_at": utcnow(),
         },
