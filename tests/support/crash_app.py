@@ -2,9 +2,9 @@
 
     python crash_app.py DATABASE_URL LOG_DIR SCENARIO USER_ID
 
-It installs its *own* hooks first (as another error tracker would), then sets tradelog up, then
-fails. Each of the host's hooks prints a ``PREVIOUS ...`` line on stderr so the tests can see it
-was still called.
+It installs its *own* hooks first (as another error tracker would), then calls
+``tradelog.configure()``, then fails. Each of the host's hooks prints a ``PREVIOUS ...`` line
+on stderr so the tests can see it was still called.
 """
 
 from __future__ import annotations
@@ -44,15 +44,10 @@ sys.excepthook = host_excepthook
 threading.excepthook = host_thread_hook
 sys.unraisablehook = host_unraisable_hook
 
-from tradelog.config import Settings  # noqa: E402 - the host's hooks come first on purpose
-from tradelog.errors.capture import (  # noqa: E402
-    ErrorCapture,
-    guard,
-    install_capture,
-    install_loop_handler,
-)
+import tradelog  # noqa: E402 - the host's hooks come first on purpose
+from tradelog.errors.capture import guard, install_loop_handler  # noqa: E402
 
-install_capture(ErrorCapture(Settings(database_url=DATABASE_URL, log_dir=LOG_DIR, console=False)))
+tradelog.configure(database_url=DATABASE_URL, log_dir=LOG_DIR, console=False)
 
 
 def crash_main_thread() -> None:
