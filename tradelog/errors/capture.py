@@ -228,6 +228,7 @@ class ErrorCapture:
         self._limit = max(int(settings.queue_size), 1)
         self._batch = max(int(settings.batch_size), 1)
         self._spill_dir = Path(settings.log_dir) / "_runtime"
+        self._counter_lock = threading.Lock()
         self._counters = dict.fromkeys(
             ("captured", "written", "duplicates", "dropped", "failed", "spilled", "replayed"), 0
         )
@@ -246,7 +247,8 @@ class ErrorCapture:
         self._warned_full = False
 
     def _forked(self) -> None:
-        """In a forked child: the parent's queue, thread and connections are not ours."""
+        """In a forked child: the parent's queue, thread, locks and connections are not ours."""
+        self._counter_lock = threading.Lock()
         self._init_state()
         with contextlib.suppress(Exception):
             self.engine.dispose(close=False)
@@ -321,11 +323,13 @@ class ErrorCapture:
     # ----------------------------------------------------------------- queue and writer
 
     def _count(self, name: str, amount: int = 1) -> None:
-        self._counters[name] += amount
+        with self._counter_lock:
+            self._counters[name] += amount
 
     def stats(self) -> dict[str, int]:
         """Counters: captured, written, duplicates, dropped, failed, spilled, replayed, queued."""
-        return {**self._counters, "queued": self._pending}
+        with self._counter_lock:
+            return {**self._counters, "queued": self._pending}
 
     def _enqueue(self, item: _Item) -> bool:
         with self._cond:
