@@ -64,13 +64,16 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         json.dump(result.to_dict(), context.out)
         context.out.write("\n")
         return 0
-    cutoffs = result.to_dict()["cutoffs"]
+    cutoffs = {
+        "service_logs": f"{result.service_logs_cutoff:%Y-%m-%d %H:%M} UTC",
+        "error_logs": f"{result.resolved_errors_cutoff:%Y-%m-%d %H:%M} UTC (resolved)",
+        "log_files": f"{result.log_files_cutoff} ({settings.timezone} date)",
+    }
     column = "would delete" if result.dry_run else "deleted"
     rows = [
         {"what": _LABELS[name], "older than": cutoffs[name], column: count}
         for name, count in result.counts().items()
     ]
-    rows[1]["what"] = "error_logs (resolved)"
     print_table(rows, ["what", "older than", column], context.out)
     if result.files:
         context.out.write(f"\nlog files{' that would go' if result.dry_run else ' removed'}:\n")

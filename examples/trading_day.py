@@ -1,0 +1,585 @@
+"""A simulated NSE trading day for three users, recorded by tradelog on embedded SQLite.
+
+Run it with ``make demo`` (or ``.venv/bin/python examples/trading_day.py``). It takes well under
+a minute and leaves everything it wrote in ``./.tradelog/`` (``--dir`` to choose another place):
+
+* ``demo.db``: a SQLite database with ``service_logs``, ``error_logs``, ``service_status``,
+  ``service_task_execution``, ``notifications`` and their deliveries;
+* ``logs/users/<id>/service-YYYY-MM-DD.jsonl``: one JSON line per event, per user.
+
+The day, for Asha, Ravi and Meera (one thread each, as a multi-user service runs them):
+
+====== =============================================================================
+09:05  pre-market retry of yesterday's rejected AMO orders (one transient broker error)
+09:15  market open: AMO fills, then the sell monitor watches targets until 15:30;
+       Ravi's broker connection drops mid-day: the task fails and the error is captured
+15:35  end of day: P&L summary (Asha's report trips over a zero and logs the exception)
+16:05  AMO buy orders for tomorrow from the day's RSI signals, with order ids
+====== =============================================================================
+
+Every step logs with symbols and order ids, records a task execution and a heartbeat, and
+notifies the user: in-app always; by Telegram when ``TRADELOG_TELEGRAM_BOT_TOKEN`` and
+``DEMO_TELEGRAM_CHAT_ID`` are set, by email when ``TRADELOG_SMTP_HOST`` and ``DEMO_EMAIL_TO``
+are set. Meera is in quiet hours (set around the real current time, since quiet hours are
+judged by the clock at delivery), so her Telegram and email messages are deferred to the end of
+her window, except the critical margin call, which goes out at once.
+
+Log rows carry real UTC timestamps; the simulated market time is in each event's ``sim_time``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, text
+
+import tradelog
+from tradelog.db import migrate
+from tradelog.db.engine import create_tradelog_engine, session_factory
+from tradelog.notify.preferences import update_preferences
+from tradelog.trading_config import as_dict, get_config, update_config
+from tradelog.users import create_user
+
+IST = ZoneInfo("Asia/Kolkata")
+TABLES = (
+    "users",
+    "user_trading_config",
+    "service_status",
+    "service_task_execution",
+    "service_logs",
+    "error_logs",
+    "notifications",
+    "notification_deliveries",
+    "audit_logs",
+)
+
+
+# --------------------------------------------------------------------------- the simulated world
+
+
+class BrokerError(Exception):
+    """The broker API refused or failed a request."""
+
+
+class BrokerTimeout(BrokerError):
+    """The broker did not answer in time (transient)."""
+
+
+@dataclass
+class Trader:
+    """One account of the trading service."""
+
+    name: str
+    email: str
+    symbols: list[str]
+    user_id: int = 0
+    quiet: bool = False
+    broker_drops_at: str | None = None
+    report_bug: bool = False
+    orders: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+TRADERS = [
+    Trader("Asha", "asha@example.com", ["RELIANCE", "TCS", "INFY"], report_bug=True),
+    Trader("Ravi", "ravi@example.com", ["HDFCBANK", "ICICIBANK", "SBIN"], broker_drops_at="13:40"),
+    Trader("Meera", "meera@example.com", ["TATAMOTORS", "ITC", "LT"], quiet=True),
+]
+
+PRICES = {
+    "RELIANCE": 2950.0,
+    "TCS": 3890.0,
+    "INFY": 1520.0,
+    "HDFCBANK": 1660.0,
+    "ICICIBANK": 1105.0,
+    "SBIN": 815.0,
+    "TATAMOTORS": 985.0,
+    "ITC": 431.0,
+    "LT": 3620.0,
+}
+
+
+class Broker:
+    """A deterministic stand-in for a broker API (prices, orders, occasional failures)."""
+
+    def __init__(self, trader: Trader, seed: int) -> None:
+        self.trader = trader
+        self.random = random.Random(seed)
+        self.sequence = 0
+        self.calls = 0
+
+    def order_id(self, kind: str) -> str:
+        self.sequence += 1
+        return f"{kind}-{datetime.now(IST):%y%m%d}-{self.trader.user_id:02d}{self.sequence:03d}"
+
+    def price(self, symbol: str, minute: int) -> float:
+        drift = 1 + 0.00004 * minute * (1 if len(symbol) % 2 else 0.55)
+        return round(PRICES[symbol] * drift * (1 + self.random.uniform(-0.003, 0.003)), 2)
+
+    def place(self, symbol: str, quantity: int, *, first_try_fails: bool = False) -> str:
+        self.calls += 1
+        if first_try_fails and self.calls == 1:
+            raise BrokerTimeout("broker gateway timeout (HTTP 504) on place_order")
+        return self.order_id("AMO")
+
+    def quote(self, symbol: str, minute: int, sim_time: str) -> float:
+        if self.trader.broker_drops_at and sim_time >= self.trader.broker_drops_at:
+            raise BrokerError(
+                f"connection reset by broker while streaming {symbol} quotes (session expired)"
+            )
+        return self.price(symbol, minute)
+
+
+def sim_minutes(start: str, end: str, step: int) -> list[tuple[str, int]]:
+    """Simulated clock readings ``HH:MM`` from ``start`` to ``end`` and minutes since 09:15."""
+    h, m = map(int, start.split(":"))
+    eh, em = map(int, end.split(":"))
+    out = []
+    for minute in range(h * 60 + m, eh * 60 + em + 1, step):
+        out.append((f"{minute // 60:02d}:{minute % 60:02d}", minute - (9 * 60 + 15)))
+    return out
+
+
+class Market:
+    """The simulated clock every trader follows: the main thread advances it step by step."""
+
+    def __init__(self, start: str = "09:00", end: str = "16:10", step: int = 5) -> None:
+        self.readings = [t for t, _ in sim_minutes(start, end, step)]
+        self.now = self.readings[0]
+        self.changed = threading.Condition()
+
+    def wait_until(self, sim_time: str) -> None:
+        """Block the calling trader until the market clock reads ``sim_time``."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.now >= sim_time)
+
+    def run(self, pace: float) -> None:
+        """Advance the clock, one reading every ``pace`` seconds."""
+        for reading in self.readings[1:]:
+            time.sleep(pace)
+            with self.changed:
+                self.now = reading
+                self.changed.notify_all()
+
+
+# --------------------------------------------------------------------------- one user's day
+
+
+class Day:
+    """Runs one trader's day through tradelog's public API."""
+
+    def __init__(
+        self, trader: Trader, engine: Engine, market: Market, say: Callable[[str, str, str], None]
+    ) -> None:
+        self.t = trader
+        self.engine = engine
+        self.market = market
+        self.uid = trader.user_id
+        self.say = say
+        self.broker = Broker(trader, seed=trader.user_id)
+        self.log = tradelog.get_logger("trading", user_id=self.uid)
+        self.holdings: dict[str, tuple[int, float]] = {}
+        self.realised = 0.0
+
+    def at(self, sim_time: str) -> None:
+        """Wait for the market clock, then tell tradelog the service is alive."""
+        self.market.wait_until(sim_time)
+        tradelog.heartbeat(self.uid)
+
+    def run(self) -> None:
+        tradelog.mark_running(self.uid)
+        self.log.info("service started", sim_time="09:00", symbols=self.t.symbols)
+        self.at("09:05")
+        self.premarket_retry()
+        try:
+            self.sell_monitor()
+        except BrokerError:
+            self.log.warning("sell monitor stopped until reconnect", sim_time="13:40")
+            self.say(self.t.name, "13:40", "sell monitor FAILED: broker connection lost (captured)")
+        self.at("15:35")
+        self.end_of_day()
+        self.at("16:05")
+        self.place_amo_orders()
+        self.at("16:10")
+        self.log.info("service stopping", sim_time="16:10")
+        tradelog.mark_stopped(self.uid)
+
+    # 09:05 ----------------------------------------------------------------------------------
+    def premarket_retry(self) -> None:
+        log = self.log.bind(task="premarket_retry", sim_time="09:05")
+        with tradelog.track_task(self.uid, "premarket_retry") as task:
+            rejected = self.t.symbols[:2]
+            log.info("retrying rejected AMO orders", count=len(rejected), symbols=rejected)
+            placed = []
+            for symbol in rejected:
+                quantity = 10 if PRICES[symbol] > 2000 else 25
+                for attempt in (1, 2, 3):
+                    try:
+                        order_id = self.broker.place(
+                            symbol, quantity, first_try_fails=self.t.name == "Asha"
+                        )
+                    except BrokerTimeout as exc:
+                        log.warning(
+                            "AMO retry failed, backing off",
+                            symbol=symbol,
+                            attempt=attempt,
+                            error=str(exc),
+                        )
+                        continue
+                    log.info("AMO order re-placed", symbol=symbol, qty=quantity, order_id=order_id)
+                    placed.append(order_id)
+                    self.holdings[symbol] = (quantity, PRICES[symbol])
+                    break
+            task["retried"] = len(rejected)
+            task["placed"] = placed
+            self.t.orders.extend(placed)
+        self.say(self.t.name, "09:05", f"pre-market retry: {len(placed)} AMO orders re-placed")
+        self.notify(
+            "trading",
+            "info",
+            "Pre-market retry done",
+            f"Re-placed {len(placed)} AMO orders: {', '.join(placed)}",
+            dedupe=f"premarket:{datetime.now(IST):%Y-%m-%d}",
+        )
+
+    # 09:15-15:30 ----------------------------------------------------------------------------
+    def sell_monitor(self) -> None:
+        config = self.config()
+        target = config["default_target_pct"]
+        with tradelog.track_task(self.uid, "sell_monitor") as task:
+            sold: list[str] = []
+            for sim_time, minute in sim_minutes("09:15", "15:30", 25):
+                self.at(sim_time)
+                log = self.log.bind(task="sell_monitor", sim_time=sim_time)
+                quotes = {s: self.broker.quote(s, minute, sim_time) for s in self.t.symbols}
+                for symbol, (quantity, cost) in list(self.holdings.items()):
+                    price = quotes[symbol]
+                    change = (price - cost) / cost
+                    log.debug("quote", symbol=symbol, ltp=price, change_pct=round(change * 100, 2))
+                    if change >= target / 10:  # demo markets move fast
+                        order_id = self.broker.order_id("SELL")
+                        pnl = round((price - cost) * quantity, 2)
+                        self.realised += pnl
+                        del self.holdings[symbol]
+                        sold.append(order_id)
+                        log.info(
+                            "target hit, sell order placed",
+                            symbol=symbol,
+                            qty=quantity,
+                            ltp=price,
+                            order_id=order_id,
+                            pnl=pnl,
+                        )
+                        self.say(
+                            self.t.name, sim_time, f"sold {symbol} ({order_id}) pnl {pnl:+.2f}"
+                        )
+                        self.notify(
+                            "trading",
+                            "info",
+                            f"Sold {symbol}",
+                            f"{quantity} x {symbol} at {price:.2f} (order {order_id}), "
+                            f"P&L {pnl:+.2f}",
+                            dedupe=f"sell:{order_id}",
+                        )
+                task["ticks"] = task.get("ticks", 0) + 1
+                task["sold"] = sold
+
+    # 15:35 ----------------------------------------------------------------------------------
+    def end_of_day(self) -> None:
+        log = self.log.bind(task="end_of_day", sim_time="15:35")
+        with tradelog.track_task(self.uid, "end_of_day") as task:
+            open_positions = len(self.holdings)
+            task["open_positions"] = open_positions
+            task["realised_pnl"] = round(self.realised, 2)
+            log.info(
+                "end of day", realised_pnl=round(self.realised, 2), open_positions=open_positions
+            )
+            if self.t.report_bug:
+                losing_trades = 0
+                try:
+                    profit_factor = self.realised / losing_trades  # the bug: no losing trades
+                    log.info("report", profit_factor=profit_factor)
+                except ZeroDivisionError:
+                    log.exception("daily report failed, sending the summary without ratios")
+                    self.say(self.t.name, "15:35", "report bug logged with log.exception")
+            if self.t.quiet:
+                self.notify(
+                    "trading",
+                    "critical",
+                    "Margin shortfall",
+                    "Available margin is below tomorrow's AMO value: add funds before 09:00.",
+                )
+        self.say(self.t.name, "15:35", f"end of day: realised P&L {self.realised:+.2f}")
+        self.notify(
+            "service",
+            "info",
+            "Day summary",
+            f"Realised P&L {self.realised:+.2f}; {len(self.holdings)} positions open.",
+        )
+
+    # 16:05 ----------------------------------------------------------------------------------
+    def place_amo_orders(self) -> None:
+        log = self.log.bind(task="place_amo_orders", sim_time="16:05")
+        config = self.config()
+        with tradelog.track_task(self.uid, "place_amo_orders") as task:
+            budget = config["user_capital"] / config["max_portfolio_size"]
+            placed = []
+            for symbol in self.t.symbols:
+                rsi = round(self.broker.random.uniform(18, 45), 1)
+                if rsi >= config["rsi_oversold"]:
+                    log.debug("no signal", symbol=symbol, rsi=rsi)
+                    continue
+                quantity = max(1, int(budget // PRICES[symbol]))
+                order_id = self.broker.place(symbol, quantity)
+                placed.append(order_id)
+                log.info(
+                    "AMO buy order placed",
+                    symbol=symbol,
+                    rsi=rsi,
+                    qty=quantity,
+                    order_id=order_id,
+                    exchange=config["default_exchange"],
+                    product=config["default_product"],
+                    variety=config["default_variety"],
+                )
+            if not placed:
+                task.skip("no oversold signals today")
+            task["placed"] = placed
+        self.say(self.t.name, "16:05", f"AMO buy orders for tomorrow: {len(placed)}")
+        if placed:
+            self.notify(
+                "trading", "info", "AMO orders placed", f"Placed {len(placed)}: {', '.join(placed)}"
+            )
+
+    # helpers --------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The trader's strategy settings (``user_trading_config``), read fresh each time."""
+        with session_factory(self.engine)() as session:
+            values = as_dict(get_config(session, self.uid, self.uid))
+            session.commit()
+        return values
+
+    def notify(
+        self, kind: str, level: str, title: str, message: str, *, dedupe: str | None = None
+    ) -> None:
+        result = tradelog.notify(self.uid, kind, level, title, message, dedupe_key=dedupe)
+        external = [c.describe() for c in result.channels if c.channel != "in_app"]
+        if external:  # only when Telegram or email is set up
+            self.t.notes.append(f"{title}: " + "; ".join(external))
+
+
+# --------------------------------------------------------------------------- setup and summary
+
+
+def setup(base: Path, keep: bool) -> tuple[str, Path]:
+    """Create (or reuse with ``keep``) the demo database and log directory under ``base``."""
+    base.mkdir(parents=True, exist_ok=True)
+    db_path, log_dir = base / "demo.db", base / "logs"
+    if not keep:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        shutil.rmtree(log_dir, ignore_errors=True)
+    url = f"sqlite:///{db_path}"
+    migrate.upgrade(url)
+    return url, log_dir
+
+
+def create_traders(url: str) -> None:
+    """Users, trading configs and notification preferences (the host application's job)."""
+    engine = create_tradelog_engine(url)
+    chat_id = os.environ.get("DEMO_TELEGRAM_CHAT_ID")
+    email_to = os.environ.get("DEMO_EMAIL_TO")
+    telegram = bool(os.environ.get("TRADELOG_TELEGRAM_BOT_TOKEN") and chat_id)
+    email = bool(os.environ.get("TRADELOG_SMTP_HOST") and email_to)
+    with session_factory(engine)() as session:
+        for trader in TRADERS:
+            found = session.execute(
+                text("SELECT id FROM users WHERE email = :e"), {"e": trader.email}
+            ).scalar()
+            trader.user_id = found or create_user(session, email=trader.email, name=trader.name).id
+            update_config(session, trader.user_id, trader.user_id, default_target_pct=0.08)
+            prefs: dict[str, object] = {}
+            if telegram:
+                prefs |= {"telegram_chat_id": chat_id, "telegram_enabled": True}
+            if email:
+                prefs |= {"email_address": email_to, "email_enabled": True}
+            if trader.quiet:
+                now = datetime.now(IST)
+                start = (now - timedelta(hours=1)).time().replace(second=0, microsecond=0)
+                end = (now + timedelta(hours=2)).time().replace(second=0, microsecond=0)
+                prefs |= {"quiet_hours_start": start, "quiet_hours_end": end}
+            update_preferences(session, trader.user_id, trader.user_id, **prefs)
+        session.commit()
+    engine.dispose()
+    channels = ["in-app"] + (["telegram"] if telegram else []) + (["email"] if email else [])
+    print(f"channels: {', '.join(channels)}")
+    if not telegram:
+        print("  (Telegram: set TRADELOG_TELEGRAM_BOT_TOKEN and DEMO_TELEGRAM_CHAT_ID)")
+    if not email:
+        print("  (email: set TRADELOG_SMTP_HOST, TRADELOG_SMTP_FROM, ... and DEMO_EMAIL_TO)")
+
+
+def wait_for_deliveries(url: str, timeout: float) -> None:
+    """Give the background worker a moment to send what is due now (deferred ones stay)."""
+    engine = create_tradelog_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as c:
+                due = c.execute(
+                    text(
+                        "SELECT count(*) FROM notification_deliveries "
+                        "WHERE status IN ('pending', 'sending') AND next_attempt_at <= :now"
+                    ),
+                    {"now": datetime.now(UTC).replace(tzinfo=None)},
+                ).scalar()
+            if not due:
+                return
+            time.sleep(0.25)
+    finally:
+        engine.dispose()
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join("  " + line.rstrip() for line in lines)
+
+
+def _yes(flag: object) -> str:
+    return "sent" if flag else "-"
+
+
+def summary(url: str, log_dir: Path) -> None:
+    engine = create_tradelog_engine(url)
+    with engine.connect() as c:
+        counts = [(t, str(c.execute(text(f"SELECT count(*) FROM {t}")).scalar())) for t in TABLES]
+        deliveries = [
+            (str(r[0]), str(r[1]), str(r[2]))
+            for r in c.execute(
+                text(
+                    "SELECT channel, status, count(*) FROM notification_deliveries "
+                    "GROUP BY channel, status ORDER BY channel, status"
+                )
+            )
+        ]
+        in_app = c.execute(text("SELECT count(*) FROM notifications")).scalar()
+        inbox = [
+            (str(r[0]), str(r[1]), str(r[2]), str(r[3]), _yes(r[4]), _yes(r[5]))
+            for r in c.execute(
+                text(
+                    "SELECT u.name, n.type, n.level, n.title, n.telegram_sent, n.email_sent "
+                    "FROM notifications n JOIN users u ON u.id = n.user_id ORDER BY u.id, n.id"
+                )
+            )
+        ]
+        tasks = [
+            (str(r[0]), str(r[1]), str(r[2]))
+            for r in c.execute(
+                text(
+                    "SELECT u.name, t.task_name, t.status FROM service_task_execution t "
+                    "JOIN users u ON u.id = t.user_id ORDER BY t.id"
+                )
+            )
+        ]
+    engine.dispose()
+    files = sorted(p for p in log_dir.rglob("*") if p.is_file() and "_runtime" not in p.parts)
+    print("\nrows written")
+    print(table(counts, ("table", "rows")))
+    print("\ntask executions")
+    print(table(tasks, ("user", "task", "status")))
+    print("\nin-app inboxes (telegram/email: sent flags)")
+    print(table(inbox, ("user", "type", "level", "title", "telegram", "email")))
+    print("\ndeliveries")
+    print(table([("in_app", "recorded", str(in_app)), *deliveries], ("channel", "status", "count")))
+    print(f"\nfiles written under {log_dir}")
+    rows = []
+    for path in files:
+        lines = sum(1 for _ in path.open("rb")) if path.suffix == ".jsonl" else "-"
+        rows.append((str(path.relative_to(log_dir)), str(lines)))
+    print(table(rows, ("file", "lines")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path(".tradelog"), help="output directory")
+    parser.add_argument("--keep", action="store_true", help="keep the previous run's data")
+    parser.add_argument("--console", action="store_true", help="also print every log line")
+    parser.add_argument(
+        "--pace", type=float, default=0.04, help="real seconds per 5 simulated minutes"
+    )
+    args = parser.parse_args(argv)
+
+    url, log_dir = setup(args.dir.resolve(), args.keep)
+    print(f"tradelog demo: database {url}")
+    print(f"               logs     {log_dir}/users/<id>/service-YYYY-MM-DD.jsonl")
+    create_traders(url)
+    tradelog.configure(
+        database_url=url, log_dir=log_dir, console=args.console, level="DEBUG", worker=True
+    )
+    lock = threading.Lock()
+
+    def say(name: str, sim_time: str, what: str) -> None:
+        with lock:
+            print(f"  {sim_time} IST  {name:<6} {what}")
+
+    print("\nthe day (simulated market time):")
+    started = time.monotonic()
+    engine = create_tradelog_engine(url)
+    market = Market()
+    threads = [
+        threading.Thread(target=Day(t, engine, market, say).run, name=f"trader-{t.name}")
+        for t in TRADERS
+    ]
+    for thread in threads:
+        thread.start()
+    market.run(args.pace)
+    for thread in threads:
+        thread.join()
+    tradelog.flush(timeout=10)
+    wait_for_deliveries(url, timeout=20)
+    tradelog.shutdown()
+    engine.dispose()
+    print(f"\nsimulated day done in {time.monotonic() - started:.1f} s")
+    for trader in TRADERS:
+        if trader.notes:
+            print(f"\nwhere {trader.name}'s notifications went (user {trader.user_id}):")
+            for note in trader.notes:
+                print(f"  - {note}")
+    summary(url, log_dir)
+    first = TRADERS[1].user_id
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
+    cli = f"{python} -m tradelog --database-url {url}"
+    print("\nlook at what it wrote:")
+    for command in (
+        f"logs --user {first} --level WARNING",
+        f"logs --user {TRADERS[0].user_id} --grep order_id",
+        "errors list",
+        "errors groups",
+        "status",
+        f"notify list --user {TRADERS[2].user_id}",
+        f"config show --user {first}",
+        "retention run --dry-run",
+    ):
+        print(f"  {cli} {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
