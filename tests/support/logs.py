@@ -14,7 +14,9 @@ from tradelog.runtime import Runtime
 
 
 @contextmanager
-def running(db_url: str, log_dir: Path, **options: Any) -> Iterator[Runtime]:
+def running(
+    db_url: str, log_dir: Path, *, shutdown_timeout: float = 5.0, **options: Any
+) -> Iterator[Runtime]:
     """A configured runtime for the duration of the block (shut down afterwards)."""
     options.setdefault("console", False)
     options.setdefault("flush_interval", 0.05)
@@ -22,7 +24,7 @@ def running(db_url: str, log_dir: Path, **options: Any) -> Iterator[Runtime]:
     try:
         yield runtime
     finally:
-        runtime.shutdown()
+        runtime.shutdown(shutdown_timeout)
 
 
 def log_files(log_dir: Path, user_id: int | None = None) -> list[Path]:

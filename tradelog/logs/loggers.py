@@ -168,6 +168,16 @@ class TradelogBoundLogger(BoundLoggerBase):
             internal_error(exc)
             return None
 
+    def bind(self, /, **new_values: Any) -> TradelogBoundLogger:
+        """A new logger with ``new_values`` added to the context (any key, even ``self``)."""
+        context = self._context.__class__(self._context)
+        context.update(new_values)
+        return self.__class__(self._logger, self._processors, context)
+
+    def new(self, /, **new_values: Any) -> TradelogBoundLogger:
+        """A new logger with only ``new_values`` as its context."""
+        return self.__class__(self._logger, self._processors, self._context.__class__(new_values))
+
     def exception(self, /, *args: Any, **kw: Any) -> Any:
         kw.setdefault("exc_info", True)
         return self.error(*args, **kw)

@@ -24,12 +24,20 @@ from structlog.contextvars import get_contextvars
 from tradelog.logs.levels import level_name
 from tradelog.logs.loggers import internal_error
 from tradelog.logs.processors import EventSink
+from tradelog.logs.sanitize import to_jsonable
 
 __all__ = ["TradelogHandler"]
 
 _STANDARD: Final = frozenset(
     logging.LogRecord("x", logging.INFO, "x", 1, "x", None, None).__dict__
 ) | {"message", "asctime", "taskName"}
+
+
+def _unformattable(record: logging.LogRecord) -> str:
+    """A message for a record whose ``msg % args`` (or ``str(msg)``) failed."""
+    msg = to_jsonable(record.msg)
+    args = to_jsonable(record.args)
+    return f"{msg} (arguments could not be formatted: {args})"
 
 
 class TradelogHandler(logging.Handler):
@@ -64,7 +72,7 @@ class TradelogHandler(logging.Handler):
             try:
                 message: Any = record.getMessage()
             except Exception:
-                message = f"{record.msg!s} (arguments could not be formatted: {record.args!r})"
+                message = _unformattable(record)
             event: dict[str, Any] = {}
             extra = record.__dict__.keys() - _STANDARD
             for key in extra:

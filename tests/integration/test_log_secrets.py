@@ -1,0 +1,124 @@
+"""No secret reaches any sink: rows, files, console, spool, dead letters, observers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+import tradelog
+from tests.support.db import MigratedDatabase
+from tests.support.logs import everything_written, running
+
+PASSWORD = "hunter2-ZX81"
+BOT_TOKEN = "987654321:AAH-fakeTokenFakeTokenFakeToken1234567"
+BEARER = "eyJhbGciOiJIUzI1NiJ9.fakePayload.fakeSig"
+DSN_PASSWORD = "s3cr3t-Pa55"
+API_KEY = "AKIAFAKEKEY123456"
+MPIN = "482913"
+TOTP = "775511"
+COOKIE = "abcDEF123456cookie"
+SMTP_PASSWORD = "smtp-Pw-0042"
+
+SECRETS = [PASSWORD, BOT_TOKEN, BEARER, DSN_PASSWORD, API_KEY, MPIN, TOTP, COOKIE, SMTP_PASSWORD]
+BOT_SECRET_PART = BOT_TOKEN.split(":")[1]
+
+
+def _log_everything(log_dir: Path, user_id: int) -> None:
+    log = tradelog.get_logger("broker.session", user_id=user_id)
+    log.info("login", password=PASSWORD, api_key=API_KEY, mpin=MPIN, totp_code=TOTP)
+    log.info(
+        "request",
+        headers={"Authorization": f"Bearer {BEARER}", "Cookie": f"sessionid={COOKIE}"},
+        nested=[{"deeper": {"client_secret": PASSWORD}}],
+    )
+    log.warning(f"HTTP Request: POST https://api.telegram.org/bot{BOT_TOKEN}/sendMessage")
+    log.info("connecting", dsn=f"postgresql://trader:{DSN_PASSWORD}@db:5432/prod")
+    log.info(f"retrying with Authorization: Bearer {BEARER}")
+    log.info("raw bytes", payload=f"token={API_KEY}".encode())
+    try:
+        raise RuntimeError(f"auth failed: password={PASSWORD} mpin={MPIN}")
+    except RuntimeError:
+        log.exception("broker login failed", totp=TOTP)
+    logging.getLogger("httpx").info(
+        'HTTP Request: %s %s "HTTP/1.1 200 OK"',
+        "POST",
+        f"https://api.telegram.org/bot{BOT_TOKEN}/getUpdates",
+    )
+    logging.getLogger("broker.std").error(
+        "std login", extra={"user_id": user_id, "password": PASSWORD, "api_key": API_KEY}
+    )
+    runtime = tradelog.runtime.current()
+    assert runtime is not None
+    log.info("configured with", settings=runtime.settings)
+    log.info("unknown user", user_id=987_654_321, password=PASSWORD)
+    log.info("bad user", user_id="nobody", mpin=MPIN)
+    tradelog.get_logger("system").info(f"bot {BOT_TOKEN} started", smtp_password=SMTP_PASSWORD)
+
+
+def _assert_clean(text: str, where: str) -> None:
+    for secret in [*SECRETS, BOT_SECRET_PART]:
+        assert secret not in text, f"{secret!r} leaked into {where}"
+
+
+def test_no_secret_reaches_any_sink(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Log secrets in every shape (with the console on, during an outage, for bad users) and
+    search every sink for them."""
+    observed: list[str] = []
+
+    def observer(exc_info: Any, event: Any) -> None:
+        observed.append(json.dumps(dict(event), default=str))
+
+    spool_text = ""
+    with running(
+        db.url,
+        tmp_path,
+        console=True,
+        db_write_timeout=0.3,
+        smtp_password=SMTP_PASSWORD,
+        telegram_bot_token=BOT_TOKEN,
+    ) as runtime:
+        runtime.add_exception_observer(observer)
+        _log_everything(tmp_path, users["alice"])
+        assert runtime.flush(20)
+        if db.backend == "sqlite":
+            # Once more while the database is locked, so the rows go through the spool.
+            path = make_url(db.url).database
+            assert path is not None
+            blocker = sqlite3.connect(path, isolation_level=None, timeout=10)
+            blocker.execute("BEGIN EXCLUSIVE")
+            try:
+                _log_everything(tmp_path, users["bob"])
+                assert not runtime.flush(1.0)
+                assert runtime.stats()["spooled"] > 0
+                spool_text = everything_written(tmp_path / "_spool")
+            finally:
+                blocker.execute("COMMIT")
+                blocker.close()
+            assert spool_text
+        assert runtime.flush(20)
+        stats = runtime.stats()
+
+    assert stats["dead_lettered"] >= 2
+    rows = db.rows("SELECT * FROM service_logs")
+    assert len(rows) >= 9
+    _assert_clean(json.dumps(rows, default=str), "service_logs rows")
+    files = everything_written(tmp_path)
+    assert "broker login failed" in files
+    _assert_clean(files, "files (log, dead-letter, runtime)")
+    _assert_clean(spool_text, "the spool")
+    console = capsys.readouterr()
+    assert "broker login failed" in console.err
+    _assert_clean(console.err + console.out, "the console")
+    assert observed
+    _assert_clean("\n".join(observed), "exception observers")
