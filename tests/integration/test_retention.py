@@ -259,3 +259,22 @@ def test_failed_run_is_counted_not_raised(tmp_path: Path) -> None:
     assert daily.run_now() is None
     assert daily.failures == 1
     engine.dispose()
+
+
+def test_configure_with_worker_runs_retention_daily(db: MigratedDatabase, tmp_path: Path) -> None:
+    """tradelog.configure(worker=True) starts the daily retention thread; shutdown stops it."""
+    import threading
+
+    import tradelog
+
+    def retention_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "tradelog-retention"]
+
+    tradelog.configure(database_url=db.url, log_dir=tmp_path, console=False, worker=False)
+    try:
+        assert retention_threads() == []
+        tradelog.configure(database_url=db.url, log_dir=tmp_path, console=False, worker=True)
+        assert len(retention_threads()) == 1
+    finally:
+        tradelog.shutdown()
+    assert retention_threads() == []
