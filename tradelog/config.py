@@ -142,7 +142,7 @@ class Settings:
     max_delivery_attempts: int = _setting(8, _number(int, 1))
     worker_concurrency: int = _setting(8, _number(int, 1, 256))
     worker_poll_interval: float = _setting(1.0, _number(float, 0.01))
-    telegram_rate: float = _setting(29.0, _number(float, 0.1))  # messages/s per bot, all workers
+    telegram_rate: float = _setting(28.0, _number(float, 0.1))  # messages/s per bot, all workers
     telegram_chat_interval: float = _setting(1.05, _number(float, 0))  # seconds between, per chat
     error_notify_window: float = _setting(900.0, _number(float, 0))
     stale_heartbeat_seconds: float = _setting(300.0, _number(float, 1))
