@@ -24,6 +24,7 @@ from tradelog.cli import config as config_commands
 from tradelog.cli import db as db_commands
 from tradelog.cli import errors as errors_commands
 from tradelog.cli import importer as import_commands
+from tradelog.cli import logs as logs_commands
 from tradelog.cli import notify as notify_commands
 from tradelog.cli import prefs as prefs_commands
 from tradelog.cli import retention as retention_commands
@@ -43,6 +44,7 @@ __all__ = ["build_parser", "main"]
 
 _GROUPS = [
     db_commands,
+    logs_commands,
     config_commands,
     retention_commands,
     import_commands,
