@@ -275,6 +275,7 @@ def _install_integrations(runtime: Runtime) -> None:
     """Wire the other subsystems into a freshly configured runtime (one line each)."""
     importlib.import_module("tradelog.errors.capture").install(runtime)
     importlib.import_module("tradelog.retention").install_daily(runtime)  # when worker is on
+    importlib.import_module("tradelog.notify.worker").install(runtime)  # when worker is on
 
 
 def configure(settings: Settings | None = None, /, **options: Any) -> Runtime:

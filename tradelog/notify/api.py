@@ -5,8 +5,9 @@ the configured runtime's database (``tradelog.configure``), else ``TRADELOG_DATA
 With ``session=`` it is written inside the caller's transaction and goes out only if the caller
 commits (roll back and nothing is ever sent).
 
-Engines opened here (one per database URL, created on first use) are shared by every call in
-the process and disposed by :func:`close`, which the runtime calls at shutdown.
+With a configured runtime the runtime's engine is used. Otherwise engines opened here (one
+per database URL, created on first use) are shared by every call in the process and disposed
+by :func:`close`, which the runtime calls at shutdown.
 """
 
 from __future__ import annotations
@@ -29,21 +30,23 @@ _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 
 
-def _settings() -> Settings:
+def _runtime() -> Any:
     try:
-        runtime = importlib.import_module("tradelog.runtime")
+        return importlib.import_module("tradelog.runtime").current()
     except ImportError:  # pragma: no cover - runtime module absent
-        return Settings.from_env()
-    current = runtime.current()
-    if current is not None:
-        settings: Settings = current.settings
-        return settings
-    return Settings.from_env()
+        return None
 
 
 def default_engine(settings: Settings | None = None) -> Engine:
-    """The shared engine for ``settings`` (default: the runtime's, else from the environment)."""
-    url = (settings or _settings()).database_url
+    """The engine ``notify`` writes with: the configured runtime's, else one for ``settings``
+    (default: from the environment), created once per database URL."""
+    if settings is None:
+        runtime = _runtime()
+        if runtime is not None:
+            shared: Engine = runtime.engine
+            return shared
+        settings = Settings.from_env()
+    url = settings.database_url
     with _lock:
         engine = _engines.get(url)
         if engine is None:

@@ -43,7 +43,12 @@ from sqlalchemy.orm import Session
 from tradelog.config import Settings
 from tradelog.db.base import utcnow
 from tradelog.db.models import Notification
-from tradelog.exceptions import ConfigurationError, PermanentDeliveryError, RetryableDeliveryError
+from tradelog.exceptions import (
+    ConfigurationError,
+    MissingExtraError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+)
 from tradelog.notify import outbox
 from tradelog.notify.channels.base import Channel, OutgoingMessage, RecipientBlocked, Throttled
 from tradelog.notify.formatting import DigestItem, digest, digest_level
@@ -580,7 +585,8 @@ def install(runtime: _Runtime) -> DeliveryWorker | None:
     try:
         engine = create_tradelog_engine(settings.database_url)
         worker = DeliveryWorker(engine, settings)
-    except ConfigurationError as exc:
+        worker.channels  # noqa: B018 - build the channels now so bad settings show at startup
+    except (ConfigurationError, MissingExtraError) as exc:
         logger.error("the delivery worker cannot start: %s", exc)
         return None
     worker.start()
