@@ -29,6 +29,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 import weakref
 from collections import deque
@@ -69,6 +70,7 @@ logger = logging.getLogger("tradelog.notify.worker")
 _local_workers: weakref.WeakSet[DeliveryWorker] = weakref.WeakSet()
 _ADDRESS = {"telegram": "telegram_chat_id", "email": "email_address"}
 _ENABLED = {"telegram": "telegram_enabled", "email": "email_enabled"}
+_PRUNE_EVERY = 600.0
 
 
 def wake_local_workers() -> None:
@@ -259,8 +261,12 @@ class DeliveryWorker:
         self._event = asyncio.Event()
         channels = await asyncio.to_thread(lambda: self.channels)
         names = sorted(channels)
+        next_prune = 0.0
         try:
             while not self._stopping.is_set():
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + _PRUNE_EVERY
+                    await self._prune(channels)
                 free = self.concurrency - self._outstanding
                 claimed: list[ClaimedDelivery] = []
                 if free > 0 and names:
@@ -276,6 +282,16 @@ class DeliveryWorker:
                 await self._wait(self.poll_interval)
         finally:
             await self._shutdown()
+
+    async def _prune(self, channels: Mapping[str, Channel]) -> None:
+        for channel in channels.values():
+            limiter = getattr(channel, "limiter", None)
+            if limiter is None:
+                continue
+            try:
+                await asyncio.to_thread(limiter.prune)
+            except Exception as exc:
+                logger.debug("pruning rate-limit rows failed: %s", exc)
 
     async def _wait(self, timeout: float) -> None:
         assert self._event is not None

@@ -18,6 +18,10 @@ of ``NetworkError``, so the specific clauses come first):
 ``NetworkError``         retryable (connection trouble, 5xx answers)
 other ``TelegramError``  retryable
 =======================  ===================================================================
+
+The bot token is removed from every message, and the python-telegram-bot exception is not
+chained as ``__cause__``: its text and URLs can contain the token, and delivery errors end up
+in rows and log lines.
 """
 
 from __future__ import annotations
@@ -79,10 +83,22 @@ def _retry_after_seconds(exc: Any) -> float:
     return float(raw)
 
 
-def translate_error(exc: Exception, chat: str) -> Exception:
-    """The tradelog delivery error for a python-telegram-bot exception (see the module doc)."""
+def _scrub(text: str, token: str | None) -> str:
+    if not token:
+        return text
+    secret = token.partition(":")[2]
+    text = text.replace(token, "<bot token>")
+    return text.replace(secret, "<bot token>") if secret else text
+
+
+def translate_error(exc: Exception, chat: str, token: str | None = None) -> Exception:
+    """The tradelog delivery error for a python-telegram-bot exception (see the module doc).
+
+    ``token`` is removed from the message: python-telegram-bot quotes it in some errors and
+    URLs in network errors contain it, and the reason ends up in rows and log lines.
+    """
     error = _telegram().error
-    message = str(exc) or type(exc).__name__
+    message = _scrub(str(exc) or type(exc).__name__, token)
     if isinstance(exc, error.RetryAfter):
         return RetryableDeliveryError(
             f"telegram flood control: {message}",
@@ -125,6 +141,7 @@ class TelegramChannel:
     ) -> None:
         telegram = _telegram()
         self.bot_id = bot_id(token)
+        self._token = token
         self.limiter = limiter
         request = telegram.request.HTTPXRequest(
             connection_pool_size=connections,
@@ -145,7 +162,7 @@ class TelegramChannel:
             try:
                 await self._bot.initialize()
             except Exception as exc:
-                raise translate_error(exc, "-") from None
+                raise translate_error(exc, "-", self._token) from None
             self._started = True
 
     async def send(
@@ -179,14 +196,14 @@ class TelegramChannel:
                     link_preview_options=self._no_preview,
                 )
             except error.TelegramError as exc:
-                translated = translate_error(exc, chat)
+                translated = translate_error(exc, chat, self._token)
                 if (
                     self.limiter is not None
                     and isinstance(translated, RetryableDeliveryError)
                     and translated.retry_after
                 ):
                     await _hold_off(self.limiter, chat, translated.retry_after)
-                raise translated from exc
+                raise translated from None
             ids.append(str(sent.message_id))
             if progress is not None and index + 1 < len(parts):
                 await progress(index + 1)
