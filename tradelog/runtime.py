@@ -70,6 +70,7 @@ class _State:
         self.lock = threading.RLock()
         self.current: Runtime | None = None
         self.hooks_installed = False
+        self.after_forker_registered = False
         self.inherited: list[object] = []
         """Objects inherited through ``fork`` that the child keeps but never uses."""
 
@@ -359,6 +360,16 @@ def _register_exit_finalizer() -> None:
     import multiprocessing.util  # noqa: PLC0415 - only needed once configured
 
     multiprocessing.util.Finalize(None, _shutdown_at_exit, exitpriority=10)
+    if not _state.after_forker_registered:
+        # A multiprocessing child clears the finalizers it inherited (ours included) right
+        # after the fork hooks ran; its after-fork callbacks run later and register again.
+        _state.after_forker_registered = True
+        multiprocessing.util.register_after_fork(_state, _reregister_in_child)
+
+
+def _reregister_in_child(_: object) -> None:
+    if _state.current is not None:
+        _register_exit_finalizer()
 
 
 def _after_fork_in_child() -> None:
