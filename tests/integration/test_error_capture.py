@@ -393,3 +393,64 @@ def test_idle_writer_stores_spilled_rows_when_the_database_returns(
             "while missing"
         ]
     replayed.dispose()
+
+
+def test_locals_are_recorded_only_when_enabled(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """``capture_locals=True`` adds scrubbed locals of the innermost frames to the context."""
+
+    def login(broker_password: str, attempt: int) -> None:
+        raise PermissionError(f"attempt {attempt} refused")
+
+    errors = ErrorCapture(_settings(db, tmp_path, capture_locals=True), db.engine, notifier=None)
+    plain = ErrorCapture(_settings(db, tmp_path), db.engine, notifier=None)
+    try:
+        try:
+            login("pw-secret-1", 2)
+        except PermissionError as exc:
+            errors.capture(exc, user_id=users["alice"])
+        assert errors.flush(10)
+        try:
+            login("pw-secret-2", 3)
+        except PermissionError as exc:
+            plain.capture(exc, user_id=users["alice"])
+        assert plain.flush(10)
+    finally:
+        errors.close()
+        plain.close()
+    with db.session() as session:
+        from sqlalchemy import select
+
+        from tradelog.db.models import ErrorLog
+
+        with_locals, without = session.scalars(select(ErrorLog).order_by(ErrorLog.id)).all()
+    innermost = with_locals.context["locals"][-1]
+    assert innermost["locals"] == {"broker_password": "[REDACTED]", "attempt": "2"}
+    assert "pw-secret" not in str(with_locals.context)
+    assert without.context is None
+
+
+def test_concurrent_captures_never_lose_a_count(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """Four writers (as four processes would have) increment ``error_count`` without losses."""
+    import threading
+
+    settings = _settings(db, tmp_path)
+    captures = [ErrorCapture(settings, db.engine, notifier=None) for _ in range(4)]
+
+    def hammer(errors: ErrorCapture) -> None:
+        for n in range(25):
+            errors.capture(_raise(ValueError(str(n))), user_id=users["bob"], sync=n % 5 == 0)
+
+    threads = [threading.Thread(target=hammer, args=(c,)) for c in captures]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for errors in captures:
+        assert errors.flush(30)
+        errors.close()
+    assert db.scalar("SELECT count(*) FROM error_logs WHERE user_id = :u", u=users["bob"]) == 100
+    assert _status(db, users["bob"])["error_count"] == 100
