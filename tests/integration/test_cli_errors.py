@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -188,3 +189,29 @@ def test_parse_when_rejects_nonsense() -> None:
     """Anything else is a usage error."""
     with pytest.raises(CommandError):
         parse_when("last tuesday", datetime(2026, 3, 2, tzinfo=UTC), ZoneInfo("UTC"))
+
+
+def test_status_lists_log_writers(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The counters a writer published under the log directory are shown."""
+    import os
+
+    import tradelog
+
+    tradelog.configure(database_url=db.url, log_dir=tmp_path / "logs", console=False)
+    tradelog.get_logger("x", user_id=users["alice"]).info("hello")
+    tradelog.shutdown()
+    monkeypatch.setenv("TRADELOG_LOG_DIR", str(tmp_path / "logs"))
+    assert run(db, "status") == 0
+    out = capsys.readouterr().out
+    writers = out.split("log writers\n", 1)[1]
+    assert "WRITTEN" in writers
+    assert str(os.getpid()) in writers
+    assert run(db, "status", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["writers"][0]["pid"] == os.getpid()

@@ -29,6 +29,20 @@ from tradelog.users import ensure_system_user
 __all__ = ["register"]
 
 NOT_AVAILABLE = "n/a"
+_WRITER_COLUMNS = (
+    "pid",
+    "host",
+    "alive",
+    "updated_at",
+    "enqueued",
+    "written",
+    "spooled",
+    "dropped",
+    "queue_depth",
+    "database",
+    "last_error",
+)
+"""Writer counters shown in the table (``--json`` prints all of them)."""
 
 
 def register(subparsers: Any) -> None:
@@ -112,7 +126,8 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         out.write(f"{outbox}\n")
     out.write("\nlog writers\n")
     if isinstance(writers, list):
-        print_table(writers, None, out)
+        shown = [c for c in _WRITER_COLUMNS if any(c in w for w in writers)] or None
+        print_table(writers, shown, out)
     else:
         out.write(f"{writers}\n")
     return 1 if stale else 0
