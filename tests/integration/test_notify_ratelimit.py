@@ -14,12 +14,12 @@ from tradelog.notify.ratelimit import DbRateLimiter, RateLimits
 
 
 def test_bot_slots_are_spaced(db: MigratedDatabase) -> None:
-    """Reservations for different chats get slots exactly 1/rate apart."""
+    """Reservations for different chats get slots at least 1/rate apart, in order."""
     limiter = DbRateLimiter(db.engine, "111", RateLimits(messages_per_second=20))
     waits = [limiter.reserve(str(chat)) for chat in range(1, 11)]
     assert all(w.reserved for w in waits)
-    gaps = [b.wait - a.wait for a, b in itertools.pairwise(waits)]
-    assert all(0.04 <= gap <= 0.051 for gap in gaps), gaps
+    gaps = [b.at - a.at for a, b in itertools.pairwise(waits)]
+    assert all(gap >= 0.05 - 1e-6 for gap in gaps), gaps
 
 
 def test_busy_chat_is_not_reserved(db: MigratedDatabase) -> None:
@@ -28,20 +28,20 @@ def test_busy_chat_is_not_reserved(db: MigratedDatabase) -> None:
     assert limiter.reserve("42").reserved
     second = limiter.reserve("42")
     assert not second.reserved
-    assert 0.9 < second.wait <= 1.0
+    assert 0.5 < second.wait <= 1.0
     other = limiter.reserve("43")
     assert other.reserved
-    assert other.wait < 0.1
+    assert other.wait < 0.5
     assert limiter.reserve("-100123").reserved
     group = limiter.reserve("-100123")
-    assert 2.9 < group.wait <= 3.1  # the group slot itself may sit a bot slot or two ahead
+    assert 2.5 < group.wait <= 3.1  # the group slot itself may sit a bot slot or two ahead
 
 
 def test_hold_off_and_prune(db: MigratedDatabase) -> None:
     """hold_off pushes a chat back; prune removes only long-idle chat rows."""
     limiter = DbRateLimiter(db.engine, "111")
     limiter.hold_off("42", 5.0)
-    assert 4.5 < limiter.reserve("42").wait <= 5.0
+    assert 4.0 < limiter.reserve("42").wait <= 5.0
     limiter.hold_off(None, 0.5)
     assert limiter.reserve("77").wait > 0.3
     db.execute(
@@ -62,7 +62,7 @@ def test_acquire_waits_or_throttles(db: MigratedDatabase) -> None:
         await limiter.acquire("42")
         return time.perf_counter() - started
 
-    assert 0.15 < asyncio.run(main()) < 0.6
+    assert 0.1 < asyncio.run(main()) < 1.5
     limiter.hold_off("42", 3.0)
     with pytest.raises(Throttled) as caught:
         asyncio.run(limiter.acquire("42"))

@@ -64,10 +64,14 @@ class RateLimits:
 
 @dataclass(frozen=True)
 class Reservation:
-    """The outcome of one reservation attempt: ``wait`` seconds, and whether a slot is held."""
+    """The outcome of one reservation attempt: ``wait`` seconds, and whether a slot is held.
+
+    ``at`` is the slot (or the time the chat frees up) in epoch seconds on the limiter's clock.
+    """
 
     wait: float
     reserved: bool
+    at: float = 0.0
 
 
 def _is_group(chat: str) -> bool:
@@ -115,7 +119,7 @@ class DbRateLimiter:
             now = self._now(session)
             chat_free_at = rows[chat_key]
             if chat_free_at > now:
-                return Reservation(chat_free_at - now, reserved=False)
+                return Reservation(chat_free_at - now, reserved=False, at=chat_free_at)
             slot = max(now, rows[self._bot_key])
             session.execute(
                 update(_R)
@@ -123,7 +127,7 @@ class DbRateLimiter:
                 .values(next_at=slot + 1.0 / self.limits.messages_per_second)
             )
             session.execute(update(_R).where(_R.key == chat_key).values(next_at=slot + interval))
-            return Reservation(slot - now, reserved=True)
+            return Reservation(slot - now, reserved=True, at=slot)
 
     def hold_off(self, chat: str | None, seconds: float) -> None:
         """Push ``chat`` (or the whole bot when None) back by ``seconds`` (after a 429)."""
