@@ -230,3 +230,22 @@ def test_backlog_summary(db: MigratedDatabase, users: dict[str, int]) -> None:
         assert outbox.requeue_failed(session, user_id=alice) == 1
         session.commit()
     assert db.scalar("SELECT count(*) FROM notification_deliveries WHERE status = 'failed'") == 0
+
+
+@pytest.mark.parametrize(("module", "extra"), [("telegram", "telegram"), ("aiosmtplib", "email")])
+def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, module: str, extra: str) -> None:
+    """Without the optional package the channel raises MissingExtraError naming the extra."""
+    import sys
+
+    from tradelog.exceptions import MissingExtraError
+
+    def build() -> object:
+        if module == "telegram":
+            return TelegramChannel("1:x", api_url="http://127.0.0.1:9")
+        return EmailChannel(host="127.0.0.1", sender="a@b.example")
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingExtraError) as caught:
+        build()
+    assert caught.value.extra == extra
+    assert f"tradelog[{extra}]" in str(caught.value)
