@@ -52,7 +52,7 @@ from tradelog.logs.redact import Redactor, redact_text
 from tradelog.logs.sanitize import to_jsonable
 
 if TYPE_CHECKING:
-    from tradelog.errors.capture import ErrorCapture
+    from tradelog.errors.pipeline import ErrorCapture
 
 __all__ = [
     "TASK_STATUSES",
