@@ -265,6 +265,7 @@ class Day:
                 self.at(sim_time)
                 log = self.log.bind(task="sell_monitor", sim_time=sim_time)
                 quotes = {s: self.broker.quote(s, minute, sim_time) for s in self.t.symbols}
+                log.info("watching", quotes=quotes, open_positions=len(self.holdings))
                 for symbol, (quantity, cost) in list(self.holdings.items()):
                     price = quotes[symbol]
                     change = (price - cost) / cost
@@ -433,7 +434,7 @@ def create_traders(url: str) -> None:
 
 
 def wait_for_deliveries(url: str, timeout: float) -> None:
-    """Give the background worker a moment to send what is due now (deferred ones stay)."""
+    """Let the background worker send what is not held by quiet hours (rate limits allowing)."""
     engine = create_tradelog_engine(url)
     deadline = time.monotonic() + timeout
     try:
@@ -442,7 +443,8 @@ def wait_for_deliveries(url: str, timeout: float) -> None:
                 due = c.execute(
                     text(
                         "SELECT count(*) FROM notification_deliveries "
-                        "WHERE status IN ('pending', 'sending') AND next_attempt_at <= :now"
+                        "WHERE status IN ('pending', 'sending') "
+                        "AND (not_before IS NULL OR not_before <= :now)"
                     ),
                     {"now": datetime.now(UTC).replace(tzinfo=None)},
                 ).scalar()
@@ -529,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"               logs     {log_dir}/users/<id>/service-YYYY-MM-DD.jsonl")
     create_traders(url)
     tradelog.configure(
-        database_url=url, log_dir=log_dir, console=args.console, level="DEBUG", worker=True
+        database_url=url, log_dir=log_dir, console=args.console, level="INFO", worker=True
     )
     lock = threading.Lock()
 
@@ -568,8 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     cli = f"{python} -m tradelog --database-url {url}"
     print("\nlook at what it wrote:")
     for command in (
-        f"logs --user {first} --level WARNING",
-        f"logs --user {TRADERS[0].user_id} --grep order_id",
+        "logs --min-level warning",
+        f"logs --user {TRADERS[0].user_id} --grep AMO-",
         "errors list",
         "errors groups",
         "status",

@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
+from tests.support.smtp_server import SmtpServer
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-def run_example(name: str, directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_example(
+    name: str, directory: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``examples/<name>`` with ``--dir directory`` and no TRADELOG_* settings inherited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADELOG_", "DEMO_"))}
-    env["PYTHONPATH"] = str(ROOT)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TRADELOG_", "DEMO_"))}
+    env = {**base, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name), "--dir", str(directory), *extra],
         env=env,
@@ -62,6 +67,47 @@ def test_trading_day(tmp_path: Path) -> None:
     assert "rows written" in result.stdout
     assert "errors list" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_trading_day_with_telegram_and_email(tmp_path: Path) -> None:
+    """With channels configured, everything due is sent; the quiet-hours user gets only the
+    critical message now, the rest stays deferred; the bot token is in no file or row."""
+    with FakeBotApi(enforce_limits=True) as bot, SmtpServer(security="none") as smtp:
+        result = run_example(
+            "trading_day.py",
+            tmp_path,
+            "--pace",
+            "0.01",
+            env={
+                "TRADELOG_TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+                "TRADELOG_TELEGRAM_API_URL": bot.api_url,
+                "DEMO_TELEGRAM_CHAT_ID": "424242",
+                "TRADELOG_SMTP_HOST": smtp.host,
+                "TRADELOG_SMTP_PORT": str(smtp.port),
+                "TRADELOG_SMTP_SECURITY": "none",
+                "TRADELOG_SMTP_FROM": "demo@tradelog.test",
+                "DEMO_EMAIL_TO": "trader@example.com",
+            },
+        )
+        assert result.returncode == 0, result.stderr
+        telegram = [m.text for m in bot.sent_messages("424242")]
+        emails = [m.subject for m in smtp.messages]
+    db = tmp_path / "demo.db"
+    sent = count(db, "SELECT count(*) FROM notifications WHERE telegram_sent AND email_sent")
+    assert sent == len(telegram) == len(emails)
+    meera = "(SELECT id FROM users WHERE name = 'Meera')"
+    assert count(db, f"SELECT count(*) FROM notifications WHERE user_id = {meera}") == 5
+    assert (
+        count(db, f"SELECT count(*) FROM notifications WHERE user_id = {meera} AND telegram_sent")
+        == 1
+    )
+    assert sum("Margin shortfall" in text for text in telegram) == 1
+    assert count(db, "SELECT count(*) FROM notification_deliveries WHERE status = 'pending'") == 8
+    assert "deferred until" in result.stdout
+    secret = DEFAULT_TOKEN.split(":")[1].encode()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]  # database, WAL, log files
+    assert len(written) >= 4
+    assert not [p for p in written if secret in p.read_bytes()]
 
 
 def test_logging_only(tmp_path: Path) -> None:
