@@ -412,12 +412,13 @@ def test_email_4xx_is_retried(db: MigratedDatabase, smtp: SmtpServer, mail_user:
     """451 after DATA: retried, then delivered on the same reused connection."""
     smtp.fail_next_data(451, "4.3.0 Try again later")
     send(db, mail_user)
-    w = worker(db, {"email": email(smtp)})
+    slower = RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=0.5)
+    w = worker(db, {"email": email(smtp)}, retry=slower)
     run(w)
     [row] = deliveries(db)
     assert (row.status, row.attempts) == ("pending", 1)
     assert "451" in (row.last_error or "")
-    time.sleep(0.06)
+    time.sleep(0.55)
     run(w)
     assert [r.status for r in deliveries(db)] == ["sent"]
     assert len(smtp.messages) == 1
