@@ -259,6 +259,18 @@ class Day:
     def sell_monitor(self) -> None:
         config = self.config()
         target = config["default_target_pct"]
+        self.at("09:15")
+        for (symbol, (quantity, cost)), order_id in zip(
+            self.holdings.items(), self.t.orders, strict=False
+        ):
+            self.log.info(
+                "AMO order filled at open",
+                sim_time="09:15",
+                symbol=symbol,
+                qty=quantity,
+                avg_price=cost,
+                order_id=order_id,
+            )
         with tradelog.track_task(self.uid, "sell_monitor") as task:
             sold: list[str] = []
             for sim_time, minute in sim_minutes("09:15", "15:30", 25):
