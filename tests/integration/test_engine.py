@@ -96,3 +96,17 @@ def test_scoping(db: MigratedDatabase, users: dict[str, int]) -> None:
         assert resolve_actor(session, user) == Actor(users["bob"], False)
         with pytest.raises(NotFound):
             resolve_actor(session, 424242)
+
+
+def test_savepoint_first_write_rolls_back(db: MigratedDatabase, users: dict[str, int]) -> None:
+    """A savepoint opened before any other write still belongs to the outer transaction."""
+    with db.session() as session:
+        with session.begin_nested():
+            session.add(ServiceLog(user_id=users["alice"], level="INFO", module="m", message="sp"))
+        session.rollback()
+    assert db.scalar("SELECT count(*) FROM service_logs") == 0
+    with db.session() as session:
+        with session.begin_nested():
+            session.add(ServiceLog(user_id=users["alice"], level="INFO", module="m", message="sp"))
+        session.commit()
+    assert db.scalar("SELECT count(*) FROM service_logs") == 1

@@ -58,6 +58,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _sqlite_savepoint(connection: Any, _name: str) -> None:
+    # pysqlite begins a transaction lazily, right before the first INSERT/UPDATE/DELETE, and not
+    # before SAVEPOINT: a savepoint opened first would run outside any transaction and its RELEASE
+    # would commit, surviving a later rollback. Begin explicitly first. IMMEDIATE takes the write
+    # lock now (waiting up to the busy timeout), since a savepoint is opened to write.
+    dbapi_connection = connection.connection.driver_connection
+    if not dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_tradelog_engine(url: str | URL, **kwargs: Any) -> Engine:
     """Create an engine for ``url`` configured the way tradelog needs it.
 
@@ -80,6 +90,7 @@ def create_tradelog_engine(url: str | URL, **kwargs: Any) -> Engine:
         raise
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "savepoint", _sqlite_savepoint)
     return engine
 
 
