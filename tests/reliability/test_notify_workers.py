@@ -33,6 +33,9 @@ def start_worker(db: MigratedDatabase, api: FakeBotApi, name: str) -> subprocess
         "TRADELOG_TELEGRAM_API_URL": api.api_url,
         "TRADELOG_WORKER_POLL_INTERVAL": "0.05",
         "TRADELOG_WORKER_CONCURRENCY": "6",
+        # Paced well under Telegram's 30/s so a loaded test machine cannot push a late message
+        # into the next second; three unshared limiters would still send 60/s and be refused.
+        "TRADELOG_TELEGRAM_RATE": "20",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tradelog", "--json", "worker", "--name", name],
