@@ -199,8 +199,9 @@ class Runtime:
             zone=self.settings.zone,
         )
 
-    def _install(self) -> None:
-        """Point structlog and the stdlib root logger at this runtime and start writing."""
+    def _install(self, *, start: bool = True) -> None:
+        """Point structlog and the stdlib root logger at this runtime and start writing
+        (``start=False`` leaves the writer stopped: events queue up, for measurements)."""
         minimum = level_number(self.settings.level)
         TradelogBoundLogger.set_min_level(minimum)
         _PROCESSORS[:] = [merge_contextvars, self._sink]
@@ -223,7 +224,8 @@ class Runtime:
         root.addHandler(handler)
         root.setLevel(minimum)
         self._handler = handler
-        writer.start()
+        if start:
+            writer.start()
 
     def _detach_stdlib(self) -> None:
         handler = self._handler

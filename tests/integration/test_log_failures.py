@@ -289,3 +289,24 @@ def test_a_missing_table_is_an_outage_not_a_data_error(
         db.execute("ALTER TABLE service_logs_away RENAME TO service_logs")
         assert runtime.flush(20)
     assert _messages(db) == ["waiting for the table"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_files_keep_flowing_while_a_database_call_hangs(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """A database call stuck waiting for a lock does not hold up the files."""
+    with running(db.url, tmp_path, db_write_timeout=8.0, batch_size=10) as runtime:
+        log = tradelog.get_logger("hang", user_id=users["alice"])
+        log.info("first")
+        assert runtime.flush(10)
+        with _sqlite_outage(db):
+            started = time.monotonic()
+            for i in range(60):
+                log.info(f"while stuck {i}")
+                time.sleep(0.01)
+            _wait_for(lambda: len(file_records(tmp_path, users["alice"])) == 61, timeout=6.0)
+            assert time.monotonic() - started < 8.0  # well before the lock wait gives up
+            assert runtime.stats()["spooled"] > 0
+        assert runtime.flush(30)
+    assert _messages(db) == ["first"] + [f"while stuck {i}" for i in range(60)]

@@ -25,7 +25,7 @@ import math
 import numbers
 from collections.abc import Callable
 from datetime import UTC, datetime
-from json.encoder import encode_basestring
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Final, NamedTuple, TypeAlias
 from zoneinfo import ZoneInfo
 
@@ -63,6 +63,9 @@ FILE_MESSAGE_MAX: Final = 1 << 20
 """The file keeps the full message up to this many characters (a bound on memory only)."""
 
 _USER_ID_MAX: Final = 2**63 - 1
+_MEMO_LENGTH: Final = 256
+"""Strings up to this long are remembered once cleaned (messages, modules, symbols...)."""
+_MEMO_SIZE: Final = 8192
 _RECHECK_SIZE: Final = 2 * CONTEXT_STR_MAX
 """An encoded context longer than this is converted again so nested strings get cut."""
 _PLAN_CACHE_SIZE: Final = 4096
@@ -99,10 +102,21 @@ def row_as_dict(row: DbRow) -> dict[str, Any]:
     }
 
 
-class _Plan(NamedTuple):
-    """What to do with each key of events of one shape."""
+_prepared: Final = tuple.__new__
 
-    actions: tuple[tuple[str, int], ...]
+
+def _refuse(value: object) -> Any:
+    raise TypeError(f"not JSON-safe: {type(value).__name__}")
+
+
+def _make_encoder() -> Callable[[Any, int], Any]:
+    """The C JSON encoder bound once (compact, UTF-8, no NaN), or the pure-Python one."""
+    if c_make_encoder is not None:  # pragma: no branch - CPython
+        return c_make_encoder(  # type: ignore[no-any-return]
+            None, _refuse, encode_basestring, None, ":", ",", False, False, False
+        )
+    encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return lambda value, _level: (encoder.encode(value),)  # pragma: no cover
 
 
 class RowBuilder:
@@ -113,10 +127,10 @@ class RowBuilder:
         self._redact_text: Callable[[str], str] = redactor.redact_text
         self._mask = redactor.mask
         self._zone = zone
-        self._plans: dict[tuple[Any, ...], _Plan] = {}
-        self._encode = json.JSONEncoder(
-            ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode
+        self._plans: dict[tuple[Any, ...], tuple[tuple[str, int], ...]] = {}
+        self._seen: dict[str, str] = {}
+        self._shown: dict[str, tuple[str, str]] = {}
+        self._encode = _make_encoder()
         self._second = -1
         self._db_second = ""
         self._iso_second = ""
@@ -132,16 +146,17 @@ class RowBuilder:
     def _build(self, record: Record) -> Prepared:
         ts, level, name, event = record
         keys = tuple(event)
-        plan = self._plans.get(keys)
-        if plan is None:
-            plan = self._plan(keys)
-        text = self._text
+        actions = self._plans.get(keys)
+        if actions is None:
+            actions = self._plan(keys)
+        seen = self._seen
         context: dict[str, Any] = {}
-        for (key, action), raw in zip(plan.actions, event.values(), strict=True):
+        for (key, action), raw in zip(actions, event.values(), strict=False):
             if action == _KEEP:
                 kind = type(raw)
                 if kind is str:
-                    context[key] = text(raw, CONTEXT_STR_MAX)
+                    value = seen.get(raw)
+                    context[key] = value if value is not None else self._string(raw)
                 elif kind is int or kind is bool or raw is None:
                     context[key] = raw
                 elif kind is float:
@@ -151,59 +166,108 @@ class RowBuilder:
             elif action == _MASK:
                 context[key] = None if raw is None else self._mask
             elif action == _KEEP_LONG:
-                context[key] = text(raw, LONG_STR_MAX) if type(raw) is str else self._deep(raw)
+                context[key] = (
+                    self._text(raw, LONG_STR_MAX) if type(raw) is str else self._deep(raw)
+                )
 
         message = event.get("event")
-        message = text(message, FILE_MESSAGE_MAX) if type(message) is str else self._other(message)
+        shown = self._shown.get(message) if type(message) is str else None
+        if shown is None:
+            shown = self._show(message)
+        message, message_json = shown
         module = event.get("module")
         if module is None:
             module = name or "root"
-        module = text(module, FILE_MESSAGE_MAX) if type(module) is str else self._other(module)
+        shown = self._shown.get(module) if type(module) is str else None
+        if shown is None:
+            shown = self._show(module)
+        module, module_json = shown
 
-        try:
-            context_json = self._encode(context) if context else None
-        except (TypeError, ValueError):
-            context = self._safe_context(context)
-            context_json = self._encode(context) if context else None
-        if context_json is not None and len(context_json) > _RECHECK_SIZE:
-            context = self._safe_context(context)
-            context_json = self._encode(context)
+        context_json: str | None = None
+        if context:
+            try:
+                encoded = "".join(self._encode(context, 0))
+            except (TypeError, ValueError):
+                context = self._safe_context(context)
+                encoded = "".join(self._encode(context, 0))
+            if len(encoded) > _RECHECK_SIZE:
+                context = self._safe_context(context)
+                encoded = "".join(self._encode(context, 0))
+            context_json = encoded
 
         second = int(ts)
         if second != self._second:
             self._new_second(second)
-        micros = f"{int((ts - second) * 1_000_000):06d}"
-        timestamp = f"{self._db_second}.{micros}"
+        micros = str(1_000_000 + int((ts - second) * 1_000_000))[1:]
 
         user_id = event.get("user_id")
-        reject = None
         if user_id is not None and not (type(user_id) is int and 0 < user_id <= _USER_ID_MAX):
-            user_id, reject = _user_id(user_id)
-            if reject is not None:
-                context = {**context, "user_id": to_jsonable(event.get("user_id"))}
-                context_json = self._encode(context)
-
+            return self._odd_user(event, level, (module, message), context, micros)
         line = (
             f'{{"timestamp":"{self._iso_second}.{micros}+00:00","level":"{level}",'
-            f'"user_id":{"null" if user_id is None or reject else user_id},'
-            f'"module":{encode_basestring(module)},"message":{encode_basestring(message)},'
-            f'"context":{context_json or "{}"}}}\n'
+            f'"user_id":{"null" if user_id is None else user_id},"module":{module_json},'
+            f'"message":{message_json},"context":{context_json or "{}"}}}\n'
         )
+        if user_id is None:
+            return _prepared(Prepared, (None, (None, self._local_date), line, None))
         if len(message) > MESSAGE_MAX:
             message = truncate(message, MESSAGE_MAX)
         if len(module) > MODULE_MAX:
             module = truncate(module, MODULE_MAX)
+        row = (user_id, level, module, message, context_json, f"{self._db_second}.{micros}")
+        return _prepared(Prepared, (row, (user_id, self._local_date), line, None))
+
+    def _odd_user(
+        self,
+        event: dict[Any, Any],
+        level: str,
+        texts: tuple[str, str],
+        context: dict[str, Any],
+        micros: str,
+    ) -> Prepared:
+        """An event whose ``user_id`` is not a plain positive int: accept digits, else reject."""
+        module, message = texts
+        raw = event.get("user_id")
+        user_id, reject = _user_id(raw)
         if reject is not None:
-            original = to_jsonable(event.get("user_id"))
-            row: DbRow = (original, level, module, message, context_json, timestamp)
-            return Prepared(row, (None, self._local_date), line, reject)
-        if user_id is None:
-            return Prepared(None, (None, self._local_date), line)
-        return Prepared(
-            (user_id, level, module, message, context_json, timestamp),
-            (user_id, self._local_date),
-            line,
+            context = {**context, "user_id": to_jsonable(raw)}
+        context_json = "".join(self._encode(context, 0)) if context else None
+        line = (
+            f'{{"timestamp":"{self._iso_second}.{micros}+00:00","level":"{level}",'
+            f'"user_id":{"null" if user_id is None else user_id},'
+            f'"module":{encode_basestring(module)},"message":{encode_basestring(message)},'
+            f'"context":{context_json or "{}"}}}\n'
         )
+        row: DbRow = (
+            user_id if reject is None else to_jsonable(raw),
+            level,
+            truncate(module, MODULE_MAX),
+            truncate(message, MESSAGE_MAX),
+            context_json,
+            f"{self._db_second}.{micros}",
+        )
+        return Prepared(row, (user_id, self._local_date), line, reject)
+
+    def _string(self, value: str) -> str:
+        """A context string, cleaned and scrubbed (short ones are remembered)."""
+        result = self._text(value, CONTEXT_STR_MAX)
+        if len(value) <= _MEMO_LENGTH:
+            seen = self._seen
+            if len(seen) >= _MEMO_SIZE:
+                seen.clear()
+            seen[value] = result
+        return result
+
+    def _show(self, value: object) -> tuple[str, str]:
+        """A message or module as clean text and as a JSON string (short ones remembered)."""
+        text = self._text(value, FILE_MESSAGE_MAX) if type(value) is str else self._other(value)
+        result = (text, encode_basestring(text))
+        if type(value) is str and len(value) <= _MEMO_LENGTH:
+            shown = self._shown
+            if len(shown) >= _MEMO_SIZE:
+                shown.clear()
+            shown[value] = result
+        return result
 
     def _text(self, value: str, limit: int) -> str:
         """Clean, scrub and cut one string (redaction first, so a cut never splits a secret)."""
@@ -231,10 +295,10 @@ class RowBuilder:
         """Render a non-string message or module as text (scrubbed before it is encoded)."""
         converted = self._redactor(to_jsonable(value))
         if not isinstance(converted, str):
-            converted = self._encode(to_jsonable(converted))
+            converted = "".join(self._encode(to_jsonable(converted), 0))
         return self._text(converted, FILE_MESSAGE_MAX)
 
-    def _plan(self, keys: tuple[Any, ...]) -> _Plan:
+    def _plan(self, keys: tuple[Any, ...]) -> tuple[tuple[str, int], ...]:
         """Analyse the keys of a new event shape."""
         actions: list[tuple[str, int]] = []
         for key in keys:
@@ -246,7 +310,9 @@ class RowBuilder:
                 sensitive = self._redactor.is_sensitive_key(key)
             else:
                 converted = to_jsonable(key)
-                out = converted if isinstance(converted, str) else self._encode(converted)
+                out = (
+                    converted if isinstance(converted, str) else "".join(self._encode(converted, 0))
+                )
                 sensitive = False
             if sensitive:
                 actions.append((out, _MASK))
@@ -254,7 +320,7 @@ class RowBuilder:
                 actions.append((out, _KEEP_LONG))
             else:
                 actions.append((out, _KEEP))
-        plan = _Plan(tuple(actions))
+        plan = tuple(actions)
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             self._plans.clear()
         self._plans[keys] = plan

@@ -43,9 +43,11 @@ __all__ = ["LogWriter", "Marker"]
 
 _STATS_EVERY: Final = 5.0
 _SEAL_EVERY: Final = 60.0
-_MAX_HANDOFF: Final = 64
-"""Batches waiting for the database thread before the file thread spools them itself."""
-_REPLAY_BUDGET: Final = 20
+_DB_WAIT: Final = 1.0
+"""How long the file thread waits for the database thread to take a batch before it spools
+the batch itself (the database is stuck: lock wait, slow network)."""
+_REPLAY_BUDGET: Final = 4
+"""Spooled batches replayed between two looks at newly handed-over batches."""
 
 
 class Marker:
@@ -99,6 +101,10 @@ class LogWriter:
         self._spill_lock = threading.Lock()
         self._handoff: deque[Any] = deque()
         self._handoff_wake = threading.Event()
+        self._slot = threading.Condition()
+        self._in_flight = 0
+        self._started = threading.Event()
+        self._db_stalled = False
         self._threads: list[threading.Thread] = []
         self._running = False
         self._stopped = False
@@ -177,23 +183,52 @@ class LogWriter:
     # -- caller side -----------------------------------------------------------------------
 
     def spill(self, record: Record) -> None:
-        """Handle one record on the calling thread (queue full, or writer stopped): file line
-        now, database row to the spool. Thread-safe; never raises."""
+        """Handle a record on the calling thread: the queue is full, or the writer stopped.
+
+        The caller also takes a batch of queued records off the queue and writes them with
+        its own (file lines now, database rows to the spool, replayed by the database
+        thread), so a writer that has fallen behind gets room again and the next calls
+        queue as usual. Thread-safe; never raises.
+        """
         try:
             with self._spill_lock:
-                prepared = self._spill_builder.build(record)
-                self._write_files({prepared.file_key: [prepared.line]}, prepared)
-                if prepared.reject is not None and prepared.row is not None:
-                    self.dead_letter.write([(prepared.row, prepared.reject, None)])
-                    with self.stats.lock:
-                        self.stats.dead_lettered += 1
-                elif prepared.row is not None:
-                    self.database.spool_rows([prepared.row])
+                records = self._take_queued(self.batch_size - 1)
+                records.append(record)
+                prepared = [self._spill_builder.build(item) for item in records]
+                groups: dict[FileKey, list[str]] = {}
+                rows: list[DbRow] = []
+                rejects: list[Prepared] = []
+                for item in prepared:
+                    groups.setdefault(item.file_key, []).append(item.line)
+                    if item.row is not None and item.reject is None:
+                        rows.append(item.row)
+                    elif item.row is not None:
+                        rejects.append(item)
+                self._write_files(groups)
+                self._dead_letter(rejects)
+                if rows:
+                    self.database.spool_rows(rows)
             with self.stats.lock:
                 self.stats.overflowed += 1
+                self.stats.processed += len(records) - 1
         except Exception:
             with self.stats.lock:
                 self.stats.internal_errors += 1
+
+    def _take_queued(self, limit: int) -> list[Record]:
+        """Pop up to ``limit`` records from the front of the queue (stopping at a marker)."""
+        taken: list[Record] = []
+        queue = self.queue
+        while len(taken) < limit:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if type(item) is not tuple:
+                queue.appendleft(item)
+                break
+            taken.append(item)
+        return taken
 
     def snapshot(self) -> dict[str, Any]:
         """The counters and gauges (see :mod:`tradelog.logs.stats`)."""
@@ -242,33 +277,28 @@ class LogWriter:
             rows: list[DbRow] = []
             rejects: list[Prepared] = []
             for item in prepared:
-                key = item.file_key
+                row, key, line, reject = item
                 lines = groups.get(key)
                 if lines is None:
-                    groups[key] = [item.line]
+                    groups[key] = [line]
                 else:
-                    lines.append(item.line)
-                if item.row is not None:
-                    if item.reject is None:
-                        rows.append(item.row)
+                    lines.append(line)
+                if row is not None:
+                    if reject is None:
+                        rows.append(row)
                     else:
                         rejects.append(item)
-            self._write_files(groups, None)
-            if rejects:
-                self.dead_letter.write((item.row, item.reject or "", None) for item in rejects)
-                self.stats.dead_lettered += len(rejects)
+            self._write_files(groups)
+            self._dead_letter(rejects)
             if rows:
-                if len(self._handoff) >= _MAX_HANDOFF:
-                    self.database.spool_rows(rows)
-                else:
-                    self._hand_over(rows)
+                self._hand_over_rows(rows)
         except Exception as exc:  # pragma: no cover - defensive: nothing above should raise
             self.stats.internal_errors += 1
             self.stats.last_error = f"writer: {type(exc).__name__}: {exc}"
         finally:
             self.stats.processed += len(records)
 
-    def _write_files(self, groups: dict[FileKey, list[str]], single: Prepared | None) -> None:
+    def _write_files(self, groups: dict[FileKey, list[str]]) -> None:
         count = sum(len(lines) for lines in groups.values())
         system = sum(len(lines) for key, lines in groups.items() if key[0] is None)
         try:
@@ -278,17 +308,47 @@ class LogWriter:
                 self.stats.file_errors += count
                 self.stats.last_error = f"files: {exc}"
             return
-        if single is None:
+        with self.stats.lock:
             self.stats.file_lines += count
             self.stats.system_lines += system
-        else:
-            with self.stats.lock:
-                self.stats.file_lines += count
-                self.stats.system_lines += system
+
+    def _dead_letter(self, rejects: list[Prepared]) -> None:
+        if not rejects:
+            return
+        self.dead_letter.write((item.row, item.reject or "", None) for item in rejects)
+        with self.stats.lock:
+            self.stats.dead_lettered += len(rejects)
 
     def _hand_over(self, item: Any) -> None:
         self._handoff.append(item)
         self._handoff_wake.set()
+
+    def _hand_over_rows(self, rows: list[DbRow]) -> None:
+        """Give a batch to the database thread once it has finished the previous one.
+
+        One batch in flight at a time, handed over in lock-step so the two threads overlap
+        instead of fighting over the GIL: this thread waits (without the GIL) until the
+        database thread has started the driver call - binding the rows needs the GIL, the
+        insert itself and the wait for the server do not - and only then prepares the next
+        batch, while the database works.
+        """
+        slot = self._slot
+        with slot:
+            stalled = self._in_flight > 0 and self._db_stalled
+            if stalled or not slot.wait_for(self._slot_free, _DB_WAIT):
+                # The database thread is stuck in a call (a lock wait, a slow network): keep
+                # the files flowing and let the rows wait in the spool, in order.
+                self._db_stalled = True
+                self.database.spool_rows(rows)
+                return
+            self._db_stalled = False
+            self._in_flight += 1
+        self._started.clear()
+        self._hand_over(rows)
+        self._started.wait(_DB_WAIT)
+
+    def _slot_free(self) -> bool:
+        return self._in_flight == 0
 
     def _maybe_seal(self) -> None:
         now = time.monotonic()
@@ -320,7 +380,11 @@ class LogWriter:
             while handoff:
                 item = handoff.popleft()
                 if type(item) is list:
+                    self._started.set()
                     database.deliver(item)
+                    with self._slot:
+                        self._in_flight -= 1
+                        self._slot.notify()
                 else:
                     waiting.append(item)
                     if item.stop_deadline is not None:
