@@ -97,6 +97,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_service_task_execution_user_id", "service_task_execution", ["user_id"])
     op.create_index("ix_service_task_execution_task_name", "service_task_execution", ["task_name"])
+    op.create_index(
+        "ix_service_task_execution_executed_at", "service_task_execution", ["executed_at"]
+    )
     op.create_index("ix_service_task_execution_status", "service_task_execution", ["status"])
     op.create_index(
         "ix_service_task_user_name_time",

@@ -38,10 +38,10 @@ class ServiceTaskExecution(Base):
     id: Mapped[intpk]
     user_id: Mapped[int] = user_fk()
     task_name: Mapped[str] = mapped_column(String(64), index=True)
-    # The spec's index list has no single-column index on executed_at: it is served by the
-    # composite ix_service_task_user_name_time.
+    # The spec marks executed_at INDEXED; the composite ix_service_task_user_name_time only
+    # serves queries that pin user_id first, not "recent executions across users" by time.
     executed_at: Mapped[datetime] = mapped_column(
-        UTCDateTime(), default=utcnow, server_default=func.now()
+        UTCDateTime(), index=True, default=utcnow, server_default=func.now()
     )
     status: Mapped[str] = mapped_column(String(16), index=True)
     duration_seconds: Mapped[float] = mapped_column(Float)
