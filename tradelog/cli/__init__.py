@@ -12,13 +12,19 @@ them together, turns tradelog errors into one-line messages on stderr and exit c
 5     not found
 6     conflict with the current state
 ====  ==========================================
+
+Anything else that goes wrong is still one line on stderr: a database error (for example a
+schema that was never migrated) exits 3 with a hint, an unexpected error exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from tradelog.cli import config as config_commands
 from tradelog.cli import db as db_commands
@@ -31,6 +37,7 @@ from tradelog.cli import retention as retention_commands
 from tradelog.cli import status as status_commands
 from tradelog.cli import worker as worker_commands
 from tradelog.cli._common import CommandError, Context, add_global_options
+from tradelog.db.engine import mask_url
 from tradelog.exceptions import (
     ConfigurationError,
     ConflictError,
@@ -39,6 +46,7 @@ from tradelog.exceptions import (
     StorageError,
     TradelogError,
 )
+from tradelog.logs.redact import redact_text
 
 __all__ = ["build_parser", "main"]
 
@@ -82,21 +90,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    context: Context | None = None
     try:
         context = Context.from_args(args)
         result: int | None = args.handler(args, context)
         return int(result or 0)
     except CommandError as exc:
-        print(f"tradelog: {exc}", file=sys.stderr)
+        _fail(str(exc))
         return exc.exit_code
     except TradelogError as exc:
-        print(f"tradelog: error: {exc}", file=sys.stderr)
+        _fail(str(exc))
         for kind, code in _EXIT_CODES:
             if isinstance(exc, kind):
                 return code
         return 1
+    except SQLAlchemyError as exc:
+        url = mask_url(context.settings.database_url) if context else "the database"
+        _fail(_database_error(exc, url))
+        return 3
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (``tradelog logs | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        _fail(f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+        return 1
+
+
+def _fail(message: str) -> None:
+    print(f"tradelog: error: {redact_text(message)}", file=sys.stderr)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+_SCHEMA_MISSING = ("no such table", "no such column", "has no column", "does not exist")
+
+
+def _database_error(exc: SQLAlchemyError, url: str) -> str:
+    reason = _first_line(getattr(exc, "orig", None) or exc)
+    if any(marker in reason.lower() for marker in _SCHEMA_MISSING):
+        return (
+            f"database {url} does not have the tradelog schema ({reason}): "
+            "run `tradelog db upgrade`"
+        )
+    return f"database {url}: {reason}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
+
+from alembic.util import CommandError as AlembicCommandError
 
 from tradelog.cli._common import CommandError, Context, emit
 from tradelog.db import migrate
@@ -25,14 +28,21 @@ def register(subparsers: Any) -> None:
     )
 
 
+def _migrate(step: Callable[[Any, str], None], context: Context, revision: str) -> None:
+    try:
+        step(context.engine, revision)
+    except AlembicCommandError as exc:  # unknown or ambiguous revision
+        raise CommandError(str(exc), exit_code=2) from exc
+
+
 def _upgrade(args: argparse.Namespace, context: Context) -> int:
-    migrate.upgrade(context.engine, args.revision)
+    _migrate(migrate.upgrade, context, args.revision)
     _report(context, "upgraded")
     return 0
 
 
 def _downgrade(args: argparse.Namespace, context: Context) -> int:
-    migrate.downgrade(context.engine, args.revision)
+    _migrate(migrate.downgrade, context, args.revision)
     _report(context, "downgraded")
     return 0
 
