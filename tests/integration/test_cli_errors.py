@@ -144,6 +144,64 @@ def test_resolve_flow(
     assert json.loads(capsys.readouterr().out)["items"] == []
 
 
+def test_resolve_by_the_fingerprint_the_table_shows(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    errors: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The 12 digits printed by ``errors list``/``groups`` resolve and filter like the full
+    fingerprint; too short, non-hex or shared prefixes are usage errors."""
+    admin = str(users["admin"])
+    with db.session() as session:
+        session.add(
+            ErrorLog(
+                user_id=users["bob"],
+                error_type="KeyError",
+                error_message="x",
+                fingerprint="d" * 12 + "e" * 52,
+            )
+        )
+        session.commit()
+    assert run(db, "--json", "errors", "list", "--fingerprint", FP[:12]) == 0
+    assert [e["id"] for e in json.loads(capsys.readouterr().out)["items"]] == errors[1::-1]
+    assert run(db, "errors", "resolve", "--fingerprint", "dddddddddddd", "--as", admin) == 2
+    assert "matches several" in capsys.readouterr().err
+    assert run(db, "errors", "resolve", "--fingerprint", "ccc", "--as", admin) == 2
+    assert run(db, "errors", "resolve", "--fingerprint", "cc%", "--as", admin) == 2
+    assert run(db, "errors", "resolve", "--fingerprint", "0" * 12, "--as", admin) == 5
+    assert run(db, "errors", "resolve", "--fingerprint", FP[:12], "--as", str(users["alice"])) == 4
+    capsys.readouterr()
+    assert (
+        run(db, "--json", "errors", "resolve", "--fingerprint", FP[:12].upper(), "--as", admin) == 0
+    )
+    assert json.loads(capsys.readouterr().out)[0]["error_ids"] == errors[:2]
+
+
+def test_conflict_shows_the_earlier_resolution_in_local_time(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    errors: list[int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Resolving twice names when (in the configured timezone) and by whom."""
+    admin = str(users["admin"])
+    assert run(db, "errors", "resolve", str(errors[0]), "--as", admin) == 0
+    assert run(db, "errors", "resolve", str(errors[0]), "--as", admin) == 6
+    err = capsys.readouterr().err
+    assert " IST by user " + admin in err
+    assert "+00:00" not in err
+
+
+@pytest.mark.parametrize("command", ["list", "groups"])
+def test_unknown_user_filter_is_not_found(
+    db: MigratedDatabase, errors: list[int], command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--user`` naming no user exits 5 instead of printing an empty table."""
+    assert run(db, "errors", command, "--user", "424242") == 5
+    assert capsys.readouterr().err == "tradelog: error: no user with id 424242\n"
+
+
 def test_status_shows_services_and_flags_stale(
     db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:

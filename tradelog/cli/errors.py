@@ -19,11 +19,18 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from tradelog.access import ActorLike
+from tradelog.access import ActorLike, require_admin, resolve_actor
 from tradelog.cli._common import CommandError, Context, emit
 from tradelog.db.base import utcnow
-from tradelog.db.models import ErrorLog
-from tradelog.errors.workflow import error_groups, get_error, list_errors, resolve
+from tradelog.db.models import ErrorLog, User
+from tradelog.errors.workflow import (
+    error_groups,
+    expand_fingerprint,
+    get_error,
+    list_errors,
+    resolve,
+)
+from tradelog.exceptions import NotFound
 from tradelog.users import ensure_system_user
 
 __all__ = ["parse_when", "register"]
@@ -54,7 +61,9 @@ def register(subparsers: Any) -> None:
 
     list_ = commands.add_parser("list", help="errors, newest first")
     _filters(list_)
-    list_.add_argument("--fingerprint", help="only this fingerprint")
+    list_.add_argument(
+        "--fingerprint", help="only this fingerprint (the 12 digits the tables show will do)"
+    )
     list_.add_argument("--limit", type=int, default=50, help="rows per page (default 50)")
     list_.add_argument("--cursor", help="continue after the page that printed this cursor")
     list_.set_defaults(handler=_list)
@@ -76,7 +85,10 @@ def register(subparsers: Any) -> None:
     )
     target = resolve_.add_mutually_exclusive_group(required=True)
     target.add_argument("error_id", type=int, nargs="?", metavar="ID")
-    target.add_argument("--fingerprint", help="resolve every unresolved occurrence")
+    target.add_argument(
+        "--fingerprint",
+        help="resolve every unresolved occurrence (the 12 digits the tables show will do)",
+    )
     resolve_.add_argument(
         "--as", dest="actor", type=int, required=True, metavar="ADMIN_ID", help="the admin"
     )
@@ -111,6 +123,21 @@ def _actor(session: Session, args: argparse.Namespace) -> ActorLike:
     return args.actor if args.actor is not None else ensure_system_user(session)
 
 
+def _require_user(session: Session, user_id: int | None) -> None:
+    """``--user`` naming nobody is an error, not an empty list."""
+    if user_id is not None and session.get(User, user_id) is None:
+        raise NotFound(f"no user with id {user_id}")
+
+
+def _fingerprint(session: Session, actor: ActorLike, text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return expand_fingerprint(session, actor, text)
+    except ValueError as exc:
+        raise CommandError(str(exc), exit_code=2) from exc
+
+
 def _window(args: argparse.Namespace, context: Context) -> dict[str, datetime | None]:
     now, zone = utcnow(), context.settings.zone
     return {
@@ -138,14 +165,20 @@ def _summary(row: ErrorLog, zone: ZoneInfo) -> dict[str, Any]:
 def _list(args: argparse.Namespace, context: Context) -> int:
     zone = context.settings.zone
     with context.session() as session:
+        actor = _actor(session, args)
+        _require_user(session, args.user)
+        try:
+            fingerprint = _fingerprint(session, actor, args.fingerprint)
+        except NotFound:
+            fingerprint = args.fingerprint.strip().lower()  # nothing to list, not an error
         try:
             page = list_errors(
                 session,
-                _actor(session, args),
+                actor,
                 user_id=args.user,
                 resolved=args.resolved,
                 error_type=args.error_type,
-                fingerprint=args.fingerprint,
+                fingerprint=fingerprint,
                 limit=args.limit,
                 cursor=args.cursor,
                 **_window(args, context),
@@ -198,9 +231,11 @@ def _show(args: argparse.Namespace, context: Context) -> int:
 def _groups(args: argparse.Namespace, context: Context) -> int:
     zone = context.settings.zone
     with context.session() as session:
+        actor = _actor(session, args)
+        _require_user(session, args.user)
         groups = error_groups(
             session,
-            _actor(session, args),
+            actor,
             user_id=args.user,
             resolved=args.resolved,
             error_type=args.error_type,
@@ -229,9 +264,13 @@ def _groups(args: argparse.Namespace, context: Context) -> int:
 
 
 def _resolve(args: argparse.Namespace, context: Context) -> int:
-    target: int | str = args.fingerprint if args.fingerprint else args.error_id
     with context.session() as session:
-        ids = resolve(session, target, args.actor, args.notes)
+        admin = resolve_actor(session, args.actor)
+        require_admin(admin, "resolve errors")
+        target: int | str = args.error_id
+        if args.fingerprint:
+            target = str(_fingerprint(session, admin, args.fingerprint))
+        ids = resolve(session, target, admin, args.notes, zone=context.settings.zone)
         session.commit()
     emit(
         context,

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
@@ -32,6 +33,7 @@ __all__ = [
     "ErrorGroup",
     "ErrorPage",
     "error_groups",
+    "expand_fingerprint",
     "get_error",
     "list_errors",
     "purge_resolved",
@@ -41,6 +43,9 @@ __all__ = [
 
 MAX_LIMIT: Final = 1000
 NOTES_LENGTH: Final = 512
+FINGERPRINT_LENGTH: Final = 64
+MIN_FINGERPRINT_PREFIX: Final = 6
+_HEX = re.compile(r"^[0-9a-f]+$")
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,34 @@ def get_error(session: Session, actor: ActorLike, error_id: int) -> ErrorLog:
     return row  # type: ignore[no-any-return]
 
 
+def expand_fingerprint(session: Session, actor: ActorLike, prefix: str) -> str:
+    """The full fingerprint that ``prefix`` (at least 6 hex digits, as the tables show 12)
+    starts, among the errors ``actor`` may see.
+
+    ``ValueError`` for text that cannot be a fingerprint or a prefix shared by several;
+    :class:`NotFound` when no visible error has it.
+    """
+    text = prefix.strip().lower()
+    if not _HEX.match(text) or len(text) > FINGERPRINT_LENGTH:
+        raise ValueError(f"a fingerprint is up to 64 hexadecimal digits, got {prefix!r}")
+    if len(text) == FINGERPRINT_LENGTH:
+        return text
+    if len(text) < MIN_FINGERPRINT_PREFIX:
+        raise ValueError(
+            f"give at least {MIN_FINGERPRINT_PREFIX} digits of a fingerprint, got {prefix!r}"
+        )
+    who = resolve_actor(session, actor)
+    query: Any = scoped(select(ErrorLog.fingerprint), ErrorLog.user_id, who)
+    found = list(
+        session.scalars(query.where(ErrorLog.fingerprint.startswith(text)).distinct().limit(2))
+    )
+    if not found:
+        raise NotFound(f"no errors with fingerprint {text}")
+    if len(found) > 1:
+        raise ValueError(f"fingerprint prefix {text} matches several fingerprints: give more")
+    return str(found[0])
+
+
 def error_groups(
     session: Session,
     actor: ActorLike,
@@ -214,13 +247,15 @@ def resolve(
     notes: str | None = None,
     *,
     now: datetime | None = None,
+    zone: tzinfo = UTC,
 ) -> list[int]:
     """Mark an error (``target`` an id) or every unresolved occurrence of a fingerprint
     (``target`` a string) resolved; returns the ids resolved.
 
     Only admins may (:class:`~tradelog.exceptions.PermissionDenied`). :class:`NotFound` when
     nothing matches, :class:`ConflictError` when everything matching is already resolved.
-    Audited as ``resolve`` on ``error_log``; the caller commits.
+    Audited as ``resolve`` on ``error_log``; the caller commits. ``zone`` is the timezone
+    the conflict message shows the earlier resolution time in.
     """
     who = resolve_actor(session, admin)
     require_admin(who, "resolve errors")
@@ -255,7 +290,10 @@ def resolve(
             .order_by(ErrorLog.resolved_at.desc())
             .limit(1)
         ).first()
-        by = f" at {earlier[0].isoformat()} by user {earlier[1]}" if earlier and earlier[0] else ""
+        by = ""
+        if earlier and earlier[0]:
+            when = earlier[0].astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+            by = f" at {when} by user {earlier[1]}"
         raise ConflictError(f"{what} already resolved{by}")
     record_audit(
         session,
