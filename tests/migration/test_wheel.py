@@ -9,11 +9,13 @@ import venv
 import zipfile
 from pathlib import Path
 
+from tradelog.db import migrate
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_install_can_migrate(tmp_path: Path) -> None:
-    """Build the wheel, install it (not editable) in a fresh venv, migrate an empty database."""
+    """Build the wheel, install it (not editable) in a fresh venv: db upgrade, check, current."""
     dist = tmp_path / "dist"
     subprocess.run(
         [
@@ -77,3 +79,12 @@ def test_wheel_install_can_migrate(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stderr
+    current = subprocess.run(
+        [str(python), "-I", "-m", "tradelog", "--json", "--database-url", url, "db", "current"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert current.returncode == 0, current.stderr
+    assert '"revision": "' + migrate.head() + '"' in current.stdout
