@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, null, select
 from sqlalchemy.orm import Session
 
 from tradelog.db.engine import session_factory
@@ -353,7 +353,11 @@ class LegacyImporter:
                     else:
                         fresh.append(row)
                 for start in range(0, len(fresh), self.batch_size):
-                    batch = fresh[start : start + self.batch_size]
+                    batch = [
+                        # no context is SQL NULL, as the log writer stores it, not JSON null
+                        row if row["context"] is not None else {**row, "context": null()}
+                        for row in fresh[start : start + self.batch_size]
+                    ]
                     session.execute(insert(ServiceLog), batch)
                     session.commit()
                     result.imported += len(batch)

@@ -100,6 +100,21 @@ def test_import_then_reimport_is_idempotent(
     assert db.scalar("SELECT count(*) FROM service_logs") == 5
 
 
+def test_missing_context_is_sql_null(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """A line without context (or with ``null``) stores SQL NULL, like the live log writer."""
+    alice = users["alice"]
+    plain = {k: v for k, v in event(1).items() if k != "context"}
+    write(
+        tmp_path / "users" / f"user_{alice}" / "service_20240105.jsonl",
+        [plain, {**event(2), "context": None}, event(3)],
+    )
+    assert LegacyImporter(db.engine).run(tmp_path).imported == 3
+    nulls = db.rows("SELECT context IS NULL AS missing FROM service_logs ORDER BY id")
+    assert [bool(r["missing"]) for r in nulls] == [True, True, False]
+
+
 def test_partial_previous_import_completes(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
