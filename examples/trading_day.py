@@ -580,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(ValueError):
         python = python.relative_to(Path.cwd())
     cli = f"{python} -m tradelog --database-url {url}"
-    print("\nlook at what it wrote:")
+    print("\nlook at what it wrote (the log directory lets status and retention see the files):")
+    print(f"  export TRADELOG_LOG_DIR={log_dir}")
     for command in (
         "logs --min-level warning",
         f"logs --user {TRADERS[0].user_id} --grep AMO-",

@@ -163,6 +163,8 @@ def test_retention_dry_run_then_run(
     out = capsys.readouterr()
     assert "WOULD DELETE" in out.out
     assert "log files that would go:" in out.out
+    assert " IST" in out.out  # cut-offs in the configured timezone, like every other time shown
+    assert " UTC" not in out.out
     assert out.err == ""  # no progress bar when stderr is not a terminal
     assert db.scalar("SELECT count(*) FROM service_logs") == 3
     code = run(db, "retention", "run", "--log-dir", str(log_dir), "--batch-size", "1", "--json")

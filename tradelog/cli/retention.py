@@ -64,9 +64,12 @@ def _run(args: argparse.Namespace, context: Context) -> int:
         json.dump(result.to_dict(), context.out)
         context.out.write("\n")
         return 0
+    zone = settings.zone
     cutoffs = {
-        "service_logs": f"{result.service_logs_cutoff:%Y-%m-%d %H:%M} UTC",
-        "error_logs": f"{result.resolved_errors_cutoff:%Y-%m-%d %H:%M} UTC (resolved)",
+        "service_logs": f"{result.service_logs_cutoff.astimezone(zone):%Y-%m-%d %H:%M %Z}",
+        "error_logs": (
+            f"{result.resolved_errors_cutoff.astimezone(zone):%Y-%m-%d %H:%M %Z} (resolved)"
+        ),
         "log_files": f"{result.log_files_cutoff} ({settings.timezone} date)",
     }
     column = "would delete" if result.dry_run else "deleted"
