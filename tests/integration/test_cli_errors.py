@@ -273,3 +273,5 @@ def test_status_lists_log_writers(
     assert run(db, "status", "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["writers"][0]["pid"] == os.getpid()
+    assert report["writers"][0]["updated_at"].endswith("+05:30")  # configured timezone
+    assert "+0530" in writers

@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tradelog.access import resolve_actor
 from tradelog.cli._common import Context, print_table
@@ -75,6 +76,15 @@ def _optional(module: str, name: str) -> Callable[..., Any] | None:
     return found
 
 
+def _local_stamp(value: Any, zone: ZoneInfo) -> Any:
+    """A writer file's ISO 8601 UTC time, shown in the configured timezone."""
+    try:
+        stamp = datetime.fromisoformat(str(value))
+    except ValueError:
+        return value
+    return stamp.astimezone(zone) if stamp.tzinfo is not None else value
+
+
 def _status(args: argparse.Namespace, context: Context) -> int:
     settings = context.settings
     threshold = args.threshold if args.threshold is not None else settings.stale_heartbeat_seconds
@@ -101,6 +111,10 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         for key in ("last_heartbeat", "last_task"):
             if isinstance(row[key], datetime):
                 row[key] = row[key].astimezone(zone)
+    if isinstance(writers, list):
+        for writer in writers:
+            for key in ("started_at", "updated_at"):
+                writer[key] = _local_stamp(writer.get(key), zone)
     stale = sum(1 for row in services if row["state"] == "stale")
     if context.json:
         json.dump(
