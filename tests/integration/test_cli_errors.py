@@ -275,3 +275,42 @@ def test_status_lists_log_writers(
     assert report["writers"][0]["pid"] == os.getpid()
     assert report["writers"][0]["updated_at"].endswith("+05:30")  # configured timezone
     assert "+0530" in writers
+
+
+def test_status_lists_recent_delivery_failures_in_local_time(
+    db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Failed deliveries get their own table; outbox times are in the configured timezone."""
+    from tradelog.db.models import Notification, NotificationDelivery
+
+    with db.session() as session:
+        note = Notification(
+            user_id=users["alice"], type="trading", level="info", title="t", message="m"
+        )
+        session.add(note)
+        session.flush()
+        session.add_all(
+            [
+                NotificationDelivery(
+                    notification_id=note.id,
+                    user_id=users["alice"],
+                    channel="telegram",
+                    status="failed",
+                    attempts=8,
+                    last_error="Forbidden: bot was blocked by the user",
+                ),
+                NotificationDelivery(
+                    notification_id=note.id, user_id=users["alice"], channel="email"
+                ),
+            ]
+        )
+        session.commit()
+    assert run(db, "status") == 0
+    out = capsys.readouterr().out
+    failures = out.split("recent delivery failures\n", 1)[1]
+    assert "bot was blocked by the user" in failures
+    assert "+0530" in failures
+    assert run(db, "status", "--json") == 0
+    outbox = json.loads(capsys.readouterr().out)["outbox"]
+    assert outbox["oldest_due_at"].endswith("+05:30")
+    assert outbox["recent_failures"][0]["at"].endswith("+05:30")

@@ -77,7 +77,7 @@ def _optional(module: str, name: str) -> Callable[..., Any] | None:
 
 
 def _local_stamp(value: Any, zone: ZoneInfo) -> Any:
-    """A writer file's ISO 8601 UTC time, shown in the configured timezone."""
+    """An ISO 8601 UTC time (writer files, outbox summary) in the configured timezone."""
     try:
         stamp = datetime.fromisoformat(str(value))
     except ValueError:
@@ -115,6 +115,10 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         for writer in writers:
             for key in ("started_at", "updated_at"):
                 writer[key] = _local_stamp(writer.get(key), zone)
+    if isinstance(outbox, dict):
+        outbox["oldest_due_at"] = _local_stamp(outbox.get("oldest_due_at"), zone)
+        for failure in outbox.get("recent_failures") or []:
+            failure["at"] = _local_stamp(failure.get("at"), zone)
     stale = sum(1 for row in services if row["state"] == "stale")
     if context.json:
         json.dump(
@@ -135,7 +139,16 @@ def _status(args: argparse.Namespace, context: Context) -> int:
     print_table(services, None, out)
     out.write("\noutbox\n")
     if isinstance(outbox, dict):
-        print_table([{"metric": key, "value": value} for key, value in outbox.items()], None, out)
+        failures = outbox.get("recent_failures") or []
+        metrics = [
+            {"metric": key, "value": value}
+            for key, value in outbox.items()
+            if key != "recent_failures"
+        ]
+        print_table(metrics, None, out)
+        if failures:
+            out.write("\nrecent delivery failures\n")
+            print_table(failures, None, out)
     else:
         out.write(f"{outbox}\n")
     out.write("\nlog writers\n")
