@@ -18,7 +18,7 @@ import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.logs import file_records, running
 from tradelog.config import Settings
-from tradelog.logs.stats import read_writer_stats, stats_path
+from tradelog.logs.stats import prune_writer_stats, read_writer_stats, stats_path
 from tradelog.runtime import current
 
 
@@ -194,6 +194,14 @@ def test_read_writer_stats_tolerates_strangers(tmp_path: Path) -> None:
     assert found == {os.getpid(): False, 1: True, 2**22 + 7: False}
     assert read_writer_stats(tmp_path / "nowhere") == []
     assert stats_path(tmp_path, 9).name == "writer-9.json"
+    # Writers gone for more than a week are forgotten.
+    assert prune_writer_stats(tmp_path, now=now + timedelta(days=8)) == 2
+    assert sorted(p.name for p in folder.glob("writer-*.json")) == [
+        "writer-1.json",
+        "writer-2.json",
+        "writer-4.json",
+        "writer-6.json",
+    ]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

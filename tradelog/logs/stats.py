@@ -27,15 +27,17 @@ import json
 import os
 import socket
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["RUNTIME_DIR", "WriterStats", "read_writer_stats", "stats_path"]
+__all__ = ["RUNTIME_DIR", "WriterStats", "prune_writer_stats", "read_writer_stats", "stats_path"]
 
 RUNTIME_DIR: Final = "_runtime"
 _PREFIX: Final = "writer-"
 _STALE_AFTER_SECONDS: Final = 30.0
+_KEEP_STOPPED: Final = timedelta(days=7)
+"""Files of writers that are gone are removed after this long."""
 
 _COUNTERS: Final = (
     "written",
@@ -118,14 +120,20 @@ def read_writer_stats(log_dir: Path | str) -> list[dict[str, Any]]:
     Each dict is what the writer saved plus ``alive``: whether that process still runs (on
     this host) and has published recently.
     """
-    folder = Path(log_dir) / RUNTIME_DIR
-    found: list[dict[str, Any]] = []
+    found = [data for _, data in _read_all(Path(log_dir))]
+    found.sort(key=lambda item: str(item.get("updated_at", "")), reverse=True)
+    return found
+
+
+def _read_all(log_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    folder = log_dir / RUNTIME_DIR
     try:
         paths = sorted(folder.glob(f"{_PREFIX}*.json"))
     except OSError:
         return []
     now = datetime.now(UTC)
     host = socket.gethostname()
+    found: list[tuple[Path, dict[str, Any]]] = []
     for path in paths:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -134,8 +142,7 @@ def read_writer_stats(log_dir: Path | str) -> list[dict[str, Any]]:
         if not isinstance(data, dict):
             continue
         data["alive"] = _alive(data, host, now)
-        found.append(data)
-    found.sort(key=lambda item: str(item.get("updated_at", "")), reverse=True)
+        found.append((path, data))
     return found
 
 
@@ -160,3 +167,21 @@ def _alive(data: dict[str, Any], host: str, now: datetime) -> bool:
     except (OSError, ValueError, OverflowError):
         return False
     return True
+
+
+def prune_writer_stats(log_dir: Path | str, *, now: datetime | None = None) -> int:
+    """Delete the stats files of writers gone for more than a week; returns how many."""
+    moment = now or datetime.now(UTC)
+    removed = 0
+    for path, data in _read_all(Path(log_dir)):
+        if data.get("alive"):
+            continue
+        try:
+            updated = datetime.fromisoformat(str(data.get("updated_at")))
+        except ValueError:
+            continue
+        if updated.tzinfo is not None and moment - updated > _KEEP_STOPPED:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed

@@ -37,7 +37,7 @@ from tradelog.logs.file_sink import FileSink
 from tradelog.logs.redact import Redactor
 from tradelog.logs.rows import DbRow, FileKey, Prepared, Record, RowBuilder
 from tradelog.logs.spool import DeadLetterFile, Spool
-from tradelog.logs.stats import WriterStats, save
+from tradelog.logs.stats import WriterStats, prune_writer_stats, save
 
 __all__ = ["LogWriter", "Marker"]
 
@@ -117,6 +117,10 @@ class LogWriter:
         if self._running or self._stopped:
             return
         self._running = True
+        try:
+            prune_writer_stats(self.log_dir)
+        except Exception:  # pragma: no cover - housekeeping only
+            self.stats.internal_errors += 1
         self._threads = [
             threading.Thread(target=self._run_files, name="tradelog-files", daemon=True),
             threading.Thread(target=self._run_database, name="tradelog-db", daemon=True),
