@@ -69,10 +69,6 @@ _MEMO_SIZE: Final = 8192
 _RECHECK_SIZE: Final = 2 * CONTEXT_STR_MAX
 """An encoded context longer than this is converted again so nested strings get cut."""
 _PLAN_CACHE_SIZE: Final = 4096
-_SKIP: Final = 0
-_KEEP: Final = 1
-_MASK: Final = 2
-_KEEP_LONG: Final = 3
 _RESERVED: Final = frozenset({"event", "user_id", "module"})
 _LONG_KEYS: Final = frozenset({"exception", "stack"})
 
@@ -127,7 +123,7 @@ class RowBuilder:
         self._redact_text: Callable[[str], str] = redactor.redact_text
         self._mask = redactor.mask
         self._zone = zone
-        self._plans: dict[tuple[Any, ...], tuple[tuple[str, int], ...]] = {}
+        self._plans: dict[tuple[Any, ...], Callable[[dict[Any, Any]], dict[str, Any]]] = {}
         self._seen: dict[str, str] = {}
         self._shown: dict[str, tuple[str, str]] = {}
         self._encode = _make_encoder()
@@ -146,29 +142,10 @@ class RowBuilder:
     def _build(self, record: Record) -> Prepared:
         ts, level, name, event = record
         keys = tuple(event)
-        actions = self._plans.get(keys)
-        if actions is None:
-            actions = self._plan(keys)
-        seen = self._seen
-        context: dict[str, Any] = {}
-        for (key, action), raw in zip(actions, event.values(), strict=False):
-            if action == _KEEP:
-                kind = type(raw)
-                if kind is str:
-                    value = seen.get(raw)
-                    context[key] = value if value is not None else self._string(raw)
-                elif kind is int or kind is bool or raw is None:
-                    context[key] = raw
-                elif kind is float:
-                    context[key] = raw if math.isfinite(raw) else to_jsonable(raw)
-                else:
-                    context[key] = self._deep(raw)
-            elif action == _MASK:
-                context[key] = None if raw is None else self._mask
-            elif action == _KEEP_LONG:
-                context[key] = (
-                    self._text(raw, LONG_STR_MAX) if type(raw) is str else self._deep(raw)
-                )
+        context_of = self._plans.get(keys)
+        if context_of is None:
+            context_of = self._plan(keys)
+        context = context_of(event)
 
         message = event.get("event")
         shown = self._shown.get(message) if type(message) is str else None
@@ -298,12 +275,27 @@ class RowBuilder:
             converted = "".join(self._encode(to_jsonable(converted), 0))
         return self._text(converted, FILE_MESSAGE_MAX)
 
-    def _plan(self, keys: tuple[Any, ...]) -> tuple[tuple[str, int], ...]:
-        """Analyse the keys of a new event shape."""
-        actions: list[tuple[str, int]] = []
-        for key in keys:
+    def _plan(self, keys: tuple[Any, ...]) -> Callable[[dict[Any, Any]], dict[str, Any]]:
+        """Compile the context builder for a new event shape (its keys, in order).
+
+        The keys are classified once (secret, long text, plain) and turned into a small
+        straight-line function, so each event costs a few dictionary lookups and type checks
+        instead of a loop over generic rules. The generated code only refers to keys through
+        names bound in its namespace; no event data ends up in the source.
+        """
+        namespace: dict[str, Any] = {
+            "_seen": self._seen.get,
+            "_string": self._string,
+            "_text": self._text,
+            "_deep": self._deep,
+            "_isfinite": math.isfinite,
+            "_jsonable": to_jsonable,
+            "_mask": self._mask,
+            "_LONG": LONG_STR_MAX,
+        }
+        lines = ["def context_of(event):", "    context = {}"]
+        for index, key in enumerate(keys):
             if key in _RESERVED:
-                actions.append((key, _SKIP))
                 continue
             if isinstance(key, str):
                 out = self._redact_text(clean_text(key))
@@ -314,17 +306,17 @@ class RowBuilder:
                     converted if isinstance(converted, str) else "".join(self._encode(converted, 0))
                 )
                 sensitive = False
-            if sensitive:
-                actions.append((out, _MASK))
-            elif key in _LONG_KEYS:
-                actions.append((out, _KEEP_LONG))
-            else:
-                actions.append((out, _KEEP))
-        plan = tuple(actions)
+            namespace[f"K{index}"] = key
+            namespace[f"O{index}"] = out
+            lines.extend(_context_code(index, sensitive=sensitive, long=key in _LONG_KEYS))
+        lines.append("    return context")
+        code = compile("\n".join(lines), "<tradelog context builder>", "exec")
+        exec(code, namespace)  # noqa: S102 - generated from fixed templates, see above
+        context_of: Callable[[dict[Any, Any]], dict[str, Any]] = namespace["context_of"]
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             self._plans.clear()
-        self._plans[keys] = plan
-        return plan
+        self._plans[keys] = context_of
+        return context_of
 
     def _new_second(self, second: int) -> None:
         moment = datetime.fromtimestamp(second, UTC)
@@ -352,6 +344,31 @@ class RowBuilder:
             ensure_ascii=False,
         )
         return Prepared(None, (None, now.astimezone(self._zone).date().isoformat()), line + "\n")
+
+
+def _context_code(index: int, *, sensitive: bool, long: bool) -> list[str]:
+    """Source lines that put key ``K{index}`` of ``event`` into ``context`` as ``O{index}``."""
+    key, out = f"K{index}", f"O{index}"
+    if sensitive:
+        return [f"    context[{out}] = None if event[{key}] is None else _mask"]
+    if long:
+        return [
+            f"    x = event[{key}]",
+            f"    context[{out}] = _text(x, _LONG) if type(x) is str else _deep(x)",
+        ]
+    return [
+        f"    x = event[{key}]",
+        "    t = type(x)",
+        "    if t is str:",
+        "        y = _seen(x)",
+        f"        context[{out}] = y if y is not None else _string(x)",
+        "    elif t is int or t is bool or x is None:",
+        f"        context[{out}] = x",
+        "    elif t is float:",
+        f"        context[{out}] = x if _isfinite(x) else _jsonable(x)",
+        "    else:",
+        f"        context[{out}] = _deep(x)",
+    ]
 
 
 def _user_id(value: object) -> tuple[int | None, str | None]:
