@@ -54,6 +54,10 @@ _ORPHAN_SCAN_SECONDS: Final = 30.0
 _USER_QUERY_CHUNK: Final = 500
 
 
+def _nothing() -> None:
+    return None
+
+
 class RowsRejected(Exception):
     """The database refused something in the rows given (not the connection's fault)."""
 
@@ -77,12 +81,16 @@ class Inserter:
         self.lock_timeout = lock_timeout
         self._raw: PoolProxiedConnection | None = None
 
-    def insert(self, rows: Sequence[DbRow]) -> None:
+    def insert(self, rows: Sequence[DbRow], *, on_sent: Callable[[], None] = _nothing) -> None:
         """Insert ``rows`` in one transaction, or raise :class:`RowsRejected` /
-        :class:`DatabaseUnavailable` with nothing inserted."""
+        :class:`DatabaseUnavailable` with nothing inserted.
+
+        ``on_sent`` is called once the rows are handed to the driver, just before the part of
+        the call that runs without the GIL (the insert itself, the wait for the server).
+        """
         connection = self._connection()
         try:
-            self._bulk(connection, rows)
+            self._bulk(connection, rows, on_sent)
         except Exception as exc:
             self._recover(connection, exc)
             raise self._translate(exc) from exc
@@ -119,7 +127,7 @@ class Inserter:
 
     # -- per driver ------------------------------------------------------------------------
 
-    def _bulk(self, connection: Any, rows: Sequence[DbRow]) -> None:
+    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
         raise NotImplementedError
 
     def _users(self, connection: Any, ids: list[int]) -> set[int]:
@@ -191,8 +199,9 @@ class SqliteInserter(Inserter):
         connection.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
         connection.isolation_level = None  # autocommit: one statement, one transaction
 
-    def _bulk(self, connection: Any, rows: Sequence[DbRow]) -> None:
+    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
         step = self._MAX_ROWS
+        on_sent()  # binding keeps the GIL until sqlite3_step lets go of it
         if len(rows) <= step:
             connection.execute(self._statement(len(rows)), list(chain.from_iterable(rows)))
             return
@@ -247,11 +256,12 @@ class PostgresInserter(Inserter):
         connection.commit()
         connection.autocommit = True  # each COPY is one transaction, one round trip
 
-    def _bulk(self, connection: Any, rows: Sequence[DbRow]) -> None:
+    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
         with connection.cursor() as cursor, cursor.copy(self._COPY) as copy:
             write = copy.write_row
             for row in rows:
                 write(row)
+            on_sent()  # what remains is sending the tail and waiting for the server
 
     def _users(self, connection: Any, ids: list[int]) -> set[int]:
         with connection.cursor() as cursor:
@@ -371,15 +381,21 @@ class DatabaseSink:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def deliver(self, rows: list[DbRow]) -> None:
-        """Insert ``rows`` now, or spool them behind earlier ones."""
+    def deliver(self, rows: list[DbRow], *, on_sent: Callable[[], None] = _nothing) -> None:
+        """Insert ``rows`` now, or spool them behind earlier ones.
+
+        ``on_sent`` is called when the first insert has handed the rows to the driver (see
+        :meth:`Inserter.insert`), or right away when they are spooled.
+        """
         if not rows:
+            on_sent()
             return
         if self._down or self.spool.pending:
+            on_sent()
             self.spool_rows(rows)
             return
         try:
-            self._write(rows, park=True)
+            self._write(rows, park=True, on_sent=on_sent)
         except _Interrupted as stop:
             self._went_down(stop.reason)
             self.spool_rows(stop.remaining)
@@ -442,7 +458,9 @@ class DatabaseSink:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _write(self, rows: list[DbRow], *, park: bool) -> None:
+    def _write(
+        self, rows: list[DbRow], *, park: bool, on_sent: Callable[[], None] = _nothing
+    ) -> None:
         """Insert ``rows`` (users checked first), bisecting around rejected rows.
 
         Raises :class:`_Interrupted` with the rows not yet written when the database fails.
@@ -452,7 +470,7 @@ class DatabaseSink:
         while pending:
             chunk = pending.pop()
             try:
-                self.inserter.insert(chunk)
+                self.inserter.insert(chunk, on_sent=on_sent)
             except RowsRejected as exc:
                 if len(chunk) == 1:
                     self._dead(chunk, str(exc))

@@ -384,8 +384,10 @@ class LogWriter:
             while handoff:
                 item = handoff.popleft()
                 if type(item) is list:
-                    self._started.set()
-                    database.deliver(item)
+                    try:
+                        database.deliver(item, on_sent=self._started.set)
+                    finally:
+                        self._started.set()
                     with self._slot:
                         self._in_flight -= 1
                         self._slot.notify()
