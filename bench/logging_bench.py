@@ -55,6 +55,8 @@ from tradelog.runtime import Runtime
 from tradelog.users import create_user
 
 FIELDS: dict[str, Any] = {"symbol": "NIFTY", "qty": 50, "price": 123.5, "order_id": "abc-123"}
+FILTERED: dict[str, float] = {}
+"""ns per call of a debug call below the INFO minimum level."""
 
 
 @dataclass
@@ -134,6 +136,10 @@ def bench_structlog(folder: Path, events: int, burst: int) -> Result:
     def call() -> None:
         log.info("order placed", **FIELDS)
 
+    def filtered() -> None:
+        log.debug("order placed", **FIELDS)
+
+    FILTERED["structlog"] = _burst(filtered, events, burst, _nothing)
     result = Result("-", "structlog JSON -> file", burst=_burst(call, events, burst, _nothing))
     result.sustained, result.cpu = _sustained(call, events)
     result.drain = 1e9 / result.sustained
@@ -221,6 +227,10 @@ def bench_tradelog(backend: str, url: str, folder: Path, events: int, burst: int
     def call() -> None:
         log.info("order placed", **FIELDS)
 
+    def filtered() -> None:
+        log.debug("order placed", **FIELDS)
+
+    FILTERED["tradelog"] = _burst(filtered, events, burst, _nothing)
     result = Result(backend, "tradelog -> service_logs + files")
     result.burst = _burst(call, events, burst, lambda: runtime.flush(60))
     runtime.flush(60)
@@ -364,6 +374,10 @@ def main() -> None:
         f"events per contender: {args.events:,}; burst size {args.burst:,}; batch size {batch_size}"
     )
     print_table(results)
+    print(
+        "filtered call (below the minimum level): "
+        + ", ".join(f"{name} {value:,.0f} ns" for name, value in FILTERED.items())
+    )
     structlog_burst = next(r.burst for r in results if r.name.startswith("structlog"))
     for backend in ("sqlite", "postgresql"):
         ours = next(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -191,6 +192,7 @@ def test_awkward_values_are_stored_json_safe(
             cycle=cycle,
             text="nul\x00inside",
             obj=object(),
+            amount=Decimal("1234.50"),
         )
         assert runtime.flush(10)
     (row,) = _rows(db)
@@ -204,6 +206,7 @@ def test_awkward_values_are_stored_json_safe(
     assert context["cycle"] == [1, "<cycle>"]
     assert context["text"] == "nulinside"
     assert context["obj"].startswith("<object object")
+    assert context["amount"] == "1234.50"
     assert file_records(tmp_path, users["alice"])[0]["context"] == context
 
 
