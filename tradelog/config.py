@@ -11,6 +11,7 @@ naming the variable. Secrets are wrapped in :class:`Secret` so they never show i
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,23 +77,51 @@ def _parse_bool(raw: str, variable: str) -> bool:
     )
 
 
-def _number(
-    kind: Callable[[str], Any], minimum: float, maximum: float | None = None
-) -> Callable[[str, str], Any]:
-    def parse(raw: str, variable: str) -> Any:
+@dataclass(frozen=True)
+class _Number:
+    """Parses a number from text and checks a number given in code, within bounds."""
+
+    kind: type
+    minimum: float
+    maximum: float | None = None
+
+    def _describe(self) -> str:
+        return _KIND_NAMES.get(self.kind, "a number")
+
+    def __call__(self, raw: str, variable: str) -> Any:
         try:
-            value = kind(raw.strip())
+            value = self.kind(raw.strip())
         except ValueError:
             raise ConfigurationError(
-                f"{variable} must be {_KIND_NAMES.get(kind, 'a number')}, got {raw!r}",
-                variable=variable,
+                f"{variable} must be {self._describe()}, got {raw!r}", variable=variable
             ) from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-            raise ConfigurationError(f"{variable} must be {bounds}, got {raw!r}", variable=variable)
-        return value
+        return self.check(value, variable, shown=raw)
 
-    return parse
+    def check(self, value: Any, variable: str, *, shown: Any = None) -> Any:
+        shown = value if shown is None else shown
+        wrong_type = isinstance(value, bool) or not isinstance(value, int | float)
+        if wrong_type or (self.kind is int and not isinstance(value, int)):
+            raise ConfigurationError(
+                f"{variable} must be {self._describe()}, got {shown!r}", variable=variable
+            )
+        if not math.isfinite(value):
+            raise ConfigurationError(
+                f"{variable} must be a finite number, got {shown!r}", variable=variable
+            )
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            bounds = (
+                f">= {self.minimum}"
+                if self.maximum is None
+                else f"between {self.minimum} and {self.maximum}"
+            )
+            raise ConfigurationError(
+                f"{variable} must be {bounds}, got {shown!r}", variable=variable
+            )
+        return self.kind(value)
+
+
+def _number(kind: type, minimum: float, maximum: float | None = None) -> _Number:
+    return _Number(kind, minimum, maximum)
 
 
 def _opt_str(raw: str, variable: str) -> str | None:
@@ -101,6 +130,52 @@ def _opt_str(raw: str, variable: str) -> str | None:
 
 def _opt_secret(raw: str, variable: str) -> Secret | None:
     return Secret(raw) if raw else None
+
+
+def _path(raw: str, variable: str) -> Path:
+    return Path(raw)
+
+
+def _checked(name: str, value: Any, parse: Any) -> Any:
+    """Validate a value given in code (keyword options) the way the environment's text is.
+
+    Text is parsed exactly like the variable's text, so ``configure(worker="false")`` means
+    false; anything else must already have the right type and range.
+    """
+    variable = _env_name(name)
+
+    def wrong(expected: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"{variable} must be {expected}, got {value!r}", variable=variable
+        )
+
+    if parse is None:
+        if not isinstance(value, str):
+            raise wrong("text")
+        return value
+    if parse is _opt_secret:
+        if value is None or isinstance(value, Secret):
+            return value
+        if isinstance(value, str):
+            return Secret(value) if value else None
+        raise wrong("text (a secret)")
+    if isinstance(value, str):
+        return parse(value, variable)
+    if isinstance(parse, _Number):
+        return parse.check(value, variable)
+    if parse is _parse_bool:
+        if not isinstance(value, bool):
+            raise wrong("a boolean (true/false)")
+        return value
+    if parse is _opt_str:
+        if value is not None:
+            raise wrong("text")
+        return value
+    if parse is _path:
+        if not isinstance(value, os.PathLike):
+            raise wrong("a path")
+        return Path(value)
+    return value
 
 
 def _setting(default: Any, parse: Callable[[str, str], Any] | None = None, **kw: Any) -> Any:
@@ -116,7 +191,7 @@ class Settings:
     """
 
     database_url: str = _setting("sqlite:///tradelog.db")
-    log_dir: Path = _setting(Path("./logs"), lambda raw, _v: Path(raw))
+    log_dir: Path = _setting(Path("./logs"), _path)
     level: str = _setting("INFO")
     timezone: str = _setting("Asia/Kolkata")
     console: bool = _setting(True, _parse_bool)
@@ -153,6 +228,11 @@ class Settings:
     resolved_errors_retention_days: int = _setting(90, _number(int, 1))
 
     def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            checked = _checked(spec.name, value, spec.metadata.get("parse"))
+            if checked is not value:
+                object.__setattr__(self, spec.name, checked)
         level = self.level.strip().upper()
         if level not in LEVELS:
             raise ConfigurationError(
@@ -184,12 +264,6 @@ class Settings:
                 variable=_env_name("smtp_security"),
             )
         object.__setattr__(self, "smtp_security", security)
-        for name in ("telegram_bot_token", "smtp_password"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, Secret(value) if value else None)
-        if not isinstance(self.log_dir, Path):
-            object.__setattr__(self, "log_dir", Path(self.log_dir))
         object.__setattr__(self, "telegram_api_url", self.telegram_api_url.rstrip("/"))
 
     def __repr__(self) -> str:

@@ -114,3 +114,51 @@ def test_replace_validates() -> None:
     assert settings.level == "WARNING"
     with pytest.raises(ConfigurationError):
         settings.replace(timezone="Nowhere/Land")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "variable"),
+    [
+        ("queue_size", -5, "TRADELOG_QUEUE_SIZE"),
+        ("queue_size", 2.5, "TRADELOG_QUEUE_SIZE"),
+        ("queue_size", True, "TRADELOG_QUEUE_SIZE"),
+        ("smtp_port", 70000, "TRADELOG_SMTP_PORT"),
+        ("smtp_port", "abc", "TRADELOG_SMTP_PORT"),
+        ("flush_interval", 0, "TRADELOG_FLUSH_INTERVAL"),
+        ("flush_interval", float("nan"), "TRADELOG_FLUSH_INTERVAL"),
+        ("smtp_timeout", float("inf"), "TRADELOG_SMTP_TIMEOUT"),
+        ("worker", 1, "TRADELOG_WORKER"),
+        ("console", "maybe", "TRADELOG_CONSOLE"),
+        ("log_dir", 5, "TRADELOG_LOG_DIR"),
+        ("smtp_host", 25, "TRADELOG_SMTP_HOST"),
+        ("database_url", None, "TRADELOG_DATABASE_URL"),
+        ("smtp_password", 1234, "TRADELOG_SMTP_PASSWORD"),
+    ],
+)
+def test_invalid_keyword_options_name_the_variable(
+    option: str, value: object, variable: str
+) -> None:
+    """Options given in code are validated like the environment, never stored as given."""
+    with pytest.raises(ConfigurationError, match=variable) as caught:
+        Settings.from_env({}, **{option: value})
+    assert caught.value.variable == variable
+
+
+def test_text_keyword_options_parse_like_the_environment() -> None:
+    """``worker="false"`` means false (not a truthy string); numbers and paths convert."""
+    settings = Settings(
+        worker="false", console="off", smtp_port="2525", flush_interval=1, log_dir="x/y"
+    )
+    assert settings.worker is False
+    assert settings.console is False
+    assert settings.smtp_port == 2525
+    assert settings.flush_interval == 1.0
+    assert isinstance(settings.flush_interval, float)
+    assert settings.log_dir == Path("x/y")
+
+
+def test_non_finite_numbers_in_the_environment_are_refused() -> None:
+    """``nan`` and ``inf`` are not durations or sizes."""
+    for raw in ("nan", "inf"):
+        with pytest.raises(ConfigurationError, match="TRADELOG_FLUSH_INTERVAL"):
+            Settings.from_env({"TRADELOG_FLUSH_INTERVAL": raw})
