@@ -87,6 +87,7 @@ class ErrorAlerts:
         return self._send
 
     def __call__(self, engine: Engine, written: Sequence[Written]) -> None:
+        """Send the error notifications due for the rows just ``written``."""
         send = self._sender()
         if send is None:
             return

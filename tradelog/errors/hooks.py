@@ -190,6 +190,7 @@ class LoopExceptionHandler(_Hook):
         self.previous = previous
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Record the exception in ``context``, then pass it on (previous handler or default)."""
         value = context.get("exception")
         if isinstance(value, Exception):
             task = context.get("task") or context.get("future")

@@ -102,6 +102,8 @@ def _user_id(value: object) -> int | None:
 
 
 def exception_from(exc_info: object) -> BaseException | None:
+    """The exception an ``exc_info`` value names: an exception, a ``sys.exc_info()`` tuple or
+    ``True`` (the one being handled); None when there is none."""
     if isinstance(exc_info, BaseException):
         return exc_info
     if isinstance(exc_info, tuple) and len(exc_info) == 3:
