@@ -98,3 +98,22 @@ def test_closed_pipe_stops_quietly(db: MigratedDatabase, users: dict[str, int]) 
     _, err = writer.communicate(timeout=60)
     assert err == b""
     assert writer.returncode == 141
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--threshold", "-5"],
+        ["status", "--threshold", "nan"],
+        ["errors", "list", "--limit", "0"],
+        ["errors", "groups", "--limit", "x"],
+    ],
+)
+def test_nonsensical_numbers_are_usage_errors(
+    db_url: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thresholds and limits are checked by the parser (exit 2), not used as given."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--database-url", db_url, *argv])
+    assert exited.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,15 @@ from sqlalchemy.orm import Session
 from tradelog.config import Settings
 from tradelog.db.engine import check_connection, create_tradelog_engine, session_factory
 
-__all__ = ["CommandError", "Context", "add_global_options", "emit", "print_table"]
+__all__ = [
+    "CommandError",
+    "Context",
+    "add_global_options",
+    "emit",
+    "positive_float",
+    "positive_int",
+    "print_table",
+]
 
 Handler = Callable[[argparse.Namespace, "Context"], int | None]
 
@@ -28,6 +37,28 @@ class CommandError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number above 0 (seconds, for example)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from tradelog.access import ActorLike, require_admin, resolve_actor
-from tradelog.cli._common import CommandError, Context, emit
+from tradelog.cli._common import CommandError, Context, emit, positive_int
 from tradelog.db.base import utcnow
 from tradelog.db.models import ErrorLog, User
 from tradelog.errors.workflow import (
@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
     list_.add_argument(
         "--fingerprint", help="only this fingerprint (the 12 digits the tables show will do)"
     )
-    list_.add_argument("--limit", type=int, default=50, help="rows per page (default 50)")
+    list_.add_argument("--limit", type=positive_int, default=50, help="rows per page (default 50)")
     list_.add_argument("--cursor", help="continue after the page that printed this cursor")
     list_.set_defaults(handler=_list)
 
@@ -75,7 +75,9 @@ def register(subparsers: Any) -> None:
 
     groups = commands.add_parser("groups", help="errors grouped by fingerprint")
     _filters(groups)
-    groups.add_argument("--limit", type=int, default=50, help="groups to show (default 50)")
+    groups.add_argument(
+        "--limit", type=positive_int, default=50, help="groups to show (default 50)"
+    )
     groups.set_defaults(handler=_groups)
 
     resolve_ = commands.add_parser(

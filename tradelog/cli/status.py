@@ -22,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tradelog.access import resolve_actor
-from tradelog.cli._common import Context, print_table
+from tradelog.cli._common import Context, positive_float, print_table
 from tradelog.db.base import utcnow
 from tradelog.service import service_overview
 from tradelog.users import ensure_system_user
@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=positive_float,
         help="seconds without a heartbeat before a running service is stale",
     )
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
