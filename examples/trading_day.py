@@ -597,4 +597,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (tradelog.TradelogError, ValueError) as exc:  # bad TRADELOG_* or DEMO_* values
+        print(f"trading_day.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -142,3 +142,19 @@ def test_notify_quiet_hours(tmp_path: Path, runs: int) -> None:
     assert "(silently)" in out
     assert "not created: system notifications are turned off" in out
     assert count(tmp_path / "notify.db", "SELECT count(*) FROM notifications") == 5
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"TRADELOG_QUEUE_SIZE": "-1"}, "TRADELOG_QUEUE_SIZE"),
+        ({"TRADELOG_SMTP_HOST": "127.0.0.1", "DEMO_EMAIL_TO": "not-an-address"}, "not-an-address"),
+    ],
+)
+def test_demo_bad_settings_are_one_line(tmp_path: Path, env: dict[str, str], named: str) -> None:
+    """A bad TRADELOG_* or DEMO_* value stops the demo with one line naming it, exit 2."""
+    result = run_example("trading_day.py", tmp_path, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert named in result.stderr
