@@ -20,10 +20,12 @@ test: $(STAMP)
 	bash .ci/ensure-postgres
 	$(BIN)/python -m pytest -n 2 --cov=tradelog --cov-report=term --cov-fail-under=85
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -45,13 +45,13 @@ def test_core_works_without_extras(tmp_path: Path) -> None:
         from tradelog.db import migrate
         from tradelog.users import create_user
         from tradelog.db.engine import create_tradelog_engine, session_factory
-        url = "sqlite:///{tmp_path / 'x.db'}"
+        url = "sqlite:///{tmp_path / "x.db"}"
         migrate.upgrade(url)
         engine = create_tradelog_engine(url)
         with session_factory(engine)() as s:
             uid = create_user(s, email="a@example.com", name="A").id
             s.commit()
-        tradelog.configure(database_url=url, log_dir="{tmp_path / 'logs'}", console=False)
+        tradelog.configure(database_url=url, log_dir="{tmp_path / "logs"}", console=False)
         tradelog.get_logger("t").info("hello", user_id=uid)
         result = tradelog.notify(uid, "trading", "info", "t", "m")
         assert tradelog.flush(10)
