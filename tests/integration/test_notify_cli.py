@@ -288,3 +288,149 @@ def test_worker_process_stops_on_sigterm(
         assert process.returncode == 0, err
         assert json.loads(out)[0]["sent"] == 1
         assert "delivery worker" in err
+
+
+def test_user_names_the_target_and_as_the_actor(
+    db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--user is whose rows, --as who asks (default: the system admin); non-admins see their own."""
+    alice, bob, admin = str(users["alice"]), str(users["bob"]), str(users["admin"])
+    for user in (alice, alice, bob):
+        assert run(db, "notify", "send", "--user", user, "--type", "system", "--title", "t") == 0
+    everyone = as_json(db, capsys, "notify", "list")
+    assert sorted(r["user"] for r in everyone) == sorted([users["alice"]] * 2 + [users["bob"]])  # type: ignore[attr-defined]
+    mine = as_json(db, capsys, "notify", "list", "--as", bob)
+    assert [r["user"] for r in mine] == [users["bob"]]  # type: ignore[attr-defined]
+    narrowed = as_json(db, capsys, "notify", "list", "--user", alice, "--as", admin)
+    assert {r["user"] for r in narrowed} == {users["alice"]}  # type: ignore[attr-defined]
+    assert as_json(db, capsys, "notify", "unread", "--user", alice) == [
+        {"user": users["alice"], "unread": 2}
+    ]
+    capsys.readouterr()
+    refused = [
+        ("notify", "list", "--user", alice, "--as", bob),
+        ("notify", "unread", "--user", alice, "--as", bob),
+        ("notify", "send", "--user", alice, "--as", bob, "--type", "system", "--title", "x"),
+        ("notify", "deliveries", "--user", alice, "--as", bob),
+        ("notify", "retry", "--all-failed", "--user", alice, "--as", bob),
+        ("notify", "test-channel", "--user", alice, "--as", bob),
+        ("prefs", "show", "--user", alice, "--as", bob),
+        ("prefs", "set", "--user", alice, "--as", bob, "--errors", "off"),
+    ]
+    for argv in refused:
+        assert run(db, *argv) == 4, argv
+        err = capsys.readouterr().err
+        assert err.startswith("tradelog: error: "), (argv, err)
+        assert err.count("\n") == 1, (argv, err)
+    assert run(db, "notify", "list", "--user", "424242") == 5
+    assert run(db, "notify", "list", "--as", "424242") == 5
+    assert db.scalar("SELECT count(*) FROM notifications") == 3
+
+
+def test_prefs_set_audits_the_acting_user(
+    db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --as the change is recorded as the system admin's; with --as as that user's."""
+    alice = str(users["alice"])
+    assert run(db, "prefs", "set", "--user", alice, "--trading", "OFF") == 0
+    assert run(db, "prefs", "set", "--user", alice, "--as", alice, "--quiet-mode", "Silent") == 0
+    rows = db.rows("SELECT user_id, resource_type FROM audit_logs ORDER BY id")
+    system = db.scalar("SELECT id FROM users WHERE email LIKE 'system%'")
+    assert [r["user_id"] for r in rows] == [system, users["alice"]]
+    assert {r["resource_type"] for r in rows} == {"notification_preferences"}
+    [shown] = as_json(db, capsys, "prefs", "show", "--user", alice, "--as", alice)  # type: ignore[misc]
+    assert (shown["notify_trading_events"], shown["quiet_hours_mode"]) == (False, "silent")
+
+
+def test_send_accepts_any_case_and_prints_details(
+    db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--type/--level in any case; the detail column holds only what the status does not say."""
+    alice = str(users["alice"])
+    run(db, "prefs", "set", "--user", alice, "--email-address", "a@example.com", "--email", "on")
+    rows = as_json(
+        db,
+        capsys,
+        "notify",
+        "send",
+        "--user",
+        alice,
+        "--type",
+        "TRADING",
+        "--level",
+        "WARNING",
+        "--title",
+        "Fill",
+    )
+    assert [(r["channel"], r["status"], r["detail"]) for r in rows] == [  # type: ignore[attr-defined]
+        ("email", "queued", None),
+        ("in_app", "recorded", None),
+    ]
+    assert db.scalar("SELECT level FROM notifications") == "warning"
+    listed = as_json(db, capsys, "notify", "list", "--level", "Warning", "--type", "Trading")
+    assert len(listed) == 1  # type: ignore[arg-type]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run(db, "notify", "send", "--user", alice, "--type", "trade", "--title", "x")
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'trade'" in capsys.readouterr().err
+
+
+def test_read_is_the_owners_and_counts_truthfully(
+    db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """read acts as the owner; an admin --as is refused; already-read ids are not counted."""
+    alice, admin = str(users["alice"]), str(users["admin"])
+    for title in ("a", "b"):
+        run(db, "notify", "send", "--user", alice, "--type", "system", "--title", title)
+    first, second = (r["id"] for r in db.rows("SELECT id FROM notifications ORDER BY id"))
+    marked = as_json(db, capsys, "notify", "read", "--user", alice, str(first))
+    assert marked == [{"user": users["alice"], "marked_read": 1, "unread": 1}]
+    marked = as_json(db, capsys, "notify", "read", "--user", alice, str(first), str(second))
+    assert marked == [{"user": users["alice"], "marked_read": 1, "unread": 0}]
+    assert run(db, "notify", "read", "--user", alice, "--as", admin, "--all") == 4
+    assert "read state belongs to the inbox owner" in capsys.readouterr().err
+
+
+def test_deliveries_and_retry_are_scoped(
+    db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user lists and retries only their own deliveries; named ids must exist and have failed."""
+    alice, bob = str(users["alice"]), str(users["bob"])
+    for user in (alice, bob):
+        run(db, "prefs", "set", "--user", user, "--chat-id", "42", "--telegram", "on")
+        run(db, "notify", "send", "--user", user, "--type", "system", "--title", "t")
+    db.execute("UPDATE notification_deliveries SET status = 'failed', last_error = 'x'")
+    ids = {
+        r["user_id"]: r["id"] for r in db.rows("SELECT id, user_id FROM notification_deliveries")
+    }
+    mine = as_json(db, capsys, "notify", "deliveries", "--as", bob)
+    assert [r["id"] for r in mine] == [ids[users["bob"]]]  # type: ignore[attr-defined]
+    assert len(as_json(db, capsys, "notify", "deliveries")) == 2  # type: ignore[arg-type]
+    capsys.readouterr()
+    assert run(db, "notify", "retry", str(ids[users["alice"]]), "--as", bob) == 5
+    assert run(db, "notify", "retry", "999999") == 5
+    assert "no delivery with id 999999" in capsys.readouterr().err
+    assert as_json(db, capsys, "notify", "retry", "--all-failed", "--as", bob) == [{"requeued": 1}]
+    capsys.readouterr()
+    assert run(db, "notify", "retry", str(ids[users["bob"]])) == 6
+    assert "not failed" in capsys.readouterr().err
+    statuses = {
+        r["user_id"]: r["status"]
+        for r in db.rows("SELECT user_id, status FROM notification_deliveries")
+    }
+    assert statuses == {users["alice"]: "failed", users["bob"]: "pending"}
+    assert as_json(db, capsys, "notify", "retry", str(ids[users["alice"]])) == [{"requeued": 1}]
+
+
+@pytest.mark.parametrize(
+    "option", [("--concurrency", "0"), ("--poll-interval", "-1"), ("--lease", "nan")]
+)
+def test_worker_refuses_bad_numbers(
+    db: MigratedDatabase, option: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Zero, negative and non-finite worker options are usage errors (exit 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(db, "worker", "--once", *option)
+    assert exit_info.value.code == 2
+    assert option[0] in capsys.readouterr().err

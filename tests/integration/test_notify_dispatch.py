@@ -9,11 +9,14 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from tests.support.db import MigratedDatabase
 from tradelog.db.models import Notification, NotificationDelivery
 from tradelog.exceptions import NotFound
 from tradelog.notify import api
+from tradelog.notify import worker as worker_module
 from tradelog.notify.dispatch import dispatch
 from tradelog.notify.preferences import update_preferences
 
@@ -313,3 +316,71 @@ def test_public_reexport() -> None:
 
     assert tradelog.notify is api.notify
     assert tradelog.anotify is api.anotify
+
+
+def async_url(url: str) -> str:
+    """The same database through an asyncio driver (aiosqlite, psycopg's async mode)."""
+    parsed = make_url(url)
+    driver = "sqlite+aiosqlite" if parsed.get_backend_name() == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def test_anotify_with_async_session(db: MigratedDatabase, users: dict[str, int]) -> None:
+    """anotify(session=AsyncSession) writes in the caller's transaction: rollback sends nothing,
+    commit queues the deliveries and wakes local workers; dedupe works across the two."""
+    configure(db, users["alice"], **BOTH)
+    woken: list[int] = []
+
+    class Probe:
+        def wake(self) -> None:
+            woken.append(1)
+
+    async def main() -> None:
+        engine = create_async_engine(async_url(db.url))
+        try:
+            async with AsyncSession(engine) as session:
+                dropped = await api.anotify(
+                    users["alice"], "trading", "info", "Rolled back", "x", session=session
+                )
+                assert dropped.created
+                await session.rollback()
+            assert woken == []
+            async with AsyncSession(engine) as session:
+                kept = await api.anotify(
+                    users["alice"],
+                    "trading",
+                    "info",
+                    "Kept",
+                    "y",
+                    session=session,
+                    dedupe_key="fill-9",
+                )
+                again = await api.anotify(
+                    users["alice"],
+                    "trading",
+                    "info",
+                    "Kept",
+                    "y",
+                    session=session,
+                    dedupe_key="fill-9",
+                )
+                assert again.duplicate
+                assert again.notification_id == kept.notification_id
+                assert woken == []
+                await session.commit()
+            assert woken == [1]
+        finally:
+            await engine.dispose()
+
+    probe = Probe()
+    worker_module._local_workers.add(probe)  # type: ignore[arg-type]
+    try:
+        asyncio.run(main())
+    finally:
+        worker_module._local_workers.discard(probe)  # type: ignore[arg-type]
+    assert [r["title"] for r in db.rows("SELECT title FROM notifications")] == ["Kept"]
+    rows = db.rows("SELECT channel, status FROM notification_deliveries ORDER BY channel")
+    assert [(r["channel"], r["status"]) for r in rows] == [
+        ("email", "pending"),
+        ("telegram", "pending"),
+    ]

@@ -1,8 +1,10 @@
 """``tradelog prefs show | set``: a user's notification preferences.
 
+``--user N`` names whose preferences; ``--as N`` the acting user (default: the system
+administrator account). A non-admin may only show or change their own (exit 4 otherwise).
 ``set`` validates every value (chat id, email address, quiet hours given as ``22:00-07:00`` or
-``off``, IANA timezone, quiet-hours mode) and records the change in the audit trail, acting as
-``--as`` (default: the user themself).
+``off``, IANA timezone, quiet-hours mode) and records the change, with the acting user, in the
+audit trail.
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from tradelog.access import Actor, resolve_actor
 from tradelog.cli._common import CommandError, Context, emit
+from tradelog.exceptions import PermissionDenied
 from tradelog.notify.policy import QUIET_MODES
 from tradelog.notify.preferences import get_preferences, preferences_dict, update_preferences
+from tradelog.users import ensure_system_user
 
 __all__ = ["register"]
 
@@ -32,24 +39,40 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="prefs_command", metavar="ACTION", required=True)
 
     show = commands.add_parser("show", help="print a user's preferences")
-    show.add_argument("--user", type=int, required=True)
-    show.set_defaults(handler=_show)
-
     set_ = commands.add_parser("set", help="change a user's preferences (validated, audited)")
-    set_.add_argument("--user", type=int, required=True)
-    set_.add_argument("--as", dest="actor", type=int, help="acting user (default: --user)")
+    for sub in (show, set_):
+        sub.add_argument("--user", type=int, required=True, help="whose preferences")
+        sub.add_argument(
+            "--as",
+            dest="actor",
+            type=int,
+            metavar="USER_ID",
+            help="act as this user (default: the system administrator account)",
+        )
+    show.set_defaults(handler=_show)
     for switch, field in _SWITCHES.items():
-        set_.add_argument(f"--{switch}", choices=("on", "off"), dest=field)
+        set_.add_argument(f"--{switch}", type=str.lower, choices=("on", "off"), dest=field)
     set_.add_argument("--chat-id", dest="telegram_chat_id", help="Telegram chat id ('' clears)")
     set_.add_argument("--email-address", dest="email_address", help="address ('' clears)")
     set_.add_argument("--quiet-hours", help="START-END in the user's timezone, or 'off'")
     set_.add_argument("--timezone", help="IANA name such as Asia/Kolkata")
-    set_.add_argument("--quiet-mode", dest="quiet_hours_mode", choices=QUIET_MODES)
+    set_.add_argument("--quiet-mode", dest="quiet_hours_mode", type=str.lower, choices=QUIET_MODES)
     set_.set_defaults(handler=_set)
+
+
+def _actor(session: Session, args: argparse.Namespace) -> Actor:
+    return resolve_actor(
+        session, args.actor if args.actor is not None else ensure_system_user(session)
+    )
 
 
 def _show(args: argparse.Namespace, context: Context) -> int:
     with context.session() as session:
+        actor = _actor(session, args)
+        if actor.id != args.user and not actor.is_admin:
+            raise PermissionDenied(
+                f"user {actor.id} may not read the notification preferences of user {args.user}"
+            )
         row = get_preferences(session, args.user)
         session.commit()
         shown = preferences_dict(row)
@@ -85,9 +108,7 @@ def _set(args: argparse.Namespace, context: Context) -> int:
         raise CommandError("nothing to change: give at least one option (see --help)", 2)
     with context.session() as session:
         try:
-            row = update_preferences(
-                session, args.actor if args.actor is not None else args.user, args.user, **changes
-            )
+            row = update_preferences(session, _actor(session, args), args.user, **changes)
         except ValueError as exc:
             raise CommandError(str(exc), exit_code=2) from exc
         session.commit()

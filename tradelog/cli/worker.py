@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Any
 
-from tradelog.cli._common import Context, emit
+from tradelog.cli._common import Context, emit, positive_float, positive_int
 from tradelog.notify.worker import DeliveryWorker
 
 __all__ = ["register"]
@@ -27,9 +27,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--once", action="store_true", help="deliver what is due now, print counts and exit"
     )
-    parser.add_argument("--concurrency", type=int, help="deliveries in flight (default 8)")
-    parser.add_argument("--poll-interval", type=float, help="seconds between outbox polls")
-    parser.add_argument("--lease", type=float, default=120.0, help="claim lease in seconds")
+    parser.add_argument("--concurrency", type=positive_int, help="deliveries in flight (default 8)")
+    parser.add_argument("--poll-interval", type=positive_float, help="seconds between outbox polls")
+    parser.add_argument(
+        "--lease", type=positive_float, default=120.0, help="claim lease in seconds"
+    )
     parser.add_argument("--name", help="worker name recorded on claimed deliveries")
     parser.set_defaults(handler=_worker)
 
