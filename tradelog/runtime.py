@@ -12,6 +12,12 @@ Process lifecycle:
 * **exit**: the current runtime is shut down (flushed) from ``atexit`` and from
   ``multiprocessing``'s exit hook, which also runs in ``fork``-started pool workers and
   processes, where ``atexit`` does not.
+* **terminated multiprocessing children**: ``Pool.terminate()`` - which leaving a
+  ``with Pool(...)`` block calls - and ``Process.terminate()`` end a child with ``SIGTERM``,
+  which runs no exit hook. In a ``multiprocessing`` child whose ``SIGTERM`` disposition is the
+  default, tradelog installs a handler that shuts the runtime down (bounded by
+  ``DEFAULT_TIMEOUT``) and then lets the signal terminate the process as before (same exit
+  status; a second ``SIGTERM`` ends it at once). The main process's signals are left alone.
 * **fork**: the child drops everything it inherited from the parent's writer (queue, threads,
   open files, database connection - without closing them under the parent's feet) and starts
   a writer of its own with the same settings. Events the parent had queued are the parent's.
@@ -30,6 +36,7 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -73,6 +80,8 @@ class _State:
         self.after_forker_registered = False
         self.inherited: list[object] = []
         """Objects inherited through ``fork`` that the child keeps but never uses."""
+        self.stopping: Runtime | None = None
+        """The runtime whose shutdown is in progress, if any."""
 
 
 _state = _State()
@@ -90,6 +99,9 @@ class Runtime:
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         self._closed = False
+        self._stopping_thread: int | None = None
+        self._stopped = threading.Event()
+        self._deferred_signal: int | None = None
         self._handler: TradelogHandler | None = None
         self._saved_root_level: int | None = None
         self._console = _console_renderer() if settings.console else None
@@ -164,7 +176,21 @@ class Runtime:
         with _state.lock:
             if self._closed:
                 return True
+            self._stopping_thread = threading.get_ident()
+            _state.stopping = self
             self._closed = True
+        try:
+            return self._shutdown(timeout)
+        finally:
+            self._stopped.set()
+            if _state.stopping is self:
+                _state.stopping = None
+            if self._deferred_signal is not None:
+                signal.raise_signal(self._deferred_signal)  # see _terminate_after_shutdown
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _shutdown(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
         self.flush(_remaining(deadline))
         for closer in reversed(self._closers):
@@ -184,8 +210,6 @@ class Runtime:
                 self._engine.dispose()
             self._engine = None
         return ok
-
-    # -- internals -------------------------------------------------------------------------
 
     def _new_writer(self) -> LogWriter:
         return LogWriter(self.settings, self.redactor, lock_timeout=self.settings.db_write_timeout)
@@ -303,6 +327,7 @@ def configure(settings: Settings | None = None, /, **options: Any) -> Runtime:
         _install_process_hooks()
     _install_integrations(runtime)
     _register_exit_finalizer()
+    _install_terminate_handler()
     return runtime
 
 
@@ -372,6 +397,45 @@ def _register_exit_finalizer() -> None:
 def _reregister_in_child(_: object) -> None:
     if _state.current is not None:
         _register_exit_finalizer()
+        _install_terminate_handler()
+
+
+def _install_terminate_handler() -> None:
+    """In a ``multiprocessing`` child (main thread, default ``SIGTERM`` disposition), shut
+    tradelog down before ``SIGTERM`` ends the process."""
+    import multiprocessing  # noqa: PLC0415 - only needed once configured
+
+    try:
+        if multiprocessing.parent_process() is None:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return  # the host handles SIGTERM (or already has our handler)
+        signal.signal(signal.SIGTERM, _terminate_after_shutdown)
+    except Exception as exc:  # pragma: no cover - an exotic host: keep the default
+        internal_error(exc)
+
+
+def _terminate_after_shutdown(signum: int, frame: object) -> None:
+    """``SIGTERM`` in a multiprocessing child: write what is queued, then terminate as the
+    default action would. The shutdown runs on a helper thread so a lock the interrupted code
+    holds can delay it at most ``DEFAULT_TIMEOUT``, never hang the process."""
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    stopping = _state.stopping
+    if stopping is not None and stopping._stopping_thread == threading.get_ident():
+        # The signal interrupted this thread's own shutdown (a pool worker that was already
+        # leaving): let it finish; it raises the signal again when done.
+        stopping._deferred_signal = signum
+        return
+    runtime = _state.current
+    if runtime is not None and not runtime.closed:
+        helper = threading.Thread(target=_shutdown_at_exit, name="tradelog-terminate", daemon=True)
+        helper.start()
+        helper.join(DEFAULT_TIMEOUT + 1.0)
+    elif stopping is not None:
+        stopping._stopped.wait(DEFAULT_TIMEOUT + 1.0)
+    signal.raise_signal(signum)
 
 
 def _after_fork_in_child() -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.logs import file_records, running
+from tradelog.config import Settings
 
 PROCESSES = 4
 EVENTS = 10_000
@@ -80,3 +83,89 @@ def test_forked_processes_get_their_own_writer(
             assert process.exitcode == 0
         assert runtime.flush(30)
     _check(db, tmp_path, ids, ["before fork, written", "before fork, still queued"])
+
+
+POOL_TASKS = 6
+POOL_EVENTS = 300
+
+
+def _pool_task(task: int, user_id: int) -> int:
+    log = tradelog.get_logger("pool", user_id=user_id)
+    for seq in range(POOL_EVENTS):
+        log.info(f"t{task} e{seq}")
+    return task
+
+
+def _expect_pool_events(db: MigratedDatabase, log_dir: Path, user_id: int) -> None:
+    expected = sorted(f"t{t} e{s}" for t in range(POOL_TASKS) for s in range(POOL_EVENTS))
+    rows = [str(r["message"]) for r in db.rows("SELECT message FROM service_logs")]
+    assert sorted(rows) == expected
+    assert sorted(line["message"] for line in file_records(log_dir, user_id)) == expected
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pool_workers_ended_by_the_with_block_keep_their_events(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, method: str
+) -> None:
+    """Leaving ``with Pool(...)`` terminates the workers with SIGTERM: what they logged is
+    written first."""
+    context = multiprocessing.get_context(method)
+    with running(db.url, tmp_path, flush_interval=60.0) as runtime:
+        options: dict[str, Any] = {}
+        if method != "fork":
+            options = {"initializer": tradelog.configure, "initargs": (runtime.settings,)}
+        with context.Pool(2, **options) as pool:
+            tasks = [(task, users["alice"]) for task in range(POOL_TASKS)]
+            assert pool.starmap(_pool_task, tasks) == list(range(POOL_TASKS))
+        assert runtime.flush(30)
+    _expect_pool_events(db, tmp_path, users["alice"])
+
+
+def _log_then_wait(settings: Settings | None, user_id: int, ready: Any) -> None:
+    if settings is not None:
+        tradelog.configure(settings)
+    for task in range(POOL_TASKS):
+        _pool_task(task, user_id)
+    ready.set()
+    signal.pause()  # until terminated
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_terminated_process_writes_its_events_and_still_dies_of_sigterm(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, method: str
+) -> None:
+    """Process.terminate(): the child writes what it queued, then ends by the signal."""
+    context = multiprocessing.get_context(method)
+    with running(db.url, tmp_path, flush_interval=60.0) as runtime:
+        ready = context.Event()
+        settings = None if method == "fork" else runtime.settings
+        child = context.Process(target=_log_then_wait, args=(settings, users["alice"], ready))
+        child.start()
+        assert ready.wait(60)
+        child.terminate()
+        child.join(60)
+        assert child.exitcode == -signal.SIGTERM
+    _expect_pool_events(db, tmp_path, users["alice"])
+
+
+def _report_handler(settings: Settings) -> None:
+    def own(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, own)
+    tradelog.configure(settings)
+    kept = signal.getsignal(signal.SIGTERM) is own
+    tradelog.shutdown()
+    raise SystemExit(0 if kept else 7)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_childs_own_sigterm_handler_is_left_alone(db_url: str, tmp_path: Path) -> None:
+    """tradelog only takes SIGTERM over when the child left it at the default."""
+    settings = Settings.from_env(database_url=db_url, log_dir=tmp_path, console=False)
+    child = multiprocessing.get_context("spawn").Process(target=_report_handler, args=(settings,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
