@@ -219,6 +219,8 @@ class Settings:
     worker_poll_interval: float = _setting(1.0, _number(float, 0.01))
     telegram_rate: float = _setting(28.0, _number(float, 0.1))  # messages/s per bot, all workers
     telegram_chat_interval: float = _setting(1.05, _number(float, 0))  # seconds between, per chat
+    #: A due delivery no worker able to send its channel claimed for this long fails (0: waits)
+    unserved_delivery_timeout: float = _setting(900.0, _number(float, 0))
     error_notify_window: float = _setting(900.0, _number(float, 0))
     stale_heartbeat_seconds: float = _setting(300.0, _number(float, 1))
     capture_locals: bool = _setting(False, _parse_bool)  # error rows include scrubbed locals

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,44 @@ def test_worker_refuses_bad_numbers(
         run(db, "worker", "--once", *option)
     assert exit_info.value.code == 2
     assert option[0] in capsys.readouterr().err
+
+
+def test_unconfigured_telegram_is_visible_then_fails_with_reason(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    channels_env: tuple[FakeBotApi, SmtpServer],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No bot token anywhere: status shows the delivery overdue; an email-only worker fails it
+    with a reason naming the variable; a worker with nothing configured refuses to start."""
+    _api, smtp = channels_env
+    alice = str(users["alice"])
+    run(db, "prefs", "set", "--user", alice, "--chat-id", "42", "--telegram", "on")
+    run(db, "notify", "send", "--user", alice, "--type", "trading", "--title", "Fill")
+    db.execute("UPDATE notification_deliveries SET next_attempt_at = :t", t=_hour_ago())
+    monkeypatch.delenv("TRADELOG_TELEGRAM_BOT_TOKEN")
+    monkeypatch.delenv("TRADELOG_SMTP_HOST")
+    capsys.readouterr()
+    assert run(db, "worker", "--once") == 2
+    err = capsys.readouterr().err
+    assert "nothing to deliver" in err
+    assert "TRADELOG_TELEGRAM_BOT_TOKEN" in err
+    capsys.readouterr()
+    run(db, "--json", "status")
+    summary = json.loads(capsys.readouterr().out)["outbox"]
+    assert (summary["due"], summary["overdue"]) == (1, 1)
+    assert summary["by_channel"] == {"telegram": {"pending": 1, "overdue": 1}}
+    monkeypatch.setenv("TRADELOG_SMTP_HOST", smtp.host)
+    stats = as_json(db, capsys, "worker", "--once")
+    assert stats[0]["failed"] == 1  # type: ignore[index]
+    [failed] = as_json(db, capsys, "notify", "deliveries", "--status", "failed")  # type: ignore[misc]
+    assert "TRADELOG_TELEGRAM_BOT_TOKEN is not set" in failed["error"]
+    capsys.readouterr()
+    run(db, "--json", "status")
+    summary = json.loads(capsys.readouterr().out)["outbox"]
+    assert (summary["pending"], summary["overdue"], summary["failed"]) == (0, 0, 1)
+
+
+def _hour_ago() -> datetime:
+    return datetime.now(UTC) - timedelta(hours=1)

@@ -308,16 +308,63 @@ def test_preferences_read_at_delivery(
     assert bot_api.sent_messages(CHAT) == []
 
 
-def test_unconfigured_channel_waits(db: MigratedDatabase, tg_user: int) -> None:
-    """A worker without Telegram leaves Telegram deliveries pending (visible in the backlog)."""
+def test_unconfigured_channel_waits_while_young(db: MigratedDatabase, tg_user: int) -> None:
+    """Without Telegram a worker leaves fresh Telegram deliveries pending (visible as due)."""
     send(db, tg_user)
     assert run(worker(db, {})) == 0
     assert [r.status for r in deliveries(db)] == ["pending"]
     with db.session() as session:
         summary = outbox.backlog_summary(session)
-    assert summary["pending"] == 1
-    assert summary["due"] == 1
+    assert (summary["pending"], summary["due"], summary["overdue"]) == (1, 1, 0)
     assert summary["by_channel"] == {"telegram": {"pending": 1}}
+
+
+def test_unserved_channel_fails_with_reason(
+    db: MigratedDatabase, tg_user: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Due for longer than the timeout and no Telegram worker anywhere: failed, logged, visible."""
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    send(db, tg_user, now=hour_ago)
+    with db.session() as session:
+        before = outbox.backlog_summary(session)
+    assert before["overdue"] == 1
+    assert before["by_channel"] == {"telegram": {"pending": 1, "overdue": 1}}
+    w = worker(db, {}, unserved_timeout=900)
+    with caplog.at_level(logging.WARNING, logger="tradelog.notify"):
+        assert run(w) == 1
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("failed", 0)
+    assert "TRADELOG_TELEGRAM_BOT_TOKEN is not set" in (row.last_error or "")
+    assert "15 min" in (row.last_error or "")
+    assert w.stats["failed"] == 1
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [getattr(r, "delivery_id", None) for r in errors] == [row.id]
+    assert any("does not send telegram" in r.getMessage() for r in caplog.records)
+    with db.session() as session:
+        after = outbox.backlog_summary(session)
+    assert (after["pending"], after["overdue"], after["failed"]) == (0, 0, 1)
+    assert "TRADELOG_TELEGRAM_BOT_TOKEN" in after["recent_failures"][0]["error"]
+
+
+def test_busy_channel_is_not_swept(
+    db: MigratedDatabase, tg_user: int, users: dict[str, int]
+) -> None:
+    """A Telegram worker claimed within the timeout: old deliveries are a queue, not unserved."""
+    prefs(db, users["bob"], telegram_chat_id="77", telegram_enabled=True)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    send(db, tg_user, now=hour_ago)
+    send(db, users["bob"], now=hour_ago)
+    [claimed] = outbox.claim(db.engine, "telegram-worker", limit=1, lease=60)
+    assert run(worker(db, {}, unserved_timeout=900)) == 0
+    statuses = {r.id: r.status for r in deliveries(db)}
+    assert statuses.pop(claimed.id) == "sending"
+    assert list(statuses.values()) == ["pending"]
+    assert run(worker(db, {}, unserved_timeout=0)) == 0
+    db.execute("UPDATE notification_deliveries SET claimed_at = :t", t=hour_ago)
+    assert run(worker(db, {}, unserved_timeout=0)) == 0
+    assert [r.status for r in deliveries(db)].count("failed") == 0
+    assert run(worker(db, {}, unserved_timeout=900)) == 1
+    assert sorted(r.status for r in deliveries(db)) == ["failed", "sending"]
 
 
 def test_expired_lease_is_reclaimed(

@@ -1,7 +1,9 @@
 """``tradelog worker``: deliver outbox notifications until stopped (or once with ``--once``).
 
 Channels come from the environment: Telegram needs ``TRADELOG_TELEGRAM_BOT_TOKEN``, email
-``TRADELOG_SMTP_HOST`` and friends; deliveries for an unconfigured channel wait in the outbox.
+``TRADELOG_SMTP_HOST`` and friends. With neither the command refuses to start (exit 2). A
+worker sends only what it is configured for; deliveries on a channel no worker sends fail with
+the reason once due for ``TRADELOG_UNSERVED_DELIVERY_TIMEOUT`` seconds (default 900).
 Run as many workers as you like against PostgreSQL; SIGTERM or Ctrl-C stops claiming, lets
 deliveries in flight finish and hands the rest back.
 """
@@ -16,6 +18,7 @@ import sys
 from typing import Any
 
 from tradelog.cli._common import Context, emit, positive_float, positive_int
+from tradelog.exceptions import ConfigurationError
 from tradelog.notify.worker import DeliveryWorker
 
 __all__ = ["register"]
@@ -62,6 +65,12 @@ def _worker(args: argparse.Namespace, context: Context) -> int:
         poll_interval=args.poll_interval,
         lease=args.lease,
     )
+    if not worker.channels:
+        raise ConfigurationError(
+            "nothing to deliver: set TRADELOG_TELEGRAM_BOT_TOKEN (Telegram) and/or "
+            "TRADELOG_SMTP_HOST (email)",
+            variable="TRADELOG_TELEGRAM_BOT_TOKEN",
+        )
     if args.once:
         asyncio.run(worker.run_once())
     else:

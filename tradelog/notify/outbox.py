@@ -20,6 +20,15 @@ Every outcome is recorded with a guard ``claimed_by = :worker AND status = 'send
 worker whose lease was taken over records nothing (and logs that it lost the claim). Finished
 rows keep ``claimed_by``: it names the worker that sent (or gave up on) the delivery.
 
+Unserved channels: a Telegram delivery needs a worker with a bot token, an email one a worker
+with an SMTP host. When a due delivery has waited longer than
+``TRADELOG_UNSERVED_DELIVERY_TIMEOUT`` (default 15 minutes) and no worker claimed *any*
+delivery on its channel in that time, a worker that cannot send the channel fails it with the
+reason (:func:`fail_unserved`), so a deployment without a token or SMTP host shows up as failed
+deliveries with a reason, log lines and ``tradelog status``, not as a silently growing backlog.
+A busy worker for that channel keeps claiming, so a long queue behind the rate limit is never
+failed this way. ``tradelog notify retry`` queues such deliveries again once a worker is set up.
+
 At-least-once window: a worker that crashes after the channel accepted a message but before
 its outcome is committed leaves the row ``sending``; after the lease it is sent again. That
 window is a few milliseconds per delivery; everything else is exactly once.
@@ -40,9 +49,11 @@ from tradelog.db.models import Notification, NotificationDelivery
 
 __all__ = [
     "ClaimedDelivery",
+    "UnservedDelivery",
     "backlog_summary",
     "claim",
     "claim_digest_members",
+    "fail_unserved",
     "mark_failed",
     "mark_retry",
     "mark_sent",
@@ -333,6 +344,48 @@ def record_progress(
     )
 
 
+@dataclass(frozen=True)
+class UnservedDelivery:
+    """A delivery :func:`fail_unserved` failed."""
+
+    id: int
+    notification_id: int
+    user_id: int
+    due_at: datetime
+
+
+def fail_unserved(
+    engine: Engine,
+    channel: str,
+    *,
+    timeout: float,
+    reason: str,
+    now: datetime | None = None,
+) -> list[UnservedDelivery]:
+    """Fail ``channel`` deliveries due for over ``timeout`` seconds that no worker serves.
+
+    Nothing happens while any ``channel`` delivery was claimed within ``timeout`` (a worker
+    for the channel is alive, maybe just busy). Returns the deliveries failed with ``reason``.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=timeout)
+    overdue = and_(_D.channel == channel, _D.status == "pending", _D.next_attempt_at <= cutoff)
+    with Session(engine) as session, session.begin():
+        if session.execute(select(_D.id).where(overdue).limit(1)).first() is None:
+            return []
+        served = select(_D.id).where(_D.channel == channel, _D.claimed_at >= cutoff).limit(1)
+        if session.execute(served).first() is not None:
+            return []
+        rows = session.execute(
+            update(_D)
+            .where(overdue)
+            .values(status="failed", last_error=_error(reason), updated_at=now)
+            .returning(_D.id, _D.notification_id, _D.user_id, _D.next_attempt_at)
+            .execution_options(synchronize_session=False)
+        ).all()
+    return sorted((UnservedDelivery(*row) for row in rows), key=lambda d: d.id)
+
+
 def requeue_failed(
     session: Session, *, delivery_ids: Sequence[int] | None = None, user_id: int | None = None
 ) -> int:
@@ -355,18 +408,25 @@ def requeue_failed(
 
 
 def backlog_summary(
-    session: Session, *, now: datetime | None = None, recent_failures: int = 5
+    session: Session,
+    *,
+    now: datetime | None = None,
+    recent_failures: int = 5,
+    overdue_after: float = 900.0,
 ) -> dict[str, Any]:
     """The outbox at a glance, for ``tradelog status`` (plain JSON-friendly values).
 
-    Keys: ``pending`` (all not yet sent), ``due`` (pending and due now), ``deferred``
-    (held by quiet hours), ``sending``, ``stuck`` (sending with an expired lease), ``failed``,
+    Keys: ``pending`` (all not yet sent), ``due`` (pending and due now), ``overdue`` (due for
+    over ``overdue_after`` seconds: no worker is sending them; is one running, with that
+    channel configured?), ``deferred`` (held by quiet hours), ``sending``, ``stuck`` (sending
+    with an expired lease), ``failed``,
     ``failed_24h``, ``sent_24h``, ``oldest_due_at`` (ISO UTC or None), ``by_channel``
     (``{channel: {status: count}}``) and ``recent_failures`` (newest failed deliveries with
     their reasons).
     """
     now = now or utcnow()
     day_ago = now - timedelta(days=1)
+    late = now - timedelta(seconds=overdue_after)
     pending = _D.status == "pending"
     counts = session.execute(
         select(
@@ -381,6 +441,7 @@ def backlog_summary(
                 _D.status.in_(("sent", "digested")), _D.sent_at.is_not(None), _D.sent_at >= day_ago
             ),
             func.min(_D.next_attempt_at).filter(or_(pending, _D.status == "sending")),
+            func.count().filter(pending, _D.next_attempt_at <= late),
         ).where(
             or_(
                 _D.status.in_(("pending", "sending", "failed")),
@@ -389,12 +450,19 @@ def backlog_summary(
         )
     ).one()
     by_channel: dict[str, dict[str, int]] = {}
-    for channel, status, count in session.execute(
-        select(_D.channel, _D.status, func.count())
+    for channel, status, count, overdue in session.execute(
+        select(
+            _D.channel,
+            _D.status,
+            func.count(),
+            func.count().filter(pending, _D.next_attempt_at <= late),
+        )
         .where(_D.status.in_(("pending", "sending", "failed")))
         .group_by(_D.channel, _D.status)
     ):
         by_channel.setdefault(channel, {})[status] = int(count)
+        if overdue:
+            by_channel[channel]["overdue"] = int(overdue)
     failures = session.execute(
         select(
             _D.id,
@@ -413,6 +481,7 @@ def backlog_summary(
     return {
         "pending": int(counts[0]),
         "due": int(counts[1]),
+        "overdue": int(counts[9]),
         "deferred": int(counts[2]),
         "sending": int(counts[3]),
         "stuck": int(counts[4]),

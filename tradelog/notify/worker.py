@@ -16,6 +16,14 @@ For each claimed delivery the worker
    is also a log line on the ``tradelog.notify.worker`` logger; a Telegram 403 also posts an
    in-app notice to the user.
 
+A worker only claims the channels it is configured for (Telegram needs
+``TRADELOG_TELEGRAM_BOT_TOKEN``, email ``TRADELOG_SMTP_HOST``). For the others it runs a sweep
+once a minute: deliveries due for longer than ``TRADELOG_UNSERVED_DELIVERY_TIMEOUT`` (15 min)
+on a channel no worker has claimed anything on in that time fail with a reason naming the
+variable to set (:func:`~tradelog.notify.outbox.fail_unserved`). A deployment that forgot the
+token therefore shows failed deliveries, error log lines and ``overdue``/``failed`` counts in
+``tradelog status`` instead of a silent backlog; ``0`` turns the sweep off (they wait).
+
 Deliveries of one user on one channel are sent one after another, in order; different users
 are served concurrently (``concurrency``).
 """
@@ -70,7 +78,9 @@ logger = logging.getLogger("tradelog.notify.worker")
 _local_workers: weakref.WeakSet[DeliveryWorker] = weakref.WeakSet()
 _ADDRESS = {"telegram": "telegram_chat_id", "email": "email_address"}
 _ENABLED = {"telegram": "telegram_enabled", "email": "email_enabled"}
+_SETTING = {"telegram": "TRADELOG_TELEGRAM_BOT_TOKEN", "email": "TRADELOG_SMTP_HOST"}
 _PRUNE_EVERY = 600.0
+_SWEEP_EVERY = 60.0
 
 
 def wake_local_workers() -> None:
@@ -164,7 +174,9 @@ class DeliveryWorker:
 
     ``concurrency`` (deliveries in flight) and ``poll_interval`` default to
     ``TRADELOG_WORKER_CONCURRENCY`` and ``TRADELOG_WORKER_POLL_INTERVAL``; ``lease`` is how long
-    a claim is held before another worker may take the delivery over.
+    a claim is held before another worker may take the delivery over; ``unserved_timeout``
+    (default ``TRADELOG_UNSERVED_DELIVERY_TIMEOUT``) is how long a delivery on a channel no
+    worker sends may wait before it fails (0: forever).
     """
 
     def __init__(
@@ -179,6 +191,7 @@ class DeliveryWorker:
         lease: float = 120.0,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        unserved_timeout: float | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings or Settings.from_env()
@@ -189,8 +202,13 @@ class DeliveryWorker:
         )
         self.lease = lease
         self.retry = retry or RetryPolicy(max_attempts=self.settings.max_delivery_attempts)
+        self.unserved_timeout = (
+            unserved_timeout
+            if unserved_timeout is not None
+            else self.settings.unserved_delivery_timeout
+        )
         self._rng = rng or random.Random()
-        self._channels: dict[str, Channel] | None = dict(channels) if channels else None
+        self._channels: dict[str, Channel] | None = dict(channels) if channels is not None else None
         self._queues: dict[tuple[str, int], deque[_Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._outstanding = 0
@@ -198,6 +216,7 @@ class DeliveryWorker:
         self._event: asyncio.Event | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._announced = False
         self.stats: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "suppressed": 0}
         _local_workers.add(self)
 
@@ -208,15 +227,12 @@ class DeliveryWorker:
         """The channels this worker sends over (built from settings on first use)."""
         if self._channels is None:
             self._channels = build_channels(self.engine, self.settings)
-            missing = sorted({"telegram", "email"} - set(self._channels))
-            if missing:
-                logger.warning(
-                    "delivery worker %s does not send %s (not configured); those deliveries "
-                    "wait in the outbox",
-                    self.name,
-                    " or ".join(missing),
-                )
         return self._channels
+
+    @property
+    def unserved(self) -> list[str]:
+        """The channels this worker cannot send (not configured)."""
+        return [name for name in ("telegram", "email") if name not in self.channels]
 
     def wake(self) -> None:
         """Look for due deliveries now instead of at the next poll (thread-safe)."""
@@ -261,12 +277,17 @@ class DeliveryWorker:
         self._event = asyncio.Event()
         channels = await asyncio.to_thread(lambda: self.channels)
         names = sorted(channels)
-        next_prune = 0.0
+        self._announce()
+        next_prune = next_sweep = 0.0
         try:
             while not self._stopping.is_set():
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + _PRUNE_EVERY
                     await self._prune(channels)
+                if time.monotonic() >= next_sweep and self.unserved_timeout > 0:
+                    next_sweep = time.monotonic() + _SWEEP_EVERY
+                    for channel in self.unserved:
+                        await self._sweep(channel)
                 free = self.concurrency - self._outstanding
                 claimed: list[ClaimedDelivery] = []
                 if free > 0 and names:
@@ -292,6 +313,56 @@ class DeliveryWorker:
                 await asyncio.to_thread(limiter.prune)
             except Exception as exc:
                 logger.debug("pruning rate-limit rows failed: %s", exc)
+
+    def _announce(self) -> None:
+        """Say once which channels this worker leaves to others, and what happens to them."""
+        if self._announced:
+            return
+        self._announced = True
+        for channel in self.unserved:
+            logger.warning(
+                "delivery worker %s does not send %s: %s is not set; %s",
+                self.name,
+                channel,
+                _SETTING[channel],
+                f"unless another worker sends them, {channel} deliveries fail once due "
+                f"for {_duration(self.unserved_timeout)}"
+                if self.unserved_timeout > 0
+                else f"{channel} deliveries wait in the outbox until a worker sends them",
+            )
+
+    async def _sweep(self, channel: str) -> None:
+        reason = (
+            f"not sent: no delivery worker sends {channel} ({_SETTING[channel]} is not set where "
+            f"`tradelog worker` runs) and nothing claimed it for "
+            f"{_duration(self.unserved_timeout)}; configure it, then `tradelog notify retry`"
+        )
+        try:
+            failed = await asyncio.to_thread(
+                outbox.fail_unserved,
+                self.engine,
+                channel,
+                timeout=self.unserved_timeout,
+                reason=reason,
+            )
+        except Exception as exc:
+            logger.warning("delivery worker %s cannot sweep %s: %s", self.name, channel, exc)
+            return
+        self.stats["failed"] += len(failed)
+        for item in failed:
+            logger.error(
+                "delivery %s (%s) to user %s failed: %s",
+                item.id,
+                channel,
+                item.user_id,
+                reason,
+                extra={
+                    "user_id": item.user_id,
+                    "delivery_id": item.id,
+                    "notification_id": item.notification_id,
+                    "channel": channel,
+                },
+            )
 
     async def _wait(self, timeout: float) -> None:
         assert self._event is not None
@@ -584,6 +655,12 @@ class DeliveryWorker:
             logger.warning(
                 "cannot post the blocked-bot notice to user %s: %s", job.carrier.user_id, exc
             )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def install(runtime: _Runtime) -> DeliveryWorker | None:
