@@ -291,6 +291,49 @@ def test_a_missing_table_is_an_outage_not_a_data_error(
     assert _messages(db) == ["waiting for the table"]
 
 
+@contextmanager
+def _table_locked(db: MigratedDatabase) -> Iterator[None]:
+    """Make inserts into service_logs wait for a lock (another connection holds it)."""
+    if db.backend == "sqlite":
+        with _sqlite_outage(db):
+            yield
+        return
+    blocker = create_engine(db.url, pool_size=1)
+    try:
+        with blocker.connect() as connection:
+            connection.execute(text("LOCK TABLE service_logs IN ACCESS EXCLUSIVE MODE"))
+            yield
+            connection.rollback()
+    finally:
+        blocker.dispose()
+
+
+def test_a_batch_that_gives_up_waiting_for_a_lock_keeps_its_place(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """While an insert waits for a lock, later batches go to the spool; when that insert gives
+    up, its rows are replayed before them, so the table keeps the order of the calls."""
+    # Long enough for the file thread to give up on the stuck insert and spool later batches
+    # (a COPY waits for the lock before it takes any row, which holds the file thread longer).
+    wait = 1.3 if db.backend == "sqlite" else 2.3
+    with running(db.url, tmp_path, db_write_timeout=wait, batch_size=10) as runtime:
+        log = tradelog.get_logger("locked", user_id=users["alice"])
+        log.info("first")
+        assert runtime.flush(10)
+        count = after = 0
+        with _table_locked(db):
+            while after < 20:  # until the stuck insert has given up, and a little more
+                log.info(f"while locked {count:04d}")
+                count += 1
+                after += runtime.stats()["database"] == "unavailable"
+                time.sleep(0.01)
+        assert runtime.flush(30)
+        stats = runtime.stats()
+    assert _messages(db) == ["first"] + [f"while locked {i:04d}" for i in range(count)]
+    assert stats["spooled"] > 0
+    assert stats["written"] == count + 1
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_files_keep_flowing_while_a_database_call_hangs(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path

@@ -398,7 +398,9 @@ class DatabaseSink:
             self._write(rows, park=True, on_sent=on_sent)
         except _Interrupted as stop:
             self._went_down(stop.reason)
-            self.spool_rows(stop.remaining)
+            # Nothing was pending when the insert began, so whatever was spooled while it
+            # waited (the file thread gives up on a stuck insert, callers spill) is newer.
+            self._spool_first(self.spool, stop.remaining)
 
     def spool_rows(self, rows: Sequence[DbRow]) -> None:
         """Append rows to the spool (thread-safe); nothing is lost if that fails loudly."""
@@ -410,6 +412,18 @@ class DatabaseSink:
             return
         with self.stats.lock:
             self.stats.spooled += len(rows)
+
+    def _spool_first(self, spool: Spool, rows: Sequence[DbRow]) -> None:
+        """Put rows back at the front of ``spool`` (older than everything pending in it)."""
+        try:
+            spool.prepend(rows)
+        except OSError as exc:  # pragma: no cover - a full disk: keep the rows in memory
+            self.stats.last_error = f"spool: {exc}"
+            self._unspooled.extend(rows)
+            return
+        if spool is self.spool:
+            with self.stats.lock:
+                self.stats.spooled += len(rows)
 
     def maintain(self, *, budget: int = 20, now: float | None = None) -> bool:
         """Retry the database, replay up to ``budget`` spooled batches, settle parked rows.
@@ -557,10 +571,10 @@ class DatabaseSink:
             done = len(chunk.rows) - len(stop.remaining)
             if done == 0:
                 return False
-            # Part of the chunk landed: keep the rest, in order, at the end of the spool.
+            # Part of the chunk landed: the rest goes back in front of what follows it.
             source.commit(chunk)
             self.stats.replayed += done
-            self.spool_rows(stop.remaining)
+            self._spool_first(source, stop.remaining)
             return False
         source.commit(chunk)
         self.stats.replayed += len(chunk.rows)

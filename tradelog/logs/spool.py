@@ -81,13 +81,39 @@ class Spool:
         """Append ``rows`` durably enough to survive the process (one ``write()``)."""
         if not rows:
             return
-        data = "".join(
-            json.dumps(list(row), ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows
-        ).encode("utf-8", "replace")
+        data = _encode(rows)
         with self._lock:
             fd = self._ensure_file()
             _write_all(fd, data)
             self._pending += len(rows)
+
+    def prepend(self, rows: Sequence[DbRow]) -> None:
+        """Put ``rows`` before every pending row (they are older than all of them).
+
+        The rows are appended followed by a copy of the pending lines, and the committed
+        offset then moves past the originals, so the file stays append-only: a crash part-way
+        through replays some rows twice at worst, it never loses one.
+        """
+        if not rows:
+            return
+        data = _encode(rows)
+        with self._lock:
+            if self._fd is None or self._pending <= 0:
+                self.append(rows)
+                return
+            fd = self._fd
+            start, end = self._read_offset, os.fstat(fd).st_size
+            _write_all(fd, data)
+            position = start
+            while position < end:
+                chunk = os.pread(fd, min(_READ_BYTES, end - position), position)
+                if not chunk:  # pragma: no cover - the file shrank under us
+                    break
+                _write_all(fd, chunk)
+                position += len(chunk)
+            self._read_offset = end
+            self._pending += len(rows)
+            self._save_offset()
 
     def read(self, limit: int) -> SpoolChunk:
         """Read up to ``limit`` rows after the committed offset (nothing is consumed yet)."""
@@ -269,6 +295,12 @@ class DeadLetterFile:
             finally:
                 os.close(fd)
         return len(lines)
+
+
+def _encode(rows: Sequence[DbRow]) -> bytes:
+    return "".join(
+        json.dumps(list(row), ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows
+    ).encode("utf-8", "replace")
 
 
 def _offset_path(path: Path) -> Path:
