@@ -177,7 +177,7 @@ def test_keyset_paging_visits_every_row_once(db: MigratedDatabase, users: dict[s
 def test_follow_yields_the_backlog_then_new_and_late_rows(
     db: MigratedDatabase, users: dict[str, int]
 ) -> None:
-    """Following picks up new rows, including one that commits late with an older time."""
+    """Following picks up new rows, including ones that commit late with an older time."""
     alice = users["alice"]
     now = datetime.now(UTC)
     _add(
@@ -244,11 +244,36 @@ def test_follow_yields_the_backlog_then_new_and_late_rows(
                     )
                 ],
             )
+        if polls == 5:  # replayed from a spool after an hour-long outage
+            _add(
+                db,
+                [
+                    _row(
+                        user_id=alice,
+                        level="INFO",
+                        module="m",
+                        message=f"replayed {i}",
+                        context=None,
+                        timestamp=now - timedelta(hours=1, seconds=-i),
+                    )
+                    for i in range(2)
+                ]
+                + [
+                    _row(
+                        user_id=users["bob"],
+                        level="INFO",
+                        module="m",
+                        message="bob's replayed",
+                        context=None,
+                        timestamp=now - timedelta(hours=1),
+                    )
+                ],
+            )
         time.sleep(0.01)
 
     for entry in follow_logs(db.session, alice, backlog=3, should_stop=stop, sleep=sleep):
         seen.append(entry.message)
-    assert seen == ["old 2", "old 3", "old 4", "new", "late"]
+    assert seen == ["old 2", "old 3", "old 4", "new", "late", "replayed 0", "replayed 1"]
 
 
 def test_follow_stops_on_request(db: MigratedDatabase, users: dict[str, int]) -> None:

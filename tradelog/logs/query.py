@@ -6,7 +6,7 @@ an admin reads anyone's (all users, or one with ``user_id``).
 Pages are ordered by ``(timestamp, id)`` descending and continue from a :class:`Cursor` (the
 last entry of the previous page), so paging stays fast and stable while rows keep arriving.
 :func:`follow_logs` yields new entries as they are written, tolerating rows that commit a
-little out of order (several writer processes).
+little out of order (several writer processes) and rows replayed long after their time.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import base64
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, Text, and_, cast, or_, select
+from sqlalchemy import Select, Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from tradelog.access import Actor, ActorLike, resolve_actor, scoped
@@ -215,53 +216,64 @@ def follow_logs(
     """Yield the last ``backlog`` entries (oldest first), then new ones as they arrive.
 
     Polls every ``interval`` seconds with a fresh session from ``sessions`` until
-    ``should_stop()`` is true. Rows that commit up to ten seconds late are still caught.
+    ``should_stop()`` is true. An entry is new when it was not there at the previous polls:
+    rows that commit a little after later ones (several writer processes) are caught by their
+    time, and rows written long after their time - replayed from a writer's spool once the
+    database is back - by their id. Each poll's new entries come oldest first.
     """
     chosen = filters or LogFilter()
     with sessions() as session:
         who = resolve_actor(session, actor)
         first = query_logs(session, who, filters=chosen, limit=max(backlog, 1))
         horizon = first.entries[0].timestamp if first.entries else datetime.now(UTC)
+        id_floor = _top_id(session)
         # Everything already visible in the look-back window counts as seen.
         known = chosen.apply(select(ServiceLog), who).where(
             ServiceLog.timestamp >= horizon - _FOLLOW_LOOKBACK
         )
         seen = {row.id: row.timestamp for row in session.execute(known).scalars()}
     seen.update((entry.id, entry.timestamp) for entry in first.entries)
+    # (monotonic time, highest id then): an id becomes the floor once it is old enough that no
+    # row with a lower id can still be in flight.
+    tops: deque[tuple[float, int]] = deque()
     yield from reversed(first.entries) if backlog > 0 else ()
     while not should_stop():
         sleep(interval)
+        moment = time.monotonic()
+        while tops and tops[0][0] <= moment - _FOLLOW_LOOKBACK.total_seconds():
+            id_floor = max(id_floor, tops.popleft()[1])
         window = chosen.apply(select(ServiceLog), who).where(
-            ServiceLog.timestamp >= horizon - _FOLLOW_LOOKBACK
+            or_(
+                ServiceLog.timestamp >= horizon - _FOLLOW_LOOKBACK,
+                ServiceLog.id > id_floor,
+            )
         )
         fresh: list[LogEntry] = []
         with sessions() as session:
-            after: LogEntry | None = None
+            tops.append((moment, _top_id(session)))
+            after = 0
             while True:
-                statement = window
-                if after is not None:
-                    statement = statement.where(
-                        or_(
-                            ServiceLog.timestamp > after.timestamp,
-                            and_(
-                                ServiceLog.timestamp == after.timestamp,
-                                ServiceLog.id > after.id,
-                            ),
-                        )
-                    )
-                statement = statement.order_by(ServiceLog.timestamp, ServiceLog.id)
+                statement = window.where(ServiceLog.id > after).order_by(ServiceLog.id)
                 found = session.execute(statement.limit(_FOLLOW_BATCH)).scalars()
                 rows = [_entry(row) for row in found]
                 fresh.extend(entry for entry in rows if entry.id not in seen)
                 if len(rows) < _FOLLOW_BATCH:
                     break
-                after = rows[-1]
+                after = rows[-1].id
+        fresh.sort(key=lambda entry: (entry.timestamp, entry.id))
         for entry in fresh:
             seen[entry.id] = entry.timestamp
             horizon = max(horizon, entry.timestamp)
             yield entry
         cutoff = horizon - _FOLLOW_LOOKBACK
-        seen = {ident: moment for ident, moment in seen.items() if moment >= cutoff}
+        seen = {
+            ident: moment for ident, moment in seen.items() if moment >= cutoff or ident > id_floor
+        }
+
+
+def _top_id(session: Session) -> int:
+    """The highest ``service_logs`` id now (0 for an empty table)."""
+    return int(session.scalar(select(func.max(ServiceLog.id))) or 0)
 
 
 _RELATIVE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days|w|wk)\s*$", re.I)
