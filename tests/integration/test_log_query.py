@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import tradelog
 from tests.support.db import MigratedDatabase
+from tests.support.logs import running
 from tradelog.access import Actor
 from tradelog.db.models import ServiceLog
 from tradelog.exceptions import PermissionDenied
@@ -284,3 +287,40 @@ def test_follow_stops_on_request(db: MigratedDatabase, users: dict[str, int]) ->
         follow_logs(db.session, users["alice"], filters=LogFilter(), should_stop=done.is_set)
     )
     assert entries == []
+
+
+def test_keyword_finds_context_values_that_json_escapes(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """Quotes, backslashes, line breaks and non-ASCII text in the context are found as typed,
+    in rows from the log writer and in rows stored with ASCII-only JSON."""
+    alice = users["alice"]
+    context = {"note": 'said "stop loss" at ₹2,450', "path": "C:\\feeds\\nse", "lines": "a\nb"}
+    with running(db.url, tmp_path) as runtime:
+        tradelog.get_logger("writer", user_id=alice).info("from the writer", **context)
+        assert runtime.flush(10)
+    _add(
+        db,
+        [
+            _row(
+                user_id=alice,
+                level="INFO",
+                module="orm",
+                message="from the ORM",
+                context=context,
+                timestamp=datetime.now(UTC),
+            )
+        ],
+    )
+    both = ["from the ORM", "from the writer"]
+    with db.session() as session:
+
+        def find(keyword: str) -> list[str]:
+            return sorted(e.message for e in query_logs(session, alice, keyword=keyword).entries)
+
+        assert find('"stop loss"') == both
+        assert find("₹2,450") == both
+        assert find("C:\\feeds") == both
+        assert find("a\nb") == both
+        assert find("stop loss") == both
+        assert find("₹9") == []

@@ -12,6 +12,7 @@ little out of order (several writer processes) and rows replayed long after thei
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections import deque
@@ -114,7 +115,7 @@ class LogPage:
 class LogFilter:
     """What to look for. ``level`` is exact, ``min_level`` includes everything above it;
     ``module`` is exact unless it contains ``*`` (``broker.*``); ``keyword`` matches the
-    message or the context text, case-insensitively."""
+    message or the context (its keys and values, as text), case-insensitively."""
 
     user_id: int | None = None
     level: str | None = None
@@ -154,11 +155,14 @@ class LogFilter:
         if self.until is not None:
             statement = statement.where(ServiceLog.timestamp < self.until)
         if self.keyword:
-            pattern = f"%{_like_escape(self.keyword)}%"
+            context = cast(ServiceLog.context, Text)
             statement = statement.where(
                 or_(
-                    ServiceLog.message.ilike(pattern, escape=_ESCAPE),
-                    cast(ServiceLog.context, Text).ilike(pattern, escape=_ESCAPE),
+                    ServiceLog.message.ilike(f"%{_like_escape(self.keyword)}%", escape=_ESCAPE),
+                    *(
+                        context.ilike(f"%{_like_escape(form)}%", escape=_ESCAPE)
+                        for form in _json_forms(self.keyword)
+                    ),
                 )
             )
         return statement
@@ -321,6 +325,18 @@ def _stored_level(level: str) -> str:
         if level_number(name) == number:
             return name
     raise ValueError(f"unknown log level {level!r}")
+
+
+def _json_forms(keyword: str) -> list[str]:
+    """How ``keyword`` can appear in the stored JSON text of ``context``: as typed, and as a
+    JSON string body (quotes, backslashes and control characters escaped; non-ASCII characters
+    as they are, as the log writer stores them, or as ``\\uXXXX`` escapes)."""
+    forms = [keyword]
+    for ascii_only in (False, True):
+        escaped = json.dumps(keyword, ensure_ascii=ascii_only)[1:-1]
+        if escaped not in forms:
+            forms.append(escaped)
+    return forms
 
 
 def _like_escape(text: str) -> str:
