@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import structlog
 from sqlalchemy.engine import make_url
 
 import tradelog
 from tests.support.db import MigratedDatabase
+from tests.support.fake_bot_api import FakeBotApi
 from tests.support.logs import everything_written, running
 
 PASSWORD = "hunter2-ZX81"
@@ -122,3 +126,53 @@ def test_no_secret_reaches_any_sink(
     _assert_clean(console.err + console.out, "the console")
     assert observed
     _assert_clean("\n".join(observed), "exception observers")
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_real_http_client_logging_never_shows_the_bot_token(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    level: str,
+) -> None:
+    """httpx logs every request URL - with the bot token in it - at INFO, httpcore and
+    python-telegram-bot more at DEBUG; an HTTP error names the URL. After configure none of
+    it shows the token in a row, a file or on the console."""
+    telegram = pytest.importorskip("telegram")
+    with FakeBotApi() as fake:
+        token = fake.token
+        secret = token.split(":", 1)[1]
+        with running(db.url, tmp_path, console=True, level=level) as runtime:
+            structlog.contextvars.bind_contextvars(user_id=users["alice"])
+            try:
+                assert httpx.get(fake.method_url("getMe")).status_code == 200
+                try:
+                    httpx.get(fake.method_url("noSuchMethod")).raise_for_status()
+                except httpx.HTTPStatusError:
+                    tradelog.get_logger("bot").exception("Bot API call failed")
+
+                async def send() -> None:
+                    bot = telegram.Bot(
+                        token, base_url=fake.base_url, base_file_url=fake.base_file_url
+                    )
+                    async with bot:
+                        await bot.send_message(chat_id=42, text="order filled")
+
+                asyncio.run(send())
+            finally:
+                structlog.contextvars.clear_contextvars()
+            assert runtime.flush(20)
+        assert [m.text for m in fake.sent_messages(42)] == ["order filled"]
+    rows = db.rows("SELECT module, message, context FROM service_logs")
+    requests = [r["message"] for r in rows if r["module"] == "httpx"]
+    assert any("/bot123456789:[REDACTED]/sendMessage" in m for m in requests), requests
+    assert any("noSuchMethod" in json.dumps(r["context"], default=str) for r in rows)
+    console = capsys.readouterr()
+    for where, text in [
+        ("service_logs rows", json.dumps(rows, default=str)),
+        ("files", everything_written(tmp_path)),
+        ("the console", console.err + console.out),
+    ]:
+        assert "sendMessage" in text, where
+        assert secret not in text, f"the bot token leaked into {where}"
