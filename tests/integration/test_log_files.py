@@ -5,24 +5,28 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import re
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from tradelog.logs.file_sink import FileSink, file_path, iter_lines
-
-# The names retention parses (tradelog.retention).
-RETENTION_NAME = re.compile(r"^service-\d{4}-\d{2}-\d{2}(?:\.\d+)?\.jsonl(?:\.gz)?$")
+from tradelog.retention import log_file_date
 
 
 def _line(writer: int, seq: int, pad: int = 60) -> str:
     return json.dumps({"writer": writer, "seq": seq, "pad": "p" * pad}) + "\n"
 
 
+def _written_order(path: Path) -> tuple[str, int]:
+    """Sort key: by date, then closed segments by number, then the file being written."""
+    parts = path.name.split(".")
+    return (parts[0], int(parts[1]) if parts[1].isdigit() else 1 << 62)
+
+
 def _all_lines(folder: Path) -> list[str]:
-    return list(iter_lines(sorted(folder.glob("service-*"))))
+    return list(iter_lines(sorted(folder.glob("service-*"), key=_written_order)))
 
 
 def test_rotation_keeps_every_line_and_compresses_segments(tmp_path: Path) -> None:
@@ -38,9 +42,10 @@ def test_rotation_keeps_every_line_and_compresses_segments(tmp_path: Path) -> No
     segments = [n for n in names if n != "service-2025-01-15.jsonl"]
     assert len(segments) > 10
     assert all(n.endswith(".jsonl.gz") for n in segments)
-    assert all(RETENTION_NAME.match(n) for n in names)
-    seqs = sorted(json.loads(line)["seq"] for line in _all_lines(folder))
-    assert seqs == list(range(500))
+    # Retention finds every file, the compressed segments included, by the date in its name.
+    assert {log_file_date(n) for n in names} == {date(2025, 1, 15)}
+    seqs = [json.loads(line)["seq"] for line in _all_lines(folder)]
+    assert seqs == list(range(500))  # in the order written, across the segments
     for path in folder.glob("service-*"):
         if not path.name.endswith(".gz"):
             assert path.stat().st_size <= 2048
@@ -74,7 +79,7 @@ def test_processes_share_a_file_without_losing_or_mixing_lines(tmp_path: Path, m
     assert pairs == [(w, s) for w in range(4) for s in range(count)]
     for writer in range(4):  # each process's lines stay in its own order
         seqs = [item["seq"] for item in parsed if item["writer"] == writer]
-        assert len(seqs) == count
+        assert seqs == list(range(count))
     assert not list(folder.glob("*.tmp"))
 
 
