@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_wheel_install_can_migrate(tmp_path: Path) -> None:
     """Build the wheel, install it (not editable) in a fresh venv: db upgrade, check, current."""
     dist = tmp_path / "dist"
-    subprocess.run(
+    built = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -30,9 +30,11 @@ def test_wheel_install_can_migrate(tmp_path: Path) -> None:
             str(dist),
             str(REPO),
         ],
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
+    assert built.returncode == 0, built.stderr
     wheel = next(dist.glob("tradelog-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "tradelog/migrations/env.py" in names
