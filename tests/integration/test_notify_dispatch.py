@@ -17,7 +17,7 @@ from tradelog.db.models import Notification, NotificationDelivery
 from tradelog.exceptions import NotFound
 from tradelog.notify import api
 from tradelog.notify import worker as worker_module
-from tradelog.notify.dispatch import dispatch
+from tradelog.notify.dispatch import NotifyResult, dispatch
 from tradelog.notify.preferences import update_preferences
 
 
@@ -75,6 +75,28 @@ def test_in_app_only_by_default(env_db: MigratedDatabase, users: dict[str, int])
     assert [(c.channel, c.status) for c in result.channels] == [("in_app", "recorded")]
     assert env_db.scalar("SELECT count(*) FROM notification_deliveries") == 0
     assert env_db.scalar("SELECT count(*) FROM notifications") == 1
+
+
+def test_preferences_changed_elsewhere_apply_to_the_next_call(
+    env_db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """notify() keeps no copy of preferences: a change committed by another connection (another
+    process, the CLI) between two calls decides the second call."""
+    alice = users["alice"]
+
+    def channels(result: NotifyResult) -> list[str]:
+        return [c.channel for c in result.channels]
+
+    assert channels(api.notify(alice, "trading", "info", "one", "x")) == ["in_app"]
+    configure(env_db, alice, **BOTH)
+    assert channels(api.notify(alice, "trading", "info", "two", "x")) == [
+        "telegram",
+        "email",
+        "in_app",
+    ]
+    configure(env_db, alice, email_enabled=False, notify_trading_events=False)
+    assert not api.notify(alice, "trading", "info", "three", "x").created
+    assert channels(api.notify(alice, "system", "info", "four", "x")) == ["telegram", "in_app"]
 
 
 def test_type_switched_off_creates_nothing(env_db: MigratedDatabase, users: dict[str, int]) -> None:

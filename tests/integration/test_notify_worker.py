@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -510,3 +511,28 @@ def test_email_burst_reuses_one_connection(
     assert smtp.connections == 1
     assert channel.connections_opened == 1
     assert {r.status for r in deliveries(db)} == {"sent"}
+
+
+def test_email_server_that_never_answers_times_out_and_retries(
+    db: MigratedDatabase, mail_user: int
+) -> None:
+    """A server that accepts the connection and stays silent: the send times out after the
+    configured timeout, the delivery is retried later (not failed, not hung)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.listen()
+        port = silent.getsockname()[1]
+        channel = EmailChannel(
+            host="127.0.0.1",
+            port=port,
+            security="none",
+            sender="alerts@tradelog.example",
+            timeout=0.3,
+        )
+        send(db, mail_user)
+        started = time.monotonic()
+        run(worker(db, {"email": channel}))
+        elapsed = time.monotonic() - started
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "timed out" in (row.last_error or "")
+    assert elapsed < 5
