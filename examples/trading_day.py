@@ -434,6 +434,12 @@ def create_traders(url: str) -> None:
                 start = (now - timedelta(hours=1)).time().replace(second=0, microsecond=0)
                 end = (now + timedelta(hours=2)).time().replace(second=0, microsecond=0)
                 prefs |= {"quiet_hours_start": start, "quiet_hours_end": end}
+                held = "wait" if telegram or email else "(not set up in this run) would wait"
+                trader.notes.append(
+                    f"quiet hours {start:%H:%M}-{end:%H:%M} IST (in force now): Telegram and"
+                    f" email {held} until {end:%H:%M} IST and go out as one digest; critical"
+                    " messages go at once; in-app records everything"
+                )
             update_preferences(session, trader.user_id, trader.user_id, **prefs)
         session.commit()
     engine.dispose()
