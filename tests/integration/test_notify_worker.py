@@ -530,7 +530,7 @@ def test_email_server_that_never_answers_times_out_and_retries(
         )
         send(db, mail_user)
         started = time.monotonic()
-        run(worker(db, {"email": channel}))
+        run(worker(db, {"email": channel}, retry=RetryPolicy(max_attempts=3, base_delay=60)))
         elapsed = time.monotonic() - started
     [row] = deliveries(db)
     assert (row.status, row.attempts) == ("pending", 1)
