@@ -57,3 +57,12 @@ def test_an_adopted_spool_resumes_after_a_prepend(tmp_path: Path) -> None:
     adopted.commit(adopted.read(10))
     adopted.close()
     assert not list(tmp_path.glob("spool-*"))
+
+
+def test_prepend_appends_behind_a_large_backlog(tmp_path: Path) -> None:
+    """Above the limit the backlog is not copied: the rows go to the end instead."""
+    spool = Spool(tmp_path, prepend_limit=100)
+    spool.append(_rows(*(f"backlog {i}" for i in range(5))))
+    spool.prepend(_rows("older"))
+    assert _messages(spool) == [*(f"backlog {i}" for i in range(5)), "older"]
+    spool.close()

@@ -39,6 +39,8 @@ __all__ = ["DeadLetterFile", "Spool", "SpoolChunk", "adopt_orphans"]
 _MODE: Final = 0o600
 _READ_BYTES: Final = 4 << 20
 _OFFSET_WIDTH: Final = 20
+_PREPEND_MAX_BYTES: Final = 64 << 20
+"""Pending bytes above which :meth:`Spool.prepend` appends instead."""
 
 
 @dataclass
@@ -59,8 +61,16 @@ class SpoolChunk:
 class Spool:
     """An append-only file of rows in write order; thread-safe; owned by one process."""
 
-    def __init__(self, directory: Path, *, path: Path | None = None, fd: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        path: Path | None = None,
+        fd: int | None = None,
+        prepend_limit: int = _PREPEND_MAX_BYTES,
+    ) -> None:
         self.directory = Path(directory)
+        self.prepend_limit = prepend_limit
         self._lock = threading.RLock()
         self.path = path
         self._fd = fd
@@ -92,7 +102,9 @@ class Spool:
 
         The rows are appended followed by a copy of the pending lines, and the committed
         offset then moves past the originals, so the file stays append-only: a crash part-way
-        through replays some rows twice at worst, it never loses one.
+        through replays some rows twice at worst, it never loses one. When more than
+        ``prepend_limit`` bytes are pending the rows are simply appended (order is given up
+        rather than copying a large backlog).
         """
         if not rows:
             return
@@ -103,6 +115,9 @@ class Spool:
                 return
             fd = self._fd
             start, end = self._read_offset, os.fstat(fd).st_size
+            if end - start > self.prepend_limit:
+                self.append(rows)
+                return
             _write_all(fd, data)
             position = start
             while position < end:
