@@ -476,3 +476,27 @@ def test_unconfigured_telegram_is_visible_then_fails_with_reason(
 
 def _hour_ago() -> datetime:
     return datetime.now(UTC) - timedelta(hours=1)
+
+
+def test_test_channel_waits_for_the_shared_rate_limit(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """test-channel right after a worker delivered to the same chat waits for the chat's slot
+    (Telegram's one message a second per chat) instead of being refused with 429."""
+    alice = str(users["alice"])
+    run(db, "prefs", "set", "--user", alice, "--chat-id", "42", "--telegram", "on")
+    with FakeBotApi(enforce_limits=True) as api:
+        monkeypatch.setenv("TRADELOG_TELEGRAM_BOT_TOKEN", api.token)
+        monkeypatch.setenv("TRADELOG_TELEGRAM_API_URL", api.api_url)
+        run(db, "notify", "send", "--user", alice, "--type", "system", "--title", "first")
+        assert as_json(db, capsys, "worker", "--once")[0]["sent"] == 1  # type: ignore[index]
+        rows = as_json(
+            db, capsys, "notify", "test-channel", "--user", alice, "--channel", "telegram"
+        )
+        assert [r["result"] for r in rows] == ["sent"]  # type: ignore[attr-defined]
+        assert api.limit_violations == 0
+        first, second = api.sent_messages("42")
+        assert second.processed_monotonic - first.processed_monotonic >= 1.0

@@ -350,11 +350,21 @@ def _channel(name: str, context: Context) -> Channel:
             raise ConfigurationError(
                 "TRADELOG_TELEGRAM_BOT_TOKEN is not set", variable="TRADELOG_TELEGRAM_BOT_TOKEN"
             )
-        from tradelog.notify.channels.telegram import TelegramChannel  # noqa: PLC0415
+        from tradelog.notify.channels.telegram import TelegramChannel, bot_id  # noqa: PLC0415
+        from tradelog.notify.ratelimit import DbRateLimiter, RateLimits  # noqa: PLC0415
 
-        return TelegramChannel(
-            settings.telegram_bot_token.reveal(), api_url=settings.telegram_api_url
+        token = settings.telegram_bot_token.reveal()
+        # The workers' shared limiter: a test right after a delivery to the same chat waits
+        # for its slot instead of being refused with 429.
+        limiter = DbRateLimiter(
+            context.engine,
+            bot_id(token),
+            RateLimits(
+                messages_per_second=settings.telegram_rate,
+                chat_interval=settings.telegram_chat_interval,
+            ),
         )
+        return TelegramChannel(token, api_url=settings.telegram_api_url, limiter=limiter)
     from tradelog.notify.channels.email import EmailChannel  # noqa: PLC0415
 
     return EmailChannel.from_settings(settings)
