@@ -633,3 +633,14 @@ def test_redact_text_is_idempotent(text: str) -> None:
     """Applying the text rules twice gives the same result as applying them once."""
     once = redact_text(text)
     assert redact_text(once) == once
+
+
+@pytest.mark.parametrize("separator", ["%3A", "%3a"])
+def test_percent_encoded_bot_token_in_url(separator: str) -> None:
+    """A bot token whose colon was percent-encoded in a URL is scrubbed too."""
+    token_tail = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+    text = f"GET https://api.telegram.org/bot123456789{separator}{token_tail}/sendMessage 200"
+    scrubbed = redact_text(text)
+    assert token_tail not in scrubbed
+    assert scrubbed.startswith(f"GET https://api.telegram.org/bot123456789{separator}")
+    assert scrubbed.endswith("/sendMessage 200")

@@ -128,8 +128,8 @@ _DQ_BODY: Final = re.compile(r'(?:[^"\\\r\n]|\\.)*')
 _SQ_BODY: Final = re.compile(r"(?:[^'\\\r\n]|\\.)*")
 _LINE_END: Final = re.compile(r"[^\r\n]*")
 
-_BOT_TOKEN: Final = re.compile(r"([0-9]{6,12}):[A-Za-z0-9_-]{30,}")
-_BOT_TOKEN_HINT: Final = re.compile(r":[A-Za-z0-9_-]{30}")
+_BOT_TOKEN: Final = re.compile(r"([0-9]{6,12})(:|%3[Aa])[A-Za-z0-9_-]{30,}")
+_BOT_TOKEN_HINT: Final = re.compile(r"(?::|%3[Aa])[A-Za-z0-9_-]{30}")
 """Anchored on the colon, so it scans long text much faster than :data:`_BOT_TOKEN`."""
 _URL_PASSWORD: Final = re.compile(
     r"(?P<pre>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@\[\]]*):(?P<pw>[^\s/?#]+)@"
@@ -185,7 +185,7 @@ class Redactor:
         self._hints = _KEY_HINTS + tuple(sorted({_text_hint(key) for key in extras}))
         self._key_cache: dict[str, tuple[str, bool]] = {}
         template = mask.replace("\\", "\\\\")
-        self._bot_template = rf"\1:{template}"
+        self._bot_template = rf"\1\2{template}"
         self._url_template = rf"\g<pre>:{template}@"
         self._pem_template = rf"\1{template}\2"
 
@@ -213,6 +213,7 @@ class Redactor:
         if not (
             ":" in text
             or "=" in text
+            or "%3" in text
             or "earer" in text
             or "asic" in text
             or "EARER" in text
@@ -259,11 +260,10 @@ class Redactor:
         lower = text.lower()
         if (":" in text or "=" in text) and self._has_key_hint(lower):
             text = self._redact_pairs(text)
-        if ":" in text:
-            if _BOT_TOKEN_HINT.search(text) is not None:
-                text = _BOT_TOKEN.sub(self._bot_template, text)
-            if "://" in text and "@" in text:
-                text = _URL_PASSWORD.sub(self._url_template, text)
+        if (":" in text or "%3" in text) and _BOT_TOKEN_HINT.search(text) is not None:
+            text = _BOT_TOKEN.sub(self._bot_template, text)
+        if "://" in text and "@" in text:
+            text = _URL_PASSWORD.sub(self._url_template, text)
         if "PRIVATE KEY" in text:
             text = _PEM_KEY.sub(self._pem_template, text)
         if "bearer" in lower or "basic" in lower:
