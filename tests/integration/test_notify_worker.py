@@ -290,6 +290,54 @@ def test_deferred_released_as_one_digest(
     assert [r["id"] for r in sent] == ids
 
 
+def quiet_now(db: MigratedDatabase, user_id: int, *, ends_in: timedelta, **more: object) -> None:
+    """Quiet hours (UTC wall clock) from an hour ago until ``ends_in`` from now."""
+    now = datetime.now(UTC)
+    prefs(
+        db,
+        user_id,
+        quiet_hours_start=(now - timedelta(hours=1)).time().replace(second=0, microsecond=0),
+        quiet_hours_end=(now + ends_in).time().replace(second=0, microsecond=0),
+        timezone="UTC",
+        **more,
+    )
+
+
+def test_changed_quiet_hours_retime_held_deliveries(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """Held deliveries follow the user's new quiet hours: a later end holds them longer;
+    clearing quiet hours releases them now, as one digest."""
+    quiet_now(db, tg_user, ends_in=timedelta(hours=2))
+    send(db, tg_user, title="One")
+    send(db, tg_user, title="Two")
+    first_end = {r.not_before for r in deliveries(db)}
+    assert len(first_end) == 1
+    quiet_now(db, tg_user, ends_in=timedelta(hours=3))
+    [later] = {r.not_before for r in deliveries(db)}
+    assert later is not None
+    assert later - next(iter(first_end)) == timedelta(hours=1)
+    w = worker(db, {"telegram": telegram(bot_api, db)})
+    assert run(w) == 0
+    prefs(db, tg_user, quiet_hours_start=None, quiet_hours_end=None)
+    assert run(w) == 2
+    [message] = bot_api.sent_messages(CHAT)
+    assert "2 notifications during quiet hours" in (message.text or "")
+    assert [r.status for r in deliveries(db)] == ["sent", "digested"]
+
+
+def test_switching_to_silent_releases_held_deliveries_quietly(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """Deferred, then the mode becomes silent while still in quiet hours: sent now, no sound."""
+    quiet_now(db, tg_user, ends_in=timedelta(hours=2))
+    send(db, tg_user)
+    prefs(db, tg_user, quiet_hours_mode="silent")
+    assert run(worker(db, {"telegram": telegram(bot_api, db)})) == 1
+    [message] = bot_api.sent_messages(CHAT)
+    assert message.disable_notification
+
+
 def test_preferences_read_at_delivery(
     db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
 ) -> None:

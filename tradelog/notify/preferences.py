@@ -1,25 +1,29 @@
 """Notification preferences: read (get-or-create with the spec's defaults), validate, update, audit.
 
 Preferences are read from the database every time a notification is dispatched or delivered;
-nothing caches them, so a change takes effect with the next notification.
+nothing caches them, so a change takes effect with the next notification. A change to the
+quiet hours (window, timezone or mode) also re-times the deliveries they are holding back: to
+the end of the new window, or now when the new settings no longer hold them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import time
+from datetime import datetime, time
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tradelog.access import ActorLike, resolve_actor
 from tradelog.audit import diff, record_audit
-from tradelog.db.models import User, UserNotificationPreferences
+from tradelog.db.base import utcnow
+from tradelog.db.models import NotificationDelivery, User, UserNotificationPreferences
 from tradelog.exceptions import NotFound, PermissionDenied
 from tradelog.notify._sql import upsert
 from tradelog.notify.policy import (
     PreferenceSnapshot,
+    quiet_window_end,
     validate_chat_id,
     validate_email_address,
     validate_quiet_hours,
@@ -31,6 +35,7 @@ __all__ = [
     "EDITABLE_FIELDS",
     "get_preferences",
     "preferences_dict",
+    "retime_deferred",
     "snapshot",
     "update_preferences",
 ]
@@ -56,6 +61,7 @@ EDITABLE_FIELDS: Final[tuple[str, ...]] = (
 """Fields :func:`update_preferences` accepts."""
 
 _SHOWN_FIELDS: Final = ("user_id", *EDITABLE_FIELDS, "updated_at")
+_QUIET_FIELDS: Final = ("quiet_hours_start", "quiet_hours_end", "timezone", "quiet_hours_mode")
 
 
 def _find(session: Session, user_id: int) -> UserNotificationPreferences | None:
@@ -165,6 +171,37 @@ def _validated(row: UserNotificationPreferences, changes: Mapping[str, Any]) -> 
     return values
 
 
+def retime_deferred(session: Session, user_id: int, *, now: datetime | None = None) -> int:
+    """Re-time ``user_id``'s deliveries held by quiet hours after their settings changed.
+
+    Still inside the (new) window: held until its end, or released now without sound in
+    ``silent`` mode. Outside it: released now. Deliveries stay marked as deferred, so the ones
+    released together still go out as one digest. Returns how many were re-timed.
+    """
+    now = now or utcnow()
+    view = snapshot(get_preferences(session, user_id))
+    start, end = view.quiet_hours_start, view.quiet_hours_end
+    until = None
+    if start is not None and end is not None:
+        until = quiet_window_end(start, end, view.zone(), now)
+    values: dict[str, Any] = {"not_before": until or now, "next_attempt_at": until or now}
+    if until is not None and view.quiet_hours_mode == "silent":
+        values = {"not_before": now, "next_attempt_at": now, "silent": True}
+    held = NotificationDelivery
+    result = session.execute(
+        update(held)
+        .where(
+            held.user_id == user_id,
+            held.status == "pending",
+            held.not_before.is_not(None),
+            held.not_before > now,
+        )
+        .values(**values, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def update_preferences(
     session: Session, actor: ActorLike, user_id: int, **changes: Any
 ) -> UserNotificationPreferences:
@@ -174,7 +211,8 @@ def update_preferences(
     Invalid values raise :class:`ValueError` naming the field and the accepted values. Quiet
     hours are set together or cleared together (``None`` for both). The audit row (action
     ``update``, resource ``notification_preferences``) holds the before/after of each changed
-    field. The caller commits.
+    field. Changed quiet hours re-time the deliveries they hold (:func:`retime_deferred`). The
+    caller commits.
     """
     who = resolve_actor(session, actor)
     if who.id != user_id and not who.is_admin:
@@ -198,4 +236,6 @@ def update_preferences(
             resource_id=row.id,
             changes=changed,
         )
+        if any(name in changed for name in _QUIET_FIELDS):
+            retime_deferred(session, user_id)
     return row

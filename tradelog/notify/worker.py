@@ -501,6 +501,7 @@ class DeliveryWorker:
                 type_=worst.type,
                 created_at=now,
                 tz=tz,
+                silent=job.carrier.silent,
             )
         )
 
