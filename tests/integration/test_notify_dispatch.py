@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -238,16 +239,22 @@ def test_quiet_hours_modes(
         assert row["last_error"] == "quiet hours"
 
 
-def test_missing_address_fails_at_once(db: MigratedDatabase, users: dict[str, int]) -> None:
-    """Telegram on without a chat id (set behind the validator's back) fails with the reason."""
+def test_missing_address_fails_at_once(
+    db: MigratedDatabase, users: dict[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Telegram on without a chat id (set behind the validator's back) fails with the reason,
+    as a row and a log line."""
     db.execute(
         "INSERT INTO user_notification_preferences (user_id, telegram_enabled) VALUES (:u, :t)",
         u=users["bob"],
         t=True,
     )
-    with db.session() as session:
+    with caplog.at_level(logging.WARNING, logger="tradelog.notify"), db.session() as session:
         result = dispatch(session, users["bob"], "system", "info", "Hi", "x")
         session.commit()
+    [line] = [r for r in caplog.records if r.name == "tradelog.notify"]
+    assert "missing telegram_chat_id" in line.getMessage()
+    assert getattr(line, "user_id", None) == users["bob"]
     telegram = result.channel("telegram")
     assert telegram is not None
     assert (telegram.status, telegram.reason) == ("failed", "missing telegram_chat_id")
