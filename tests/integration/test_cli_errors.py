@@ -314,3 +314,33 @@ def test_status_lists_recent_delivery_failures_in_local_time(
     outbox = json.loads(capsys.readouterr().out)["outbox"]
     assert outbox["oldest_due_at"].endswith("+05:30")
     assert outbox["recent_failures"][0]["at"].endswith("+05:30")
+
+
+def test_status_exits_1_when_deliveries_are_overdue(
+    db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A delivery due for longer than the unserved timeout makes status exit 1 with a hint."""
+    from tradelog.db.models import Notification, NotificationDelivery
+
+    with db.session() as session:
+        note = Notification(
+            user_id=users["alice"], type="trading", level="info", title="t", message="m"
+        )
+        session.add(note)
+        session.flush()
+        delivery = NotificationDelivery(
+            notification_id=note.id, user_id=users["alice"], channel="email"
+        )
+        session.add(delivery)
+        session.commit()
+    assert run(db, "status") == 0  # due just now: not overdue yet
+    capsys.readouterr()
+    with db.session() as session:
+        stored = session.get(NotificationDelivery, delivery.id)
+        assert stored is not None
+        stored.next_attempt_at = utcnow() - timedelta(hours=1)
+        session.commit()
+    assert run(db, "status") == 1
+    assert "1 deliveries overdue" in capsys.readouterr().out
+    assert run(db, "status", "--json") == 1
+    assert json.loads(capsys.readouterr().out)["outbox"]["overdue"] == 1

@@ -7,8 +7,9 @@
 * outbox: pending, due, deferred, failed deliveries (admins only).
 * log writers: the counters each process's background log writer last saved.
 
-Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale,
-so the command can drive an alert.
+Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale
+or deliveries are overdue (due for a long time with no worker sending them), so the command can
+drive an alert.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def register(subparsers: Any) -> None:
     """Add the ``status`` command."""
     parser = subparsers.add_parser(
         "status",
-        help="service health, notification outbox and log writers (exit 1 if a service is stale)",
+        help=(
+            "service health, notification outbox and log writers "
+            "(exit 1 if a service is stale or deliveries are overdue)"
+        ),
     )
     parser.add_argument(
         "--as",
@@ -97,7 +101,11 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         outbox: Any = NOT_AVAILABLE
         summary = _optional("tradelog.notify.outbox", "backlog_summary")
         if summary is not None:
-            outbox = summary(session, now=now) if actor.is_admin else "n/a (admins only)"
+            outbox = (
+                summary(session, now=now, overdue_after=settings.unserved_delivery_timeout or 900.0)
+                if actor.is_admin
+                else "n/a (admins only)"
+            )
         session.commit()
     writers: Any = NOT_AVAILABLE
     read_stats = _optional("tradelog.logs.stats", "read_writer_stats")
@@ -120,6 +128,8 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         for failure in outbox.get("recent_failures") or []:
             failure["at"] = _local_stamp(failure.get("at"), zone)
     stale = sum(1 for row in services if row["state"] == "stale")
+    overdue = int(outbox.get("overdue") or 0) if isinstance(outbox, dict) else 0
+    code = 1 if stale or overdue else 0
     if context.json:
         json.dump(
             {
@@ -133,7 +143,7 @@ def _status(args: argparse.Namespace, context: Context) -> int:
             default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
         )
         context.out.write("\n")
-        return 1 if stale else 0
+        return code
     out = context.out
     out.write(f"services ({stale} stale, threshold {threshold:g}s)\n")
     print_table(services, None, out)
@@ -157,4 +167,8 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         print_table(writers, shown, out)
     else:
         out.write(f"{writers}\n")
-    return 1 if stale else 0
+    if overdue:
+        out.write(
+            f"\n{overdue} deliveries overdue: is a worker running with that channel configured?\n"
+        )
+    return code
