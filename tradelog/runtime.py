@@ -16,8 +16,11 @@ Process lifecycle:
   ``with Pool(...)`` block calls - and ``Process.terminate()`` end a child with ``SIGTERM``,
   which runs no exit hook. In a ``multiprocessing`` child whose ``SIGTERM`` disposition is the
   default, tradelog installs a handler that shuts the runtime down (bounded by
-  ``DEFAULT_TIMEOUT``) and then lets the signal terminate the process as before (same exit
-  status; a second ``SIGTERM`` ends it at once). The main process's signals are left alone.
+  ``DEFAULT_TIMEOUT`` plus one database lock wait, ``db_write_timeout``) and then lets the
+  signal terminate the process as before (same exit status; a second ``SIGTERM`` ends it at
+  once). What the database could not take in that time is in the child's spool, which the
+  next :func:`flush` (or writer start) of a process on the same ``log_dir`` adopts and
+  replays - the parent's, typically. The main process's signals are left alone.
 * **fork**: the child drops everything it inherited from the parent's writer (queue, threads,
   open files, database connection - without closing them under the parent's feet) and starts
   a writer of its own with the same settings. Events the parent had queued are the parent's.
@@ -210,6 +213,14 @@ class Runtime:
                 self._engine.dispose()
             self._engine = None
         return ok
+
+    def _spool_what_is_left(self) -> None:
+        """The process dies now (see :func:`_terminate_after_shutdown`) while the shutdown is
+        still under way: spool what is still queued so the next writer replays it."""
+        try:
+            self._writer.spool_what_is_left()
+        except Exception as exc:  # pragma: no cover - dying anyway; spill never raises
+            internal_error(exc)
 
     def _new_writer(self) -> LogWriter:
         return LogWriter(self.settings, self.redactor, lock_timeout=self.settings.db_write_timeout)
@@ -432,10 +443,19 @@ def _terminate_after_shutdown(signum: int, frame: object) -> None:
     if runtime is not None and not runtime.closed:
         helper = threading.Thread(target=_shutdown_at_exit, name="tradelog-terminate", daemon=True)
         helper.start()
-        helper.join(DEFAULT_TIMEOUT + 1.0)
-    elif stopping is not None:
-        stopping._stopped.wait(DEFAULT_TIMEOUT + 1.0)
+        helper.join(_terminate_wait(runtime))
+        if helper.is_alive():
+            runtime._spool_what_is_left()
+    elif stopping is not None and not stopping._stopped.wait(_terminate_wait(stopping)):
+        stopping._spool_what_is_left()
     signal.raise_signal(signum)
+
+
+def _terminate_wait(runtime: Runtime) -> float:
+    """How long a terminated child waits for its shutdown: the flush (``DEFAULT_TIMEOUT``),
+    plus one database call that is waiting for a lock when the time is up (it gives up after
+    ``db_write_timeout`` and spools its rows), plus the writer threads' ends."""
+    return DEFAULT_TIMEOUT + runtime.settings.db_write_timeout + 2.0
 
 
 def _after_fork_in_child() -> None:

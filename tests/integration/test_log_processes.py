@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import make_url
 
 import tradelog
 from tests.support.db import MigratedDatabase
@@ -119,6 +121,36 @@ def test_pool_workers_ended_by_the_with_block_keep_their_events(
             tasks = [(task, users["alice"]) for task in range(POOL_TASKS)]
             assert pool.starmap(_pool_task, tasks) == list(range(POOL_TASKS))
         assert runtime.flush(30)
+    _expect_pool_events(db, tmp_path, users["alice"])
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pool_workers_that_cannot_reach_the_database_leave_their_rows_to_the_parent(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, method: str
+) -> None:
+    """The database is locked while ``with Pool(...)`` ends the workers: they spool what they
+    logged and die; the parent's next flush adopts their spools and replays every row."""
+    context = multiprocessing.get_context(method)
+    path = make_url(db.url).database
+    assert path is not None
+    with running(db.url, tmp_path, flush_interval=60.0, db_write_timeout=0.2) as runtime:
+        options: dict[str, Any] = {}
+        if method != "fork":
+            options = {"initializer": tradelog.configure, "initargs": (runtime.settings,)}
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            with context.Pool(2, **options) as pool:
+                tasks = [(task, users["alice"]) for task in range(POOL_TASKS)]
+                assert pool.starmap(_pool_task, tasks) == list(range(POOL_TASKS))
+                blocker.execute("BEGIN EXCLUSIVE")
+            assert list((tmp_path / "_spool").glob("spool-*.jsonl"))
+            assert db.scalar("SELECT count(*) FROM service_logs") == 0
+        finally:
+            blocker.close()
+        assert runtime.flush(30)
+        assert not list((tmp_path / "_spool").glob("spool-*.jsonl"))
     _expect_pool_events(db, tmp_path, users["alice"])
 
 

@@ -362,8 +362,19 @@ class DatabaseSink:
 
     @property
     def settled(self) -> bool:
-        """Everything handed over so far is in the database or the dead-letter file."""
-        return self.spool.pending == 0 and not self._parked and not self._unspooled
+        """Everything handed over so far (and every adopted orphan spool) is in the database
+        or the dead-letter file."""
+        return (
+            self.spool.pending == 0
+            and not self._parked
+            and not self._unspooled
+            and not self._orphans
+        )
+
+    def look_for_orphans(self) -> None:
+        """Adopt the spools of processes that are gone at the next :meth:`maintain` (a flush
+        asks for this, so what a terminated child left in its spool is replayed by it)."""
+        self._next_orphan_scan = 0.0
 
     @property
     def available(self) -> bool:

@@ -18,7 +18,8 @@ database driver's C code (which releases the GIL) overlap the Python work of the
 When the database thread falls far behind, the file thread spools batches itself.
 
 :meth:`LogWriter.flush` queues a marker behind everything emitted so far and waits until the
-database thread reaches it with nothing left in the spool.
+database thread reaches it with nothing left in the spool - its own, and the spools left by
+processes that are gone (a terminated child), which it adopts and replays first.
 """
 
 from __future__ import annotations
@@ -174,6 +175,29 @@ class LogWriter:
         self.spool.close()
         self.database.inserter.close()
         return self.database.settled
+
+    def spool_what_is_left(self) -> int:
+        """The process is about to die (``SIGTERM``) with the writer still busy: put what is
+        still queued or waiting for the database thread in the files and the spool, for the
+        next writer to replay. Returns how many rows were spooled this way."""
+        spooled = 0
+        while True:
+            try:
+                item = self.queue.popleft()
+            except IndexError:
+                break
+            if type(item) is tuple:
+                self.spill(item)
+                spooled += 1
+        while True:
+            try:
+                batch = self._handoff.popleft()
+            except IndexError:
+                break
+            if type(batch) is list:
+                self.database.spool_rows(batch)
+                spooled += len(batch)
+        return spooled
 
     def abandon(self) -> None:
         """In a forked child: let go of everything inherited from the parent's writer."""
@@ -393,6 +417,7 @@ class LogWriter:
                         self._slot.notify()
                 else:
                     waiting.append(item)
+                    database.look_for_orphans()
                     if item.stop_deadline is not None:
                         stop = item
             more = database.maintain(budget=_REPLAY_BUDGET)
