@@ -83,7 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in _GROUPS:
         group.register(subparsers)
+    _plain_descriptions(parser)
     return parser
+
+
+def _plain_descriptions(parser: argparse.ArgumentParser) -> None:
+    """Show docstring-sourced descriptions without their reStructuredText literal markup."""
+    if parser.description:
+        parser.description = parser.description.replace("``", "`")
+    for action in parser._actions:  # argparse keeps sub-parsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _plain_descriptions(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
