@@ -262,15 +262,8 @@ def mark_retry(
     now: datetime | None = None,
 ) -> int:
     """Put deliveries back to ``pending`` until ``next_attempt_at`` after a transient failure."""
-    values: dict[str, Any] = {
-        "status": "pending",
-        "claimed_by": None,
-        "next_attempt_at": next_attempt_at,
-        "last_error": _error(error),
-        "updated_at": now or utcnow(),
-    }
-    if parts_sent is not None:
-        values["parts_sent"] = parts_sent
+    values = _failure_values("pending", error, parts_sent, now)
+    values |= {"claimed_by": None, "next_attempt_at": next_attempt_at}
     return _finish(engine, ids, worker, values)
 
 
@@ -300,14 +293,21 @@ def mark_failed(
     now: datetime | None = None,
 ) -> int:
     """Record a permanent failure (or exhausted retries) with its reason."""
+    return _finish(engine, ids, worker, _failure_values("failed", error, parts_sent, now))
+
+
+def _failure_values(
+    status: str, error: str, parts_sent: int | None, now: datetime | None
+) -> dict[str, Any]:
+    """Column values shared by a retry and a final failure."""
     values: dict[str, Any] = {
-        "status": "failed",
+        "status": status,
         "last_error": _error(error),
         "updated_at": now or utcnow(),
     }
     if parts_sent is not None:
         values["parts_sent"] = parts_sent
-    return _finish(engine, ids, worker, values)
+    return values
 
 
 def mark_suppressed(engine: Engine, ids: Sequence[int], worker: str, *, reason: str) -> int:

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-from tradelog.config import Settings
+from tradelog.config import SMTP_SECURITY_MODES, Settings
 from tradelog.exceptions import (
     ConfigurationError,
     DeliveryError,
@@ -114,9 +114,10 @@ class EmailChannel:
         tls_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
     ) -> None:
-        if security not in ("starttls", "tls", "none"):
+        if security not in SMTP_SECURITY_MODES:
             raise ConfigurationError(
-                f"TRADELOG_SMTP_SECURITY must be one of starttls, tls, none, got {security!r}",
+                f"TRADELOG_SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_MODES)}, "
+                f"got {security!r}",
                 variable="TRADELOG_SMTP_SECURITY",
             )
         _aiosmtplib()
