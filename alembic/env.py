@@ -1,6 +1,6 @@
-"""Alembic environment: all logic lives in :func:`tradelog.db.migrate.run_environment`."""
+"""Alembic environment: all logic lives in :func:`tradelog._db.migrate.run_environment`."""
 
 from alembic import context
-from tradelog.db.migrate import run_environment
+from tradelog._db.migrate import run_environment
 
 run_environment(context)

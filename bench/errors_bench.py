@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tradelog._db import migrate
+from tradelog._db.engine import create_tradelog_engine, session_factory
+from tradelog._errors.capture import ErrorCapture
+from tradelog._service import ServiceHealth
 from tradelog.config import Settings
-from tradelog.db import migrate
-from tradelog.db.engine import create_tradelog_engine, session_factory
-from tradelog.errors.capture import ErrorCapture
-from tradelog.service import ServiceHealth
 from tradelog.users import create_user
 
 

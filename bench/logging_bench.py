@@ -48,10 +48,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 import tradelog
+from tradelog._db import migrate
+from tradelog._db.engine import create_tradelog_engine, session_factory
+from tradelog._runtime import Runtime
 from tradelog.config import Settings
-from tradelog.db import migrate
-from tradelog.db.engine import create_tradelog_engine, session_factory
-from tradelog.runtime import Runtime
 from tradelog.users import create_user
 
 FIELDS: dict[str, Any] = {"symbol": "NIFTY", "qty": 50, "price": 123.5, "order_id": "abc-123"}

@@ -34,13 +34,13 @@ from sqlalchemy import Engine, text
 
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.smtp_server import SmtpServer
+from tradelog._db import migrate
+from tradelog._db.engine import create_tradelog_engine, session_factory
+from tradelog._notify.channels.email import EmailChannel
+from tradelog._notify.dispatch import dispatch
+from tradelog._notify.preferences import update_preferences
+from tradelog._notify.worker import DeliveryWorker, build_channels
 from tradelog.config import Settings
-from tradelog.db import migrate
-from tradelog.db.engine import create_tradelog_engine, session_factory
-from tradelog.notify.channels.email import EmailChannel
-from tradelog.notify.dispatch import dispatch
-from tradelog.notify.preferences import update_preferences
-from tradelog.notify.worker import DeliveryWorker, build_channels
 from tradelog.users import create_user
 
 REPO = Path(__file__).resolve().parents[1]

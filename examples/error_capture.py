@@ -17,10 +17,10 @@ from pathlib import Path
 from sqlalchemy import text
 
 import tradelog
-from tradelog.access import Actor
-from tradelog.db import migrate
-from tradelog.db.engine import create_tradelog_engine, session_factory
-from tradelog.errors.workflow import error_groups
+from tradelog._access import Actor
+from tradelog._db import migrate
+from tradelog._db.engine import create_tradelog_engine, session_factory
+from tradelog._errors.workflow import error_groups
 from tradelog.users import create_user
 
 

@@ -26,8 +26,8 @@ import structlog
 from sqlalchemy import text
 
 import tradelog
-from tradelog.db import migrate
-from tradelog.db.engine import create_tradelog_engine, session_factory
+from tradelog._db import migrate
+from tradelog._db.engine import create_tradelog_engine, session_factory
 from tradelog.users import create_user
 
 SECRET_KEY = "kite-api-key-7f3a9c"  # a value that must never reach a sink

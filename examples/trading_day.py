@@ -47,9 +47,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, text
 
 import tradelog
-from tradelog.db import migrate
-from tradelog.db.engine import create_tradelog_engine, session_factory
-from tradelog.notify.preferences import update_preferences
+from tradelog._db import migrate
+from tradelog._db.engine import create_tradelog_engine, session_factory
+from tradelog._notify.preferences import update_preferences
 from tradelog.trading_config import as_dict, get_config, update_config
 from tradelog.users import create_user
 

@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 from tests.support.db import MigratedDatabase, PostgresTemplate, SqliteTemplate
-from tradelog.db.engine import create_tradelog_engine
+from tradelog._db.engine import create_tradelog_engine
 from tradelog.users import create_user
 
 BACKENDS = ["sqlite", "postgresql"]

@@ -3,8 +3,12 @@
 The public API is what this module exports; everything else is an implementation detail.
 """
 
+from tradelog._errors.capture import capture_exception
+from tradelog._notify.api import anotify, notify  # rebinds ``tradelog._notify`` to the function
+from tradelog._notify.dispatch import NotifyResult
+from tradelog._runtime import configure, flush, get_logger, shutdown
+from tradelog._service import heartbeat, mark_running, mark_stopped, track_task
 from tradelog.config import Secret, Settings
-from tradelog.errors.capture import capture_exception
 from tradelog.exceptions import (
     ConfigurationError,
     ConflictError,
@@ -17,10 +21,6 @@ from tradelog.exceptions import (
     StorageError,
     TradelogError,
 )
-from tradelog.notify.api import anotify, notify  # rebinds ``tradelog.notify`` to the function
-from tradelog.notify.dispatch import NotifyResult
-from tradelog.runtime import configure, flush, get_logger, shutdown
-from tradelog.service import heartbeat, mark_running, mark_stopped, track_task
 
 __version__ = "0.1.0"
 

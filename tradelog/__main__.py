@@ -2,6 +2,6 @@
 
 import sys
 
-from tradelog.cli import main
+from tradelog._cli import main
 
 sys.exit(main())

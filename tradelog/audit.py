@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tradelog.access import ActorLike, resolve_actor, scoped
-from tradelog.db.models import AuditLog
-from tradelog.logs.sanitize import to_jsonable
+from tradelog._access import ActorLike, resolve_actor, scoped
+from tradelog._db.models import AuditLog
+from tradelog._logs.sanitize import to_jsonable
 
 __all__ = ["diff", "list_audit", "record_audit"]
 

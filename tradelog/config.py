@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from tradelog.db.engine import mask_url
+from tradelog._db.engine import mask_url
 from tradelog.exceptions import ConfigurationError
 
 __all__ = ["ENV_PREFIX", "LEVELS", "SMTP_SECURITY_MODES", "Secret", "Settings"]

@@ -9,7 +9,7 @@ The rules (from the schema spec, each period a setting):
   D goes once D is more than the period before today's date in the configured timezone. Files
   with other names are never touched;
 * resolved ``error_logs`` rows ``resolved_errors_retention_days`` (90) after ``resolved_at``;
-  unresolved errors are kept forever (deleted by :func:`tradelog.errors.workflow.purge_resolved`).
+  unresolved errors are kept forever (deleted by :func:`tradelog._errors.workflow.purge_resolved`).
 
 :class:`RetentionPolicy` is pure: it takes ``now`` and answers with cut-offs. :class:`RetentionJob`
 applies it: rows go in bounded batches (``batch_size`` ids, one short transaction each, so a log
@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Engine, delete, func, select
 from sqlalchemy.orm import Session
 
-from tradelog.db.engine import create_tradelog_engine
-from tradelog.db.models import ErrorLog, ServiceLog
-from tradelog.errors.workflow import purge_resolved
+from tradelog._db.engine import create_tradelog_engine
+from tradelog._db.models import ErrorLog, ServiceLog
+from tradelog._errors.workflow import purge_resolved
 
 if TYPE_CHECKING:
     from tradelog.config import Settings

@@ -27,9 +27,9 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from tradelog.access import Actor, ActorLike, resolve_actor
+from tradelog._access import Actor, ActorLike, resolve_actor
+from tradelog._db.models import User, UserTradingConfig
 from tradelog.audit import diff, record_audit
-from tradelog.db.models import User, UserTradingConfig
 from tradelog.exceptions import ConfigurationError, NotFound, PermissionDenied
 
 __all__ = [

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tradelog.db.models import User
+from tradelog._db.models import User
 
 __all__ = ["SYSTEM_USER_EMAIL", "create_user", "ensure_system_user"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tradelog.cli import main
-from tradelog.db import migrate
+from tradelog._cli import main
+from tradelog._db import migrate
 
 
 def test_upgrade_check_current(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

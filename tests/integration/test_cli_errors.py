@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.support.db import MigratedDatabase
-from tradelog.cli import main
-from tradelog.cli._common import CommandError
-from tradelog.cli.errors import parse_when
-from tradelog.db.base import utcnow
-from tradelog.db.models import ErrorLog
-from tradelog.service import ServiceHealth
+from tradelog._cli import main
+from tradelog._cli._common import CommandError
+from tradelog._cli.errors import parse_when
+from tradelog._db.base import utcnow
+from tradelog._db.models import ErrorLog
+from tradelog._service import ServiceHealth
 
 FP = "c" * 64
 
@@ -281,7 +281,7 @@ def test_status_lists_recent_delivery_failures_in_local_time(
     db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Failed deliveries get their own table; outbox times are in the configured timezone."""
-    from tradelog.db.models import Notification, NotificationDelivery
+    from tradelog._db.models import Notification, NotificationDelivery
 
     with db.session() as session:
         note = Notification(
@@ -320,7 +320,7 @@ def test_status_exits_1_when_deliveries_are_overdue(
     db: MigratedDatabase, users: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A delivery due for longer than the unserved timeout makes status exit 1 with a hint."""
-    from tradelog.db.models import Notification, NotificationDelivery
+    from tradelog._db.models import Notification, NotificationDelivery
 
     with db.session() as session:
         note = Notification(

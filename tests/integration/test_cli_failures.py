@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.db import MigratedDatabase, PostgresTemplate
-from tradelog.cli import main
-from tradelog.db.models import ErrorLog
+from tradelog._cli import main
+from tradelog._db.models import ErrorLog
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.db import MigratedDatabase
-from tradelog.cli import main
-from tradelog.db.models import ServiceLog
+from tradelog._cli import main
+from tradelog._db.models import ServiceLog
 
 
 @pytest.fixture

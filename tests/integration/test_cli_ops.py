@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.db import MigratedDatabase
-from tradelog.cli import main
-from tradelog.cli._progress import ProgressBar
-from tradelog.db.models import ErrorLog, ServiceLog
+from tradelog._cli import main
+from tradelog._cli._progress import ProgressBar
+from tradelog._db.models import ErrorLog, ServiceLog
 
 
 def run(db: MigratedDatabase, *argv: str) -> int:

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select, text
 
 from tests.support.db import MigratedDatabase
-from tradelog.access import Actor, require_admin, resolve_actor, scoped
-from tradelog.db.engine import check_connection, create_tradelog_engine, normalize_url
-from tradelog.db.models import ServiceLog, User
+from tradelog._access import Actor, require_admin, resolve_actor, scoped
+from tradelog._db.engine import check_connection, create_tradelog_engine, normalize_url
+from tradelog._db.models import ServiceLog, User
 from tradelog.exceptions import ConfigurationError, NotFound, PermissionDenied, StorageError
 from tradelog.users import SYSTEM_USER_EMAIL, create_user, ensure_system_user
 

@@ -12,10 +12,10 @@ import structlog
 from sqlalchemy import Engine
 
 from tests.support.db import MigratedDatabase
+from tradelog._db.engine import create_tradelog_engine
+from tradelog._errors import capture as capture_module
+from tradelog._errors.capture import ErrorCapture, capture_exception, guard, install_capture
 from tradelog.config import Settings
-from tradelog.db.engine import create_tradelog_engine
-from tradelog.errors import capture as capture_module
-from tradelog.errors.capture import ErrorCapture, capture_exception, guard, install_capture
 from tradelog.users import SYSTEM_USER_EMAIL
 
 
@@ -71,7 +71,7 @@ def test_captured_error_is_written_for_its_user(
     assert status["error_count"] == 2
     assert status["last_error"] == "KeyError: 'ltp'"
     with db.session() as session:
-        from tradelog.db.models import ErrorLog
+        from tradelog._db.models import ErrorLog
 
         row = session.get(ErrorLog, rows[1]["id"])
         assert row is not None
@@ -91,7 +91,7 @@ def test_error_without_a_user_goes_to_the_system_user(
     rows = _errors(db)
     assert [r["user_id"] for r in rows] == [system, system]
     with db.session() as session:
-        from tradelog.db.models import ErrorLog
+        from tradelog._db.models import ErrorLog
 
         ghost = session.get(ErrorLog, rows[1]["id"])
         assert ghost is not None
@@ -133,7 +133,7 @@ def test_log_observer_records_error_events_only(
     assert row["user_id"] == users["alice"]
     assert row["error_message"] == "feed dropped"
     with db.session() as session:
-        from tradelog.db.models import ErrorLog
+        from tradelog._db.models import ErrorLog
 
         stored = session.get(ErrorLog, row["id"])
         assert stored is not None
@@ -422,7 +422,7 @@ def test_locals_are_recorded_only_when_enabled(
     with db.session() as session:
         from sqlalchemy import select
 
-        from tradelog.db.models import ErrorLog
+        from tradelog._db.models import ErrorLog
 
         with_locals, without = session.scalars(select(ErrorLog).order_by(ErrorLog.id)).all()
     innermost = with_locals.context["locals"][-1]

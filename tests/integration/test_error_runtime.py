@@ -12,9 +12,9 @@ import pytest
 
 import tradelog
 from tests.support.db import MigratedDatabase
-from tradelog import runtime
-from tradelog.errors import capture as capture_module
-from tradelog.errors.hooks import SysExceptHook
+from tradelog import _runtime as runtime
+from tradelog._errors import capture as capture_module
+from tradelog._errors.hooks import SysExceptHook
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_logged_exceptions_become_error_rows(
         raise ConnectionError("retrying")
     except ConnectionError:
         log.warning("will retry", exc_info=True)
-    assert tradelog.runtime.flush(10)
+    assert tradelog._runtime.flush(10)
     assert _errors(db) == [
         {"user_id": users["alice"], "error_type": "KeyError", "error_message": "'ltp'"},
         {"user_id": users["alice"], "error_type": "ValueError", "error_message": "qty"},

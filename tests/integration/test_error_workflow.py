@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.support.db import MigratedDatabase
-from tradelog.access import Actor
-from tradelog.db.models import ErrorLog
-from tradelog.errors.workflow import (
+from tradelog._access import Actor
+from tradelog._db.models import ErrorLog
+from tradelog._errors.workflow import (
     error_groups,
     get_error,
     list_errors,

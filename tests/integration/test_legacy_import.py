@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.db import MigratedDatabase
-from tradelog.legacy_import import LegacyImporter
+from tradelog._legacy_import import LegacyImporter
 
 
 def write(path: Path, lines: list[Any]) -> Path:
@@ -90,7 +90,7 @@ def test_import_then_reimport_is_idempotent(
     first = json.loads(first) if isinstance(first, str) else first
     assert first == {"symbol": "TCS", "order_id": "A1"}
     with db.session() as session:
-        from tradelog.db.models import ServiceLog
+        from tradelog._db.models import ServiceLog
 
         stamps = [r.timestamp for r in session.query(ServiceLog).order_by(ServiceLog.id)]
     assert stamps[0] == datetime(2024, 1, 5, 3, 35, tzinfo=UTC)
@@ -170,7 +170,7 @@ def test_other_timezone_for_naive_times(
     write(tmp_path / f"user_{alice}" / "service_20240105.jsonl", [event(5)])
     LegacyImporter(db.engine, naive_timezone="UTC").run(tmp_path)
     with db.session() as session:
-        from tradelog.db.models import ServiceLog
+        from tradelog._db.models import ServiceLog
 
         row = session.query(ServiceLog).one()
     assert row.timestamp == datetime(2024, 1, 5, 9, 5, tzinfo=UTC)

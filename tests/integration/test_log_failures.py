@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 import tradelog
 from tests.support.db import PG_ADMIN_URL, MigratedDatabase
 from tests.support.logs import dead_letters, file_records, running
-from tradelog.logs.spool import Spool
+from tradelog._logs.spool import Spool
 
 
 def _messages(db: MigratedDatabase) -> list[str]:

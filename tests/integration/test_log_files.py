@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tradelog.logs.file_sink import FileSink, file_path, iter_lines
+from tradelog._logs.file_sink import FileSink, file_path, iter_lines
 from tradelog.retention import log_file_date
 
 

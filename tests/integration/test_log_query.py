@@ -13,10 +13,10 @@ import pytest
 import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.logs import running
-from tradelog.access import Actor
-from tradelog.db.models import ServiceLog
+from tradelog._access import Actor
+from tradelog._db.models import ServiceLog
+from tradelog._logs.query import LogEntry, LogFilter, follow_logs, query_logs
 from tradelog.exceptions import PermissionDenied
-from tradelog.logs.query import LogEntry, LogFilter, follow_logs, query_logs
 
 T0 = datetime(2025, 1, 15, 3, 45, tzinfo=UTC)  # 09:15 IST
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import tradelog
 from tests.support.logs import file_records, running
-from tradelog.logs.stdlib import TradelogHandler
+from tradelog._logs.stdlib import TradelogHandler
 
 
 class _Hostile:

@@ -57,7 +57,7 @@ def _log_everything(log_dir: Path, user_id: int) -> None:
     logging.getLogger("broker.std").error(
         "std login", extra={"user_id": user_id, "password": PASSWORD, "api_key": API_KEY}
     )
-    runtime = tradelog.runtime.current()
+    runtime = tradelog._runtime.current()
     assert runtime is not None
     log.info("configured with", settings=runtime.settings)
     log.info("unknown user", user_id=987_654_321, password=PASSWORD)

@@ -20,8 +20,8 @@ from sqlalchemy import text
 import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.logs import file_records, log_files, running, system_records
-from tradelog.logs.stats import read_writer_stats
-from tradelog.runtime import current
+from tradelog._logs.stats import read_writer_stats
+from tradelog._runtime import current
 
 
 def _rows(db: MigratedDatabase, user_id: int | None = None) -> list[dict[str, Any]]:
@@ -94,7 +94,7 @@ def test_timestamps_are_utc_and_files_dated_in_the_configured_zone(
         assert runtime.flush(10)
     after = datetime.now(UTC)
     with db.session() as session:
-        from tradelog.db.models import ServiceLog
+        from tradelog._db.models import ServiceLog
 
         stored = session.query(ServiceLog).one().timestamp
     assert stored.tzinfo is not None

@@ -19,19 +19,19 @@ from tests.support.fake_bot_api import (
     unauthorized,
 )
 from tests.support.smtp_server import SmtpServer
+from tradelog._notify import outbox
+from tradelog._notify.channels.base import OutgoingMessage, RecipientBlocked
+from tradelog._notify.channels.email import EmailChannel
+from tradelog._notify.channels.telegram import TelegramChannel, bot_id
+from tradelog._notify.dispatch import dispatch
+from tradelog._notify.preferences import update_preferences
+from tradelog._notify.worker import RetryPolicy
 from tradelog.config import Settings
 from tradelog.exceptions import (
     ConfigurationError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from tradelog.notify import outbox
-from tradelog.notify.channels.base import OutgoingMessage, RecipientBlocked
-from tradelog.notify.channels.email import EmailChannel
-from tradelog.notify.channels.telegram import TelegramChannel, bot_id
-from tradelog.notify.dispatch import dispatch
-from tradelog.notify.preferences import update_preferences
-from tradelog.notify.worker import RetryPolicy
 
 IST = ZoneInfo("Asia/Kolkata")
 

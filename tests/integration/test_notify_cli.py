@@ -17,7 +17,7 @@ import pytest
 from tests.support.db import MigratedDatabase
 from tests.support.fake_bot_api import FakeBotApi, forbidden
 from tests.support.smtp_server import SmtpServer
-from tradelog.cli import main
+from tradelog._cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 

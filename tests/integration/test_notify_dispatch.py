@@ -14,12 +14,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from tests.support.db import MigratedDatabase
-from tradelog.db.models import Notification, NotificationDelivery
+from tradelog._db.models import Notification, NotificationDelivery
+from tradelog._notify import api
+from tradelog._notify import worker as worker_module
+from tradelog._notify.dispatch import NotifyResult, dispatch
+from tradelog._notify.preferences import update_preferences
 from tradelog.exceptions import NotFound
-from tradelog.notify import api
-from tradelog.notify import worker as worker_module
-from tradelog.notify.dispatch import NotifyResult, dispatch
-from tradelog.notify.preferences import update_preferences
 
 
 def configure(db: MigratedDatabase, user_id: int, **changes: object) -> None:

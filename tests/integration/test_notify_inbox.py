@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.db import MigratedDatabase
-from tradelog.access import Actor
+from tradelog._access import Actor
+from tradelog._notify.dispatch import dispatch
+from tradelog._notify.inbox import list_notifications, mark_all_read, mark_read, unread_count
 from tradelog.exceptions import NotFound, PermissionDenied
-from tradelog.notify.dispatch import dispatch
-from tradelog.notify.inbox import list_notifications, mark_all_read, mark_read, unread_count
 
 BASE = datetime(2026, 5, 14, 3, 45, tzinfo=UTC)
 

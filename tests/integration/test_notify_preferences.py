@@ -9,15 +9,15 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.db import MigratedDatabase
-from tradelog.access import Actor
-from tradelog.db.models import AuditLog, UserNotificationPreferences
-from tradelog.exceptions import NotFound, PermissionDenied
-from tradelog.notify.preferences import (
+from tradelog._access import Actor
+from tradelog._db.models import AuditLog, UserNotificationPreferences
+from tradelog._notify.preferences import (
     get_preferences,
     preferences_dict,
     snapshot,
     update_preferences,
 )
+from tradelog.exceptions import NotFound, PermissionDenied
 
 
 def test_get_creates_spec_defaults(db: MigratedDatabase, users: dict[str, int]) -> None:

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from tests.support.db import MigratedDatabase
-from tradelog.notify.channels.base import Throttled
-from tradelog.notify.ratelimit import DbRateLimiter, RateLimits
+from tradelog._notify.channels.base import Throttled
+from tradelog._notify.ratelimit import DbRateLimiter, RateLimits
 
 
 def test_bot_slots_are_spaced(db: MigratedDatabase) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.fake_bot_api import FakeBotApi
-from tradelog.notify.preferences import update_preferences
+from tradelog._notify.preferences import update_preferences
 
 
 def test_configured_worker_delivers_and_stops(

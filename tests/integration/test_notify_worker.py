@@ -21,16 +21,16 @@ from tests.support.fake_bot_api import (
     server_error,
 )
 from tests.support.smtp_server import SmtpServer
+from tradelog._db.models import Notification, NotificationDelivery
+from tradelog._notify import outbox
+from tradelog._notify.channels.base import Channel
+from tradelog._notify.channels.email import EmailChannel
+from tradelog._notify.channels.telegram import TelegramChannel, bot_id
+from tradelog._notify.dispatch import dispatch
+from tradelog._notify.preferences import update_preferences
+from tradelog._notify.ratelimit import DbRateLimiter, RateLimits
+from tradelog._notify.worker import DeliveryWorker, RetryPolicy
 from tradelog.config import Settings
-from tradelog.db.models import Notification, NotificationDelivery
-from tradelog.notify import outbox
-from tradelog.notify.channels.base import Channel
-from tradelog.notify.channels.email import EmailChannel
-from tradelog.notify.channels.telegram import TelegramChannel, bot_id
-from tradelog.notify.dispatch import dispatch
-from tradelog.notify.preferences import update_preferences
-from tradelog.notify.ratelimit import DbRateLimiter, RateLimits
-from tradelog.notify.worker import DeliveryWorker, RetryPolicy
 
 CHAT = "4242"
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
@@ -435,7 +435,7 @@ def test_background_thread_wakes_on_notify(
     db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A started worker delivers a committed notify() promptly and stops cleanly."""
-    from tradelog.notify import api
+    from tradelog._notify import api
 
     monkeypatch.setenv("TRADELOG_DATABASE_URL", db.url)
     w = worker(db, {"telegram": telegram(bot_api, db)}, poll_interval=30.0)

@@ -41,10 +41,10 @@ def test_core_works_without_extras(tmp_path: Path) -> None:
     """import tradelog, configure, log, notify in-app and the CLI parser need no extra."""
     result = _run(
         f"""
-        import tradelog, tradelog.cli, tradelog.notify.api
-        from tradelog.db import migrate
+        import tradelog, tradelog._cli, tradelog._notify.api
+        from tradelog._db import migrate
         from tradelog.users import create_user
-        from tradelog.db.engine import create_tradelog_engine, session_factory
+        from tradelog._db.engine import create_tradelog_engine, session_factory
         url = "sqlite:///{tmp_path / "x.db"}"
         migrate.upgrade(url)
         engine = create_tradelog_engine(url)
@@ -56,7 +56,7 @@ def test_core_works_without_extras(tmp_path: Path) -> None:
         result = tradelog.notify(uid, "trading", "info", "t", "m")
         assert tradelog.flush(10)
         tradelog.shutdown()
-        tradelog.cli.build_parser()
+        tradelog._cli.build_parser()
         for name in ("telegram", "aiosmtplib", "psycopg"):
             assert name not in sys.modules, name
         print("ok", result)
@@ -72,9 +72,9 @@ def test_missing_driver_and_channels_name_their_extra(tmp_path: Path) -> None:
     result = _run(
         """
         from tradelog.exceptions import MissingExtraError
-        from tradelog.db.engine import create_tradelog_engine
-        from tradelog.notify.channels.telegram import TelegramChannel
-        from tradelog.notify.channels.email import EmailChannel
+        from tradelog._db.engine import create_tradelog_engine
+        from tradelog._notify.channels.telegram import TelegramChannel
+        from tradelog._notify.channels.email import EmailChannel
         attempts = {
             "postgres": lambda: create_tradelog_engine("postgresql://u@127.0.0.1/x"),
             "telegram": lambda: TelegramChannel("1:x", api_url="http://127.0.0.1:9"),

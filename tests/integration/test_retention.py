@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.db import MigratedDatabase
+from tradelog._db.models import ErrorLog, ServiceLog
 from tradelog.config import Settings
-from tradelog.db.models import ErrorLog, ServiceLog
 from tradelog.retention import (
     DailyRetention,
     RetentionJob,
@@ -252,7 +252,7 @@ def test_daily_thread_runs_at_the_daily_time(
 
 def test_failed_run_is_counted_not_raised(tmp_path: Path) -> None:
     """A database that cannot be reached makes a failed pass, not an exception."""
-    from tradelog.db.engine import create_tradelog_engine
+    from tradelog._db.engine import create_tradelog_engine
 
     engine = create_tradelog_engine(f"sqlite:///{tmp_path}/missing-dir/x.db")
     daily = DailyRetention(RetentionJob(engine, tmp_path))

@@ -17,9 +17,9 @@ from sqlalchemy import text
 import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.logs import file_records, running
+from tradelog._logs.stats import prune_writer_stats, read_writer_stats, stats_path
+from tradelog._runtime import current
 from tradelog.config import Settings
-from tradelog.logs.stats import prune_writer_stats, read_writer_stats, stats_path
-from tradelog.runtime import current
 
 
 def test_configure_from_a_settings_object(db_url: str, tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_a_directly_forked_child_writes_its_own_events(
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                child = tradelog.runtime.current()
+                child = tradelog._runtime.current()
                 assert child is runtime
                 log.info("from the child")
                 code = 0 if tradelog.shutdown(10) else 3

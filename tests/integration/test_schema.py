@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from tests.support.db import MigratedDatabase
-from tradelog.db.models import (
+from tradelog._db.models import (
     Activity,
     MLModel,
     MLTrainingJob,

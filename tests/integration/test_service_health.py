@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from tests.support.db import MigratedDatabase
-from tradelog.config import Settings
-from tradelog.errors.capture import ErrorCapture
-from tradelog.service import (
+from tradelog._errors.capture import ErrorCapture
+from tradelog._service import (
     ServiceHealth,
     TaskSkipped,
     current_task,
@@ -23,6 +22,7 @@ from tradelog.service import (
     stale_services,
     track_task,
 )
+from tradelog.config import Settings
 
 T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 
@@ -56,7 +56,7 @@ def test_running_heartbeat_and_stopped(
     assert health.mark_running(alice, now=T0)
     assert health.heartbeat(alice, now=T0 + timedelta(minutes=1))
     with db.session() as session:
-        from tradelog.db.models import ServiceStatus
+        from tradelog._db.models import ServiceStatus
 
         row = session.query(ServiceStatus).filter_by(user_id=alice).one()
         assert row.service_running
@@ -141,7 +141,7 @@ def test_track_task_success_with_details(
     assert row["task_name"] == "sell_monitor"
     assert 0 <= row["duration_seconds"] < 5
     with db.session() as session:
-        from tradelog.db.models import ServiceTaskExecution
+        from tradelog._db.models import ServiceTaskExecution
 
         stored = session.query(ServiceTaskExecution).one()
         assert stored.details == {"orders": 3, "broker_token": "[REDACTED]"}
@@ -249,8 +249,8 @@ def test_module_functions_use_the_active_capture(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
     """``heartbeat``/``mark_running``/``mark_stopped``/``track_task`` without explicit objects."""
-    from tradelog import service
-    from tradelog.errors.capture import install_capture
+    from tradelog import _service as service
+    from tradelog._errors.capture import install_capture
 
     settings = Settings(database_url=db.url, log_dir=tmp_path / "logs", console=False)
     installation = install_capture(ErrorCapture(settings, db.engine, notifier=None), hooks=False)
@@ -270,7 +270,7 @@ def test_module_functions_fall_back_to_the_environment(
     db: MigratedDatabase, users: dict[str, int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Without ``configure()`` the ``TRADELOG_*`` settings are used; a bad one returns False."""
-    from tradelog import service
+    from tradelog import _service as service
 
     monkeypatch.setenv("TRADELOG_DATABASE_URL", db.url)
     monkeypatch.setenv("TRADELOG_LOG_DIR", str(tmp_path / "logs"))

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.support.db import MigratedDatabase
-from tradelog.access import Actor
+from tradelog._access import Actor
 from tradelog.audit import list_audit
 from tradelog.exceptions import ConfigurationError, NotFound, PermissionDenied
 from tradelog.trading_config import as_dict, get_config, update_config

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import inspect
 
 from tests.support.db import PostgresTemplate
-from tradelog.db import migrate
-from tradelog.db.engine import create_tradelog_engine
+from tradelog._db import migrate
+from tradelog._db.engine import create_tradelog_engine
 
 REPO = Path(__file__).resolve().parents[2]
 PHASE1_TABLES = {

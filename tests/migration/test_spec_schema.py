@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, Integer, String, Time, inspect
 
-from tradelog.db.base import Base
-from tradelog.db.engine import create_tradelog_engine
+from tradelog._db.base import Base
+from tradelog._db.engine import create_tradelog_engine
 
 # kind: int | float | bool | str(N) | time | json | ts
 # default: None (no default), a value, or NOW (a server default of the current time)

@@ -9,7 +9,7 @@ import venv
 import zipfile
 from pathlib import Path
 
-from tradelog.db import migrate
+from tradelog._db import migrate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,7 @@ def test_wheel_install_can_migrate(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     where = subprocess.run(
-        [str(python), "-I", "-c", "import tradelog.db.migrate as m; print(m.script_location())"],
+        [str(python), "-I", "-c", "import tradelog._db.migrate as m; print(m.script_location())"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

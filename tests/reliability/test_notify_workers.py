@@ -16,8 +16,8 @@ import pytest
 
 from tests.support.db import MigratedDatabase
 from tests.support.fake_bot_api import FakeBotApi
-from tradelog.notify.dispatch import dispatch
-from tradelog.notify.preferences import update_preferences
+from tradelog._notify.dispatch import dispatch
+from tradelog._notify.preferences import update_preferences
 from tradelog.users import create_user
 
 REPO = Path(__file__).resolve().parents[2]

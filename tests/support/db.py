@@ -14,8 +14,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from tradelog.db import migrate
-from tradelog.db.engine import create_tradelog_engine
+from tradelog._db import migrate
+from tradelog._db.engine import create_tradelog_engine
 
 PG_ADMIN_URL = os.environ.get(
     "TRADELOG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

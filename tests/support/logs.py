@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import tradelog
-from tradelog.logs.file_sink import iter_lines
-from tradelog.runtime import Runtime
+from tradelog._logs.file_sink import iter_lines
+from tradelog._runtime import Runtime
 
 
 @contextmanager

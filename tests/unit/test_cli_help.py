@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tradelog.cli import build_parser
+from tradelog._cli import build_parser
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

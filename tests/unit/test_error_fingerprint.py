@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tradelog.errors.fingerprint import (
+from tradelog._errors.fingerprint import (
     exception_chain,
     fingerprint,
     frame_signature,

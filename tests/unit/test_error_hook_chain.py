@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tradelog.errors.hooks import (
+from tradelog._errors.hooks import (
     InstalledHooks,
     LoopExceptionHandler,
     SysExceptHook,

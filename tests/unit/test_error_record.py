@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tradelog.errors.record import (
+from tradelog._errors.record import (
     LAST_ERROR_LENGTH,
     MESSAGE_LENGTH,
     TRACEBACK_LENGTH,
@@ -17,7 +17,7 @@ from tradelog.errors.record import (
     truncate_message,
     truncate_traceback,
 )
-from tradelog.logs.redact import Redactor
+from tradelog._logs.redact import Redactor
 
 NOW = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 REDACTOR = Redactor()

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tradelog.errors.record import ErrorRecord
-from tradelog.errors.spill import PREFIX, SpillFiles, record_from_json, record_to_json
+from tradelog._errors.record import ErrorRecord
+from tradelog._errors.spill import PREFIX, SpillFiles, record_from_json, record_to_json
 
 T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tradelog._legacy_import import LineError, discover, parse_line
+from tradelog._logs.redact import Redactor
 from tradelog.exceptions import NotFound
-from tradelog.legacy_import import LineError, discover, parse_line
-from tradelog.logs.redact import Redactor
 
 IST = ZoneInfo("Asia/Kolkata")
 REDACTOR = Redactor()

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tradelog.logs.levels import level_name, level_number, levels_from
+from tradelog._logs.levels import level_name, level_number, levels_from
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tradelog.logs.query import Cursor, parse_moment
+from tradelog._logs.query import Cursor, parse_moment
 
 IST = ZoneInfo("Asia/Kolkata")
 NOW = datetime(2025, 1, 15, 4, 0, tzinfo=UTC)  # 09:30 IST

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tradelog.logs.redact import Redactor
-from tradelog.logs.rows import MESSAGE_MAX, MODULE_MAX, Prepared, RowBuilder
+from tradelog._logs.redact import Redactor
+from tradelog._logs.rows import MESSAGE_MAX, MODULE_MAX, Prepared, RowBuilder
 
 # 2025-01-15 18:45:00.25 UTC is 2025-01-16 00:15 in Asia/Kolkata.
 T = datetime(2025, 1, 15, 18, 45, 0, 250000, tzinfo=UTC).timestamp()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tradelog.logs.rows import DbRow
-from tradelog.logs.spool import Spool, adopt_orphans
+from tradelog._logs.rows import DbRow
+from tradelog._logs.spool import Spool, adopt_orphans
 
 
 def _rows(*names: str) -> list[DbRow]:

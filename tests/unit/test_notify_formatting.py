@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradelog.notify.formatting import (
+from tradelog._notify.formatting import (
     LEVEL_MARKERS,
     SUBJECT_LIMIT,
     TELEGRAM_LIMIT,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradelog.notify.policy import (
+from tradelog._notify.policy import (
     CHANNELS,
     LEVELS,
     NOTIFICATION_TYPES,

@@ -15,14 +15,14 @@ import structlog
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tradelog.logs.redact import (
+from tradelog._logs.redact import (
     CYCLE_MARKER,
     DEFAULT_MASK,
     Redactor,
     RedactProcessor,
     redact_text,
 )
-from tradelog.logs.sanitize import to_jsonable
+from tradelog._logs.sanitize import to_jsonable
 
 MASK = DEFAULT_MASK
 BOT_TOKEN = "123456789:AAEhBOweik6ad9r_QXMENQjcrGbqCr4K-ab"

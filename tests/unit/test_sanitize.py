@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tradelog.logs.sanitize import (
+from tradelog._logs.sanitize import (
     CYCLE_MARKER,
     DEPTH_MARKER,
     TRUNCATED_KEY,

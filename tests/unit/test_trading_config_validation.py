@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tradelog.db.models import UserTradingConfig
+from tradelog._db.models import UserTradingConfig
 from tradelog.exceptions import ConfigurationError
 from tradelog.trading_config import FIELDS, parse_value, validate_changes
 

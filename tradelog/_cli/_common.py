@@ -1,0 +1,142 @@
+"""What every command shares: global options, settings, engines and output (tables or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, TextIO
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from tradelog._db.engine import check_connection, create_tradelog_engine, session_factory
+from tradelog.config import Settings
+
+__all__ = [
+    "CommandError",
+    "Context",
+    "add_global_options",
+    "emit",
+    "positive_float",
+    "positive_int",
+    "print_table",
+]
+
+Handler = Callable[[argparse.Namespace, "Context"], int | None]
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed on one line, process exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number above 0 (seconds, for example)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Options every command accepts."""
+    parser.add_argument(
+        "--database-url",
+        help="database URL (beats TRADELOG_DATABASE_URL; default sqlite:///tradelog.db)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+@dataclass
+class Context:
+    """Settings and lazily opened database handles for one command run."""
+
+    settings: Settings
+    json: bool = False
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Context:
+        overrides: dict[str, Any] = {}
+        if getattr(args, "database_url", None):
+            overrides["database_url"] = args.database_url
+        return cls(Settings.from_env(**overrides), json=bool(getattr(args, "json", False)))
+
+    @cached_property
+    def engine(self) -> Engine:
+        engine = create_tradelog_engine(self.settings.database_url)
+        check_connection(engine)
+        return engine
+
+    def session(self) -> Session:
+        return session_factory(self.engine)()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def emit(
+    context: Context, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None
+) -> None:
+    """Print ``rows`` as a table (or JSON lines-free array with ``--json``)."""
+    if context.json:
+        json.dump(
+            [{k: _plain(v) for k, v in row.items()} for row in rows], context.out, default=str
+        )
+        context.out.write("\n")
+        return
+    print_table(rows, columns, context.out)
+
+
+def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None, out: TextIO) -> None:
+    """Render ``rows`` as an aligned text table."""
+    rows = list(rows)
+    if not rows:
+        out.write("(no rows)\n")
+        return
+    cols = list(columns or rows[0].keys())
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    out.write(
+        "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip() + "\n"
+    )
+    for r in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S%z")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= 80 else text[:79] + "…"

@@ -1,0 +1,174 @@
+"""``tradelog status``: service health, the notification outbox and the log writers at a glance.
+
+* services: one line per user with a ``service_status`` row: running / stale / stopped, last
+  heartbeat, last task, error count and last error. A service is stale when it is marked
+  running and sent no heartbeat for ``--threshold`` seconds (default
+  ``TRADELOG_STALE_HEARTBEAT_SECONDS``).
+* outbox: pending, due, deferred, failed deliveries (admins only).
+* log writers: the counters each process's background log writer last saved.
+
+Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale
+or deliveries are overdue (due for a long time with no worker sending them), so the command can
+drive an alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tradelog._access import resolve_actor
+from tradelog._cli._common import Context, positive_float, print_table
+from tradelog._db.base import utcnow
+from tradelog._service import service_overview
+from tradelog.users import ensure_system_user
+
+__all__ = ["register"]
+
+NOT_AVAILABLE = "n/a"
+_WRITER_COLUMNS = (
+    "pid",
+    "host",
+    "alive",
+    "updated_at",
+    "enqueued",
+    "written",
+    "spooled",
+    "dropped",
+    "queue_depth",
+    "database",
+    "last_error",
+)
+"""Writer counters shown in the table (``--json`` prints all of them)."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``status`` command."""
+    parser = subparsers.add_parser(
+        "status",
+        help=(
+            "service health, notification outbox and log writers "
+            "(exit 1 if a service is stale or deliveries are overdue)"
+        ),
+    )
+    parser.add_argument(
+        "--as",
+        dest="actor",
+        type=int,
+        metavar="USER_ID",
+        help="act as this user (default: the system administrator account)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=positive_float,
+        help="seconds without a heartbeat before a running service is stale",
+    )
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    parser.set_defaults(handler=_status)
+
+
+def _optional(module: str, name: str) -> Callable[..., Any] | None:
+    try:
+        found: Callable[..., Any] | None = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return found
+
+
+def _local_stamp(value: Any, zone: ZoneInfo) -> Any:
+    """An ISO 8601 UTC time (writer files, outbox summary) in the configured timezone."""
+    try:
+        stamp = datetime.fromisoformat(str(value))
+    except ValueError:
+        return value
+    return stamp.astimezone(zone) if stamp.tzinfo is not None else value
+
+
+def _status(args: argparse.Namespace, context: Context) -> int:
+    settings = context.settings
+    threshold = args.threshold if args.threshold is not None else settings.stale_heartbeat_seconds
+    now = utcnow()
+    with context.session() as session:
+        actor = resolve_actor(
+            session, args.actor if args.actor is not None else ensure_system_user(session)
+        )
+        services = service_overview(session, actor, now, threshold)
+        outbox: Any = NOT_AVAILABLE
+        summary = _optional("tradelog._notify.outbox", "backlog_summary")
+        if summary is not None:
+            outbox = (
+                summary(session, now=now, overdue_after=settings.unserved_delivery_timeout or 900.0)
+                if actor.is_admin
+                else "n/a (admins only)"
+            )
+        session.commit()
+    writers: Any = NOT_AVAILABLE
+    read_stats = _optional("tradelog._logs.stats", "read_writer_stats")
+    if read_stats is not None:
+        try:
+            writers = list(read_stats(settings.log_dir))
+        except OSError as exc:
+            writers = f"n/a ({exc.strerror or exc})"
+    zone = settings.zone
+    for row in services:
+        for key in ("last_heartbeat", "last_task"):
+            if isinstance(row[key], datetime):
+                row[key] = row[key].astimezone(zone)
+    if isinstance(writers, list):
+        for writer in writers:
+            for key in ("started_at", "updated_at"):
+                writer[key] = _local_stamp(writer.get(key), zone)
+    if isinstance(outbox, dict):
+        outbox["oldest_due_at"] = _local_stamp(outbox.get("oldest_due_at"), zone)
+        for failure in outbox.get("recent_failures") or []:
+            failure["at"] = _local_stamp(failure.get("at"), zone)
+    stale = sum(1 for row in services if row["state"] == "stale")
+    overdue = int(outbox.get("overdue") or 0) if isinstance(outbox, dict) else 0
+    code = 1 if stale or overdue else 0
+    if context.json:
+        json.dump(
+            {
+                "services": services,
+                "stale": stale,
+                "threshold_seconds": threshold,
+                "outbox": outbox,
+                "writers": writers,
+            },
+            context.out,
+            default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
+        )
+        context.out.write("\n")
+        return code
+    out = context.out
+    out.write(f"services ({stale} stale, threshold {threshold:g}s)\n")
+    print_table(services, None, out)
+    out.write("\noutbox\n")
+    if isinstance(outbox, dict):
+        failures = outbox.get("recent_failures") or []
+        metrics = [
+            {"metric": key, "value": value}
+            for key, value in outbox.items()
+            if key != "recent_failures"
+        ]
+        print_table(metrics, None, out)
+        if failures:
+            out.write("\nrecent delivery failures\n")
+            print_table(failures, None, out)
+    else:
+        out.write(f"{outbox}\n")
+    out.write("\nlog writers\n")
+    if isinstance(writers, list):
+        shown = [c for c in _WRITER_COLUMNS if any(c in w for w in writers)] or None
+        print_table(writers, shown, out)
+    else:
+        out.write(f"{writers}\n")
+    if overdue:
+        out.write(
+            f"\n{overdue} deliveries overdue: is a worker running with that channel configured?\n"
+        )
+    return code

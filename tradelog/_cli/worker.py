@@ -1,0 +1,84 @@
+"""``tradelog worker``: deliver outbox notifications until stopped (or once with ``--once``).
+
+Channels come from the environment: Telegram needs ``TRADELOG_TELEGRAM_BOT_TOKEN``, email
+``TRADELOG_SMTP_HOST`` and friends. With neither the command refuses to start (exit 2). A
+worker sends only what it is configured for; deliveries on a channel no worker sends fail with
+the reason once due for ``TRADELOG_UNSERVED_DELIVERY_TIMEOUT`` seconds (default 900).
+Run as many workers as you like against PostgreSQL; SIGTERM or Ctrl-C stops claiming, lets
+deliveries in flight finish and hands the rest back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from tradelog._cli._common import Context, emit, positive_float, positive_int
+from tradelog._notify.worker import DeliveryWorker
+from tradelog.exceptions import ConfigurationError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``worker`` command."""
+    parser = subparsers.add_parser("worker", help="deliver queued Telegram and email notifications")
+    parser.add_argument(
+        "--once", action="store_true", help="deliver what is due now, print counts and exit"
+    )
+    parser.add_argument("--concurrency", type=positive_int, help="deliveries in flight (default 8)")
+    parser.add_argument("--poll-interval", type=positive_float, help="seconds between outbox polls")
+    parser.add_argument(
+        "--lease", type=positive_float, default=120.0, help="claim lease in seconds"
+    )
+    parser.add_argument("--name", help="worker name recorded on claimed deliveries")
+    parser.set_defaults(handler=_worker)
+
+
+def _log_to_stderr() -> None:
+    notify_logger = logging.getLogger("tradelog.notify")
+    if not notify_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        notify_logger.addHandler(handler)
+        notify_logger.setLevel(logging.INFO)
+
+
+async def _run_forever(worker: DeliveryWorker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stop, 0)
+    await worker.run()
+
+
+def _worker(args: argparse.Namespace, context: Context) -> int:
+    _log_to_stderr()
+    worker = DeliveryWorker(
+        context.engine,
+        context.settings,
+        name=args.name,
+        concurrency=args.concurrency,
+        poll_interval=args.poll_interval,
+        lease=args.lease,
+    )
+    if not worker.channels:
+        raise ConfigurationError(
+            "nothing to deliver: set TRADELOG_TELEGRAM_BOT_TOKEN (Telegram) and/or "
+            "TRADELOG_SMTP_HOST (email)",
+            variable="TRADELOG_TELEGRAM_BOT_TOKEN",
+        )
+    if args.once:
+        asyncio.run(worker.run_once())
+    else:
+        logging.getLogger("tradelog.notify").info(
+            "delivery worker %s started (channels: %s)",
+            worker.name,
+            ", ".join(sorted(worker.channels)) or "none",
+        )
+        asyncio.run(_run_forever(worker))
+    emit(context, [{"worker": worker.name, **worker.stats}])
+    return 0

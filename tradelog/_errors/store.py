@@ -1,0 +1,115 @@
+"""Writing captured errors: ``error_logs`` rows and the owners' ``service_status`` counters.
+
+One batch is one transaction: the rows are inserted, and every user in the batch gets one
+``service_status`` upsert that adds the batch's count to ``error_count`` and sets ``last_error``
+to their latest error. Errors without a user (or naming a user id that does not exist) are
+kept under the system user (:func:`tradelog.users.ensure_system_user`); an unknown id is kept
+in ``context["unknown_user_id"]``. The ``error`` notifications are sent after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+
+from tradelog._db.models import ErrorLog, User
+from tradelog._errors.record import ErrorRecord
+from tradelog._service import STATEMENT_TIMEOUT_MS, upsert_status
+from tradelog.users import ensure_system_user
+
+__all__ = ["ErrorStore", "Notifier", "Written"]
+
+_log: Final = logging.getLogger("tradelog.errors")
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A record as stored: its row id and the user that owns it."""
+
+    record: ErrorRecord
+    error_id: int
+    user_id: int
+    system: bool
+
+
+Notifier = Callable[[Engine, Sequence[Written]], None]
+"""Called with the stored rows after their transaction committed (see ``alerts``)."""
+
+
+class ErrorStore:
+    """Inserts error records with ``engine`` and hands the stored rows to ``notifier``."""
+
+    def __init__(self, engine: Engine, *, notifier: Notifier | None = None) -> None:
+        self.engine = engine
+        self.notifier = notifier
+        self._system_user: int | None = None
+
+    def reset(self) -> None:
+        """Forget cached ids (after a fork, or when the database may have been replaced)."""
+        self._system_user = None
+
+    def write(self, records: Sequence[ErrorRecord]) -> list[Written]:
+        """Store ``records`` in one transaction; raises on database errors (the caller retries)."""
+        if not records:
+            return []
+        written: list[Written] = []
+        system_user = self._system_user
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+            wanted = {r.user_id for r in records if r.user_id is not None}
+            known = (
+                set(session.scalars(select(User.id).where(User.id.in_(wanted))))
+                if wanted
+                else set()
+            )
+            rows: list[tuple[ErrorRecord, ErrorLog, bool]] = []
+            for record in records:
+                context = record.context
+                if record.user_id is not None and record.user_id in known:
+                    owner, system = record.user_id, False
+                else:
+                    if system_user is None:
+                        system_user = ensure_system_user(session)
+                    owner, system = system_user, True
+                    if record.user_id is not None:
+                        context = {**(context or {}), "unknown_user_id": record.user_id}
+                row = ErrorLog(
+                    user_id=owner,
+                    error_type=record.error_type,
+                    error_message=record.error_message,
+                    traceback=record.traceback,
+                    context=context,
+                    occurred_at=record.occurred_at,
+                    fingerprint=record.fingerprint,
+                )
+                rows.append((record, row, system))
+            session.add_all([row for _, row, _ in rows])
+            session.flush()
+            latest: dict[int, tuple[int, ErrorRecord]] = {}
+            for record, row, _ in rows:
+                count, newest = latest.get(row.user_id, (0, record))
+                if record.occurred_at >= newest.occurred_at:
+                    newest = record
+                latest[row.user_id] = (count + 1, newest)
+            for owner, (count, newest) in sorted(latest.items()):
+                upsert_status(
+                    session,
+                    owner,
+                    now=newest.occurred_at,
+                    errors=count,
+                    last_error=newest.last_error,
+                )
+            written = [Written(record, row.id, row.user_id, system) for record, row, system in rows]
+        self._system_user = system_user  # only remembered once the transaction committed
+        if self.notifier is not None:
+            try:
+                self.notifier(self.engine, written)
+            except Exception as exc:
+                _log.warning("tradelog could not send error notifications: %s", exc)
+        return written

@@ -1,0 +1,344 @@
+"""Reading and resolving captured errors; every read is scoped to the acting user.
+
+A user sees their own errors, an admin sees everyone's (:mod:`tradelog._access`). Resolving is
+for admins only and is audited; resolving an error that is already resolved raises
+:class:`~tradelog.exceptions.ConflictError` instead of silently overwriting who resolved it and
+why. Retention: unresolved errors are kept forever; resolved ones are deleted
+``days`` (90) after ``resolved_at`` by :func:`purge_resolved`.
+
+Functions that change rows add them to the caller's session and flush; the caller commits
+(except :func:`purge_resolved`, which commits each batch).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Final
+
+from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from tradelog._access import ActorLike, require_admin, resolve_actor, scoped
+from tradelog._db.base import utcnow
+from tradelog._db.models import ErrorLog
+from tradelog.audit import record_audit
+from tradelog.exceptions import ConflictError, NotFound
+
+__all__ = [
+    "ErrorGroup",
+    "ErrorPage",
+    "error_groups",
+    "expand_fingerprint",
+    "get_error",
+    "list_errors",
+    "purge_resolved",
+    "resolve",
+    "resolved_cutoff",
+]
+
+MAX_LIMIT: Final = 1000
+NOTES_LENGTH: Final = 512
+FINGERPRINT_LENGTH: Final = 64
+MIN_FINGERPRINT_PREFIX: Final = 6
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+@dataclass(frozen=True)
+class ErrorPage:
+    """One page of errors, newest first; pass ``next_cursor`` back for the next page."""
+
+    items: list[ErrorLog]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ErrorGroup:
+    """All visible occurrences of one fingerprint."""
+
+    fingerprint: str | None
+    error_type: str
+    count: int
+    users: int
+    unresolved: int
+    first_seen: datetime
+    last_seen: datetime
+    sample_message: str
+
+
+def _encode_cursor(row: ErrorLog) -> str:
+    raw = f"{row.occurred_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, ident = raw.rsplit("|", 1)
+        at = datetime.fromisoformat(stamp)
+        if at.tzinfo is None:
+            raise ValueError("naive")
+        return at, int(ident)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise ValueError(f"invalid cursor {cursor!r}") from None
+
+
+def _filters(
+    *,
+    resolved: bool | None,
+    error_type: str | None,
+    fingerprint: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[Any]:
+    clauses: list[Any] = []
+    if resolved is not None:
+        clauses.append(ErrorLog.resolved.is_(resolved))
+    if error_type is not None:
+        clauses.append(ErrorLog.error_type == error_type)
+    if fingerprint is not None:
+        clauses.append(ErrorLog.fingerprint == fingerprint)
+    if since is not None:
+        clauses.append(ErrorLog.occurred_at >= since)
+    if until is not None:
+        clauses.append(ErrorLog.occurred_at < until)
+    return clauses
+
+
+def list_errors(
+    session: Session,
+    actor: ActorLike,
+    *,
+    user_id: int | None = None,
+    resolved: bool | None = None,
+    error_type: str | None = None,
+    fingerprint: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> ErrorPage:
+    """Errors visible to ``actor``, newest first, filtered; ``since`` inclusive, ``until``
+    exclusive. Raises ``ValueError`` for a malformed ``cursor``."""
+    who = resolve_actor(session, actor)
+    size = max(1, min(int(limit), MAX_LIMIT))
+    query: Any = scoped(select(ErrorLog), ErrorLog.user_id, who, user_id)
+    clauses = _filters(
+        resolved=resolved,
+        error_type=error_type,
+        fingerprint=fingerprint,
+        since=since,
+        until=until,
+    )
+    if cursor is not None:
+        at, ident = _decode_cursor(cursor)
+        clauses.append(
+            or_(ErrorLog.occurred_at < at, and_(ErrorLog.occurred_at == at, ErrorLog.id < ident))
+        )
+    query = query.where(*clauses).order_by(ErrorLog.occurred_at.desc(), ErrorLog.id.desc())
+    rows = list(session.scalars(query.limit(size + 1)))
+    more = len(rows) > size
+    rows = rows[:size]
+    return ErrorPage(rows, _encode_cursor(rows[-1]) if more and rows else None)
+
+
+def get_error(session: Session, actor: ActorLike, error_id: int) -> ErrorLog:
+    """One error by id; :class:`NotFound` when it does not exist or is not ``actor``'s."""
+    who = resolve_actor(session, actor)
+    query: Any = scoped(select(ErrorLog), ErrorLog.user_id, who)
+    row = session.scalars(query.where(ErrorLog.id == error_id)).first()
+    if row is None:
+        raise NotFound(f"no error with id {error_id}")
+    return row  # type: ignore[no-any-return]
+
+
+def expand_fingerprint(session: Session, actor: ActorLike, prefix: str) -> str:
+    """The full fingerprint that ``prefix`` (at least 6 hex digits, as the tables show 12)
+    starts, among the errors ``actor`` may see.
+
+    ``ValueError`` for text that cannot be a fingerprint or a prefix shared by several;
+    :class:`NotFound` when no visible error has it.
+    """
+    text = prefix.strip().lower()
+    if not _HEX.match(text) or len(text) > FINGERPRINT_LENGTH:
+        raise ValueError(f"a fingerprint is up to 64 hexadecimal digits, got {prefix!r}")
+    if len(text) == FINGERPRINT_LENGTH:
+        return text
+    if len(text) < MIN_FINGERPRINT_PREFIX:
+        raise ValueError(
+            f"give at least {MIN_FINGERPRINT_PREFIX} digits of a fingerprint, got {prefix!r}"
+        )
+    who = resolve_actor(session, actor)
+    query: Any = scoped(select(ErrorLog.fingerprint), ErrorLog.user_id, who)
+    found = list(
+        session.scalars(query.where(ErrorLog.fingerprint.startswith(text)).distinct().limit(2))
+    )
+    if not found:
+        raise NotFound(f"no errors with fingerprint {text}")
+    if len(found) > 1:
+        raise ValueError(f"fingerprint prefix {text} matches several fingerprints: give more")
+    return str(found[0])
+
+
+def error_groups(
+    session: Session,
+    actor: ActorLike,
+    *,
+    user_id: int | None = None,
+    resolved: bool | None = None,
+    error_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+) -> list[ErrorGroup]:
+    """Occurrences grouped by fingerprint (rows without one by type), most recent first."""
+    who = resolve_actor(session, actor)
+    size = max(1, min(int(limit), MAX_LIMIT))
+    last_seen = func.max(ErrorLog.occurred_at)
+    grouped: Any = select(
+        ErrorLog.fingerprint,
+        ErrorLog.error_type,
+        func.count(ErrorLog.id),
+        func.count(func.distinct(ErrorLog.user_id)),
+        func.sum(case((ErrorLog.resolved.is_(False), 1), else_=0)),
+        func.min(ErrorLog.occurred_at),
+        last_seen,
+    )
+    clauses = _filters(
+        resolved=resolved, error_type=error_type, fingerprint=None, since=since, until=until
+    )
+    grouped = scoped(grouped, ErrorLog.user_id, who, user_id).where(*clauses)
+    grouped = grouped.group_by(ErrorLog.fingerprint, ErrorLog.error_type)
+    grouped = grouped.order_by(last_seen.desc()).limit(size)
+    groups = []
+    for print_, kind, count, users, unresolved, first, last in session.execute(grouped):
+        sample: Any = select(ErrorLog.error_message)
+        sample = scoped(sample, ErrorLog.user_id, who, user_id).where(
+            *clauses,
+            ErrorLog.error_type == kind,
+            ErrorLog.fingerprint.is_(None) if print_ is None else ErrorLog.fingerprint == print_,
+        )
+        message = session.scalars(
+            sample.order_by(ErrorLog.occurred_at.desc(), ErrorLog.id.desc()).limit(1)
+        ).first()
+        groups.append(
+            ErrorGroup(
+                fingerprint=print_,
+                error_type=kind,
+                count=int(count),
+                users=int(users),
+                unresolved=int(unresolved or 0),
+                first_seen=first,
+                last_seen=last,
+                sample_message=message or "",
+            )
+        )
+    return groups
+
+
+def resolve(
+    session: Session,
+    target: int | str,
+    admin: ActorLike,
+    notes: str | None = None,
+    *,
+    now: datetime | None = None,
+    zone: tzinfo = UTC,
+) -> list[int]:
+    """Mark an error (``target`` an id) or every unresolved occurrence of a fingerprint
+    (``target`` a string) resolved; returns the ids resolved.
+
+    Only admins may (:class:`~tradelog.exceptions.PermissionDenied`). :class:`NotFound` when
+    nothing matches, :class:`ConflictError` when everything matching is already resolved.
+    Audited as ``resolve`` on ``error_log``; the caller commits. ``zone`` is the timezone
+    the conflict message shows the earlier resolution time in.
+    """
+    who = resolve_actor(session, admin)
+    require_admin(who, "resolve errors")
+    at = now or utcnow()
+    text = notes.strip()[:NOTES_LENGTH] if notes and notes.strip() else None
+    values = {"resolved": True, "resolved_at": at, "resolved_by": who.id, "resolution_notes": text}
+    if isinstance(target, bool) or not isinstance(target, int | str):
+        raise TypeError("target must be an error id (int) or a fingerprint (str)")
+    if isinstance(target, int):
+        row = session.get(ErrorLog, target)
+        if row is None:
+            raise NotFound(f"no error with id {target}")
+        match = ErrorLog.id == target
+        what = f"error {target}"
+    else:
+        match = ErrorLog.fingerprint == target
+        what = f"errors with fingerprint {target}"
+        if session.scalar(select(func.count(ErrorLog.id)).where(match)) == 0:
+            raise NotFound(f"no {what}")
+    statement = (
+        update(ErrorLog)
+        .where(match, ErrorLog.resolved.is_(False))
+        .values(**values)
+        .returning(ErrorLog.id)
+        .execution_options(synchronize_session="fetch")
+    )
+    ids = sorted(int(i) for i in session.scalars(statement))
+    if not ids:
+        earlier = session.execute(
+            select(ErrorLog.resolved_at, ErrorLog.resolved_by)
+            .where(match)
+            .order_by(ErrorLog.resolved_at.desc())
+            .limit(1)
+        ).first()
+        by = ""
+        if earlier and earlier[0]:
+            when = earlier[0].astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+            by = f" at {when} by user {earlier[1]}"
+        raise ConflictError(f"{what} already resolved{by}")
+    record_audit(
+        session,
+        user_id=who.id,
+        action="resolve",
+        resource_type="error_log",
+        resource_id=ids[0] if isinstance(target, int) else None,
+        changes={
+            "resolved": {"before": False, "after": True},
+            "error_ids": ids,
+            "fingerprint": target if isinstance(target, str) else None,
+            "resolution_notes": text,
+        },
+    )
+    session.flush()
+    return ids
+
+
+def resolved_cutoff(now: datetime, days: int = 90) -> datetime:
+    """Resolved errors whose ``resolved_at`` is before this are due for deletion."""
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    return now - timedelta(days=days)
+
+
+def purge_resolved(
+    session: Session, now: datetime, *, days: int = 90, batch_size: int = 1000
+) -> int:
+    """Delete errors resolved more than ``days`` before ``now``, a batch per transaction.
+
+    Unresolved errors are never deleted. Returns how many rows were deleted.
+    """
+    cutoff = resolved_cutoff(now, days)
+    expired = and_(ErrorLog.resolved.is_(True), ErrorLog.resolved_at < cutoff)
+    total = 0
+    while True:
+        ids: Sequence[int] = session.scalars(
+            select(ErrorLog.id).where(expired).order_by(ErrorLog.id).limit(max(batch_size, 1))
+        ).all()
+        if not ids:
+            return total
+        session.execute(
+            delete(ErrorLog)
+            .where(ErrorLog.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        total += len(ids)

@@ -1,0 +1,356 @@
+"""Local files that keep rows the database could not take: the spool and the dead-letter file.
+
+**Spool** (``{log_dir}/_spool/spool-<pid>-<token>.jsonl``): rows waiting for the database, one
+JSON array per line, in the order they were meant to be written. Each process owns its spool
+(it holds an exclusive ``flock`` on it while it runs), appends to it while the database is down
+or behind, and replays it in order once the database answers, remembering how far it got in a
+``.offset`` file next to it so a crash replays at most the last unfinished batch. When
+everything is replayed the file is emptied; at a clean shutdown an empty spool is deleted.
+
+A spool whose lock can be taken belongs to a process that has gone (it crashed, or it stopped
+while the database was down): any later writer *adopts* it (:func:`adopt_orphans`), replays it
+and deletes it.
+
+**Dead letters** (``{log_dir}/_dead_letter/service_logs-YYYY-MM-DD.jsonl``): rows the database
+refused for a reason of their own (a ``user_id`` with no user, a value the column rejects), one
+JSON object per line with the reason, so nothing is silently dropped and the row can be fixed
+and loaded by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from tradelog._logs.rows import DbRow, row_as_dict
+
+__all__ = ["DeadLetterFile", "Spool", "SpoolChunk", "adopt_orphans"]
+
+_MODE: Final = 0o600
+_READ_BYTES: Final = 4 << 20
+_OFFSET_WIDTH: Final = 20
+_PREPEND_MAX_BYTES: Final = 64 << 20
+"""Pending bytes above which :meth:`Spool.prepend` appends instead."""
+
+
+@dataclass
+class SpoolChunk:
+    """Rows read from a spool, to be committed once they are safely in the database."""
+
+    rows: list[DbRow]
+    end: int
+    """File offset just after the last line read."""
+    corrupt: list[str] = field(default_factory=list)
+    """Lines that could not be parsed (they go to the dead-letter file)."""
+
+    @property
+    def lines(self) -> int:
+        return len(self.rows) + len(self.corrupt)
+
+
+class Spool:
+    """An append-only file of rows in write order; thread-safe; owned by one process."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        path: Path | None = None,
+        fd: int | None = None,
+        prepend_limit: int = _PREPEND_MAX_BYTES,
+    ) -> None:
+        self.directory = Path(directory)
+        self.prepend_limit = prepend_limit
+        self._lock = threading.RLock()
+        self.path = path
+        self._fd = fd
+        self._offset_fd: int | None = None
+        self._read_offset = 0
+        self._pending = 0
+        if fd is not None and path is not None:
+            self._open_offset_file()
+            self._read_offset = self._load_offset()
+            self._pending = self._count_lines(self._read_offset)
+
+    @property
+    def pending(self) -> int:
+        """Rows appended (or found on adoption) and not yet committed."""
+        return self._pending
+
+    def append(self, rows: Sequence[DbRow]) -> None:
+        """Append ``rows`` durably enough to survive the process (one ``write()``)."""
+        if not rows:
+            return
+        data = _encode(rows)
+        with self._lock:
+            fd = self._ensure_file()
+            _write_all(fd, data)
+            self._pending += len(rows)
+
+    def prepend(self, rows: Sequence[DbRow]) -> None:
+        """Put ``rows`` before every pending row (they are older than all of them).
+
+        The rows are appended followed by a copy of the pending lines, and the committed
+        offset then moves past the originals, so the file stays append-only: a crash part-way
+        through replays some rows twice at worst, it never loses one. When more than
+        ``prepend_limit`` bytes are pending the rows are simply appended (order is given up
+        rather than copying a large backlog).
+        """
+        if not rows:
+            return
+        data = _encode(rows)
+        with self._lock:
+            if self._fd is None or self._pending <= 0:
+                self.append(rows)
+                return
+            fd = self._fd
+            start, end = self._read_offset, os.fstat(fd).st_size
+            if end - start > self.prepend_limit:
+                self.append(rows)
+                return
+            _write_all(fd, data)
+            position = start
+            while position < end:
+                chunk = os.pread(fd, min(_READ_BYTES, end - position), position)
+                if not chunk:  # pragma: no cover - the file shrank under us
+                    break
+                _write_all(fd, chunk)
+                position += len(chunk)
+            self._read_offset = end
+            self._pending += len(rows)
+            self._save_offset()
+
+    def read(self, limit: int) -> SpoolChunk:
+        """Read up to ``limit`` rows after the committed offset (nothing is consumed yet)."""
+        with self._lock:
+            if self._fd is None or self._pending <= 0:
+                return SpoolChunk([], self._read_offset)
+            data = os.pread(self._fd, _READ_BYTES, self._read_offset)
+            rows: list[DbRow] = []
+            corrupt: list[str] = []
+            position = 0
+            while len(rows) + len(corrupt) < limit:
+                newline = data.find(b"\n", position)
+                if newline == -1:
+                    break
+                raw = data[position:newline]
+                position = newline + 1
+                row = _parse(raw)
+                if row is None:
+                    corrupt.append(raw.decode("utf-8", "replace"))
+                else:
+                    rows.append(row)
+            if position == 0 and data and len(data) >= _READ_BYTES:
+                # One line longer than the read window: skip it as corrupt.
+                end = data.find(b"\n")
+                corrupt.append("<spool line longer than 4 MiB>")
+                position = len(data) if end == -1 else end + 1
+            return SpoolChunk(rows, self._read_offset + position, corrupt)
+
+    def commit(self, chunk: SpoolChunk) -> None:
+        """Mark ``chunk`` as written; empty the file once everything is replayed."""
+        with self._lock:
+            if chunk.end <= self._read_offset:
+                return
+            self._read_offset = chunk.end
+            self._pending = max(0, self._pending - chunk.lines)
+            if self._fd is None:
+                return
+            if self._pending == 0 and os.fstat(self._fd).st_size <= self._read_offset:
+                os.ftruncate(self._fd, 0)
+                self._read_offset = 0
+            self._save_offset()
+
+    def close(self) -> None:
+        """Release the spool: delete it when nothing is pending, else leave it for adoption."""
+        with self._lock:
+            if self._fd is None:
+                return
+            if self._pending == 0 and self.path is not None:
+                for path in (self.path, _offset_path(self.path)):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            self._close_fds()
+
+    def abandon(self) -> None:
+        """Forget descriptors inherited through ``fork`` (in the child), leaving the file."""
+        self._close_fds()
+        self._pending = 0
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _ensure_file(self) -> int:
+        if self._fd is not None:
+            return self._fd
+        self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        name = f"spool-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        path = self.directory / name
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _MODE)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = path
+        self._fd = fd
+        self._read_offset = 0
+        self._open_offset_file()
+        self._save_offset()
+        return fd
+
+    def _open_offset_file(self) -> None:
+        assert self.path is not None
+        self._offset_fd = os.open(
+            _offset_path(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _MODE
+        )
+
+    def _save_offset(self) -> None:
+        if self._offset_fd is not None:
+            os.pwrite(self._offset_fd, f"{self._read_offset:0{_OFFSET_WIDTH}d}\n".encode(), 0)
+
+    def _load_offset(self) -> int:
+        if self._offset_fd is None:
+            return 0
+        raw = os.pread(self._offset_fd, _OFFSET_WIDTH + 1, 0).strip()
+        try:
+            return max(0, int(raw or b"0"))
+        except ValueError:
+            return 0
+
+    def _count_lines(self, offset: int) -> int:
+        assert self._fd is not None
+        count = 0
+        while True:
+            data = os.pread(self._fd, _READ_BYTES, offset)
+            if not data:
+                return count
+            count += data.count(b"\n")
+            offset += len(data)
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._offset_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = None
+        self._offset_fd = None
+
+
+def adopt_orphans(directory: Path, own: Spool | None = None) -> list[Spool]:
+    """Take over the spools of processes that are gone (their lock is free), oldest first."""
+    try:
+        entries = sorted(Path(directory).glob("spool-*.jsonl"), key=_mtime)
+    except OSError:
+        return []
+    adopted: list[Spool] = []
+    for path in entries:
+        if own is not None and own.path == path:
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError(path)  # replayed and deleted by someone else meanwhile
+        except OSError:
+            os.close(fd)
+            continue
+        spool = Spool(directory, path=path, fd=fd)
+        if spool.pending == 0:
+            spool.close()
+            continue
+        adopted.append(spool)
+    return adopted
+
+
+class DeadLetterFile:
+    """Append rejected rows, with the reason, to a dated JSONL file (shared by processes)."""
+
+    def __init__(self, directory: Path, zone: ZoneInfo) -> None:
+        self.directory = Path(directory)
+        self._zone = zone
+        self._lock = threading.Lock()
+
+    def write(self, entries: Iterable[tuple[DbRow | None, str, str | None]]) -> int:
+        """Append ``(row, reason, raw_line)`` entries; returns how many were written."""
+        now = datetime.now(UTC)
+        lines = []
+        for row, reason, raw in entries:
+            record: dict[str, Any] = {"failed_at": now.isoformat(), "reason": reason}
+            if row is not None:
+                shown = row_as_dict(row)
+                context = shown.get("context")
+                if isinstance(context, str):
+                    with contextlib.suppress(ValueError):
+                        shown["context"] = json.loads(context)
+                record["row"] = shown
+            if raw is not None:
+                record["line"] = raw
+            lines.append(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        if not lines:
+            return 0
+        path = (
+            self.directory / f"service_logs-{now.astimezone(self._zone).date().isoformat()}.jsonl"
+        )
+        data = "".join(lines).encode("utf-8", "replace")
+        with self._lock:
+            self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+        return len(lines)
+
+
+def _encode(rows: Sequence[DbRow]) -> bytes:
+    return "".join(
+        json.dumps(list(row), ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows
+    ).encode("utf-8", "replace")
+
+
+def _offset_path(path: Path) -> Path:
+    return path.with_name(path.name + ".offset")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _parse(raw: bytes) -> DbRow | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not (isinstance(value, list) and len(value) == 6):
+        return None
+    user_id, level, module, message, context, timestamp = value
+    if not (
+        isinstance(user_id, int)
+        and isinstance(level, str)
+        and isinstance(module, str)
+        and isinstance(message, str)
+        and (context is None or isinstance(context, str))
+        and isinstance(timestamp, str)
+    ):
+        return None
+    return (user_id, level, module, message, context, timestamp)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        count = os.write(fd, view)
+        view = view[count:]

@@ -1,0 +1,434 @@
+"""The background log writer: from the in-memory queue to the files and the database.
+
+Callers only append to :attr:`LogWriter.queue` (a ``collections.deque``: appending is one
+atomic C call, no lock). Two daemon threads do the rest:
+
+``tradelog-files``
+    wakes every ``flush_interval`` seconds, or early when the queue passes a quarter of its
+    size; takes up to ``batch_size`` records at a time, turns them into rows and lines
+    (:class:`~tradelog._logs.rows.RowBuilder`: redaction, sanitising, encoding), appends the
+    lines to the per-user files and hands the rows over.
+``tradelog-db``
+    inserts each batch (:class:`~tradelog._logs.db_sink.DatabaseSink`), spools it when the
+    database is unavailable, replays the spool when it answers again, and publishes the
+    counters every few seconds.
+
+Splitting the work lets the file side go on while the database is slow or down, and lets the
+database driver's C code (which releases the GIL) overlap the Python work of the next batch.
+When the database thread falls far behind, the file thread spools batches itself.
+
+:meth:`LogWriter.flush` queues a marker behind everything emitted so far and waits until the
+database thread reaches it with nothing left in the spool - its own, and the spools left by
+processes that are gone (a terminated child), which it adopts and replays first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from tradelog._logs.db_sink import DatabaseSink, Inserter, make_inserter
+from tradelog._logs.file_sink import FileSink
+from tradelog._logs.redact import Redactor
+from tradelog._logs.rows import DbRow, FileKey, Prepared, Record, RowBuilder
+from tradelog._logs.spool import DeadLetterFile, Spool
+from tradelog._logs.stats import WriterStats, prune_writer_stats, save
+from tradelog.config import Settings
+
+__all__ = ["LogWriter", "Marker"]
+
+_STATS_EVERY: Final = 5.0
+_SEAL_EVERY: Final = 60.0
+_DB_WAIT: Final = 1.0
+"""How long the file thread waits for the database thread to take a batch before it spools
+the batch itself (the database is stuck: lock wait, slow network)."""
+_REPLAY_BUDGET: Final = 4
+"""Spooled batches replayed between two looks at newly handed-over batches."""
+
+
+class Marker:
+    """A point in the queue; set once everything before it is written (or on stop)."""
+
+    __slots__ = ("done", "stop_deadline")
+
+    def __init__(self, stop_deadline: float | None = None) -> None:
+        self.done = threading.Event()
+        self.stop_deadline = stop_deadline
+
+
+class LogWriter:
+    """Owns the queue, the sinks and the two writer threads of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redactor: Redactor,
+        *,
+        inserter_factory: Callable[[], Inserter] | None = None,
+        lock_timeout: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.log_dir = Path(settings.log_dir)
+        self.queue: deque[Any] = deque()
+        self.limit = settings.queue_size
+        # Wake the writer early once a quarter of the queue is used (at least a batch, at most
+        # half the queue); otherwise it wakes every flush_interval.
+        self.wake_at = max(1, min(max(settings.batch_size, self.limit // 4), self.limit // 2))
+        self.wake = threading.Event()
+        self.batch_size = settings.batch_size
+        self.interval = settings.flush_interval
+        self.stats = WriterStats()
+        self.redactor = redactor
+        self.files = FileSink(self.log_dir, settings.file_max_bytes)
+        self.dead_letter = DeadLetterFile(self.log_dir / "_dead_letter", settings.zone)
+        self.spool = Spool(self.log_dir / "_spool")
+        factory = inserter_factory or (
+            lambda: make_inserter(settings.database_url, lock_timeout=lock_timeout)
+        )
+        self.database = DatabaseSink(
+            factory(),
+            self.spool,
+            self.dead_letter,
+            self.stats,
+            batch_size=settings.batch_size,
+        )
+        self._builder = RowBuilder(redactor, settings.zone)
+        self._spill_builder = RowBuilder(redactor, settings.zone)
+        self._spill_lock = threading.Lock()
+        self._handoff: deque[Any] = deque()
+        self._handoff_wake = threading.Event()
+        self._slot = threading.Condition()
+        self._in_flight = 0
+        self._started = threading.Event()
+        self._db_stalled = False
+        self._threads: list[threading.Thread] = []
+        self._running = False
+        self._stopped = False
+        self._next_seal = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the two writer threads."""
+        if self._running or self._stopped:
+            return
+        self._running = True
+        try:
+            prune_writer_stats(self.log_dir)
+        except Exception:  # pragma: no cover - housekeeping only
+            self.stats.internal_errors += 1
+        self._threads = [
+            threading.Thread(target=self._run_files, name="tradelog-files", daemon=True),
+            threading.Thread(target=self._run_database, name="tradelog-db", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._running and any(thread.is_alive() for thread in self._threads)
+
+    @property
+    def thread_idents(self) -> frozenset[int]:
+        return frozenset(t.ident for t in self._threads if t.ident is not None)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is in the files and the database."""
+        if not self.running:
+            return self.database.settled and not self.queue
+        marker = Marker()
+        self.queue.append(marker)
+        self.wake.set()
+        return marker.done.wait(max(0.0, timeout))
+
+    def stop(self, timeout: float) -> bool:
+        """Write what is queued, replay what can be replayed within ``timeout``, then stop.
+
+        Returns whether everything reached the database (else it stays in the spool).
+        """
+        if self._stopped:
+            return self.database.settled
+        self._stopped = True
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self._running:
+            marker = Marker(stop_deadline=deadline)
+            self.queue.append(marker)
+            self.wake.set()
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        stuck = any(thread.is_alive() for thread in self._threads)
+        self._running = False
+        # Anything that slipped in behind the stop marker is written on this thread.
+        while self.queue:
+            item = self.queue.popleft()
+            if type(item) is tuple:
+                self.spill(item)
+        self.save_stats()
+        if stuck:  # pragma: no cover - a hung database call: leave its resources alone
+            return False
+        self.files.close()
+        self.spool.close()
+        self.database.inserter.close()
+        return self.database.settled
+
+    def spool_what_is_left(self) -> int:
+        """The process is about to die (``SIGTERM``) with the writer still busy: put what is
+        still queued or waiting for the database thread in the files and the spool, for the
+        next writer to replay. Returns how many rows were spooled this way."""
+        spooled = 0
+        while True:
+            try:
+                item = self.queue.popleft()
+            except IndexError:
+                break
+            if type(item) is tuple:
+                self.spill(item)
+                spooled += 1
+        while True:
+            try:
+                batch = self._handoff.popleft()
+            except IndexError:
+                break
+            if type(batch) is list:
+                self.database.spool_rows(batch)
+                spooled += len(batch)
+        return spooled
+
+    def abandon(self) -> None:
+        """In a forked child: let go of everything inherited from the parent's writer."""
+        self._stopped = True
+        self._running = False
+        self.queue.clear()
+        self.files.abandon()
+        self.spool.abandon()
+        self.database.inserter.abandon()
+
+    # -- caller side -----------------------------------------------------------------------
+
+    def spill(self, record: Record) -> None:
+        """Handle a record on the calling thread: the queue is full, or the writer stopped.
+
+        The caller also takes a batch of queued records off the queue and writes them with
+        its own (file lines now, database rows to the spool, replayed by the database
+        thread), so a writer that has fallen behind gets room again and the next calls
+        queue as usual. Thread-safe; never raises.
+        """
+        try:
+            with self._spill_lock:
+                records = self._take_queued(self.batch_size - 1)
+                records.append(record)
+                prepared = [self._spill_builder.build(item) for item in records]
+                groups: dict[FileKey, list[str]] = {}
+                rows: list[DbRow] = []
+                rejects: list[Prepared] = []
+                for item in prepared:
+                    groups.setdefault(item.file_key, []).append(item.line)
+                    if item.row is not None and item.reject is None:
+                        rows.append(item.row)
+                    elif item.row is not None:
+                        rejects.append(item)
+                self._write_files(groups)
+                self._dead_letter(rejects)
+                if rows:
+                    self.database.spool_rows(rows)
+            with self.stats.lock:
+                self.stats.overflowed += 1
+                self.stats.processed += len(records) - 1
+        except Exception:
+            with self.stats.lock:
+                self.stats.internal_errors += 1
+
+    def _take_queued(self, limit: int) -> list[Record]:
+        """Pop up to ``limit`` records from the front of the queue (stopping at a marker)."""
+        taken: list[Record] = []
+        queue = self.queue
+        while len(taken) < limit:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if type(item) is not tuple:
+                queue.appendleft(item)
+                break
+            taken.append(item)
+        return taken
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters and gauges (see :mod:`tradelog._logs.stats`)."""
+        return self.stats.snapshot(
+            queue_depth=len(self.queue),
+            spool_pending=self.spool.pending,
+            running=self.running,
+        )
+
+    def save_stats(self) -> None:
+        save(self.log_dir, self.snapshot())
+
+    # -- file thread -----------------------------------------------------------------------
+
+    def _run_files(self) -> None:
+        queue = self.queue
+        wake = self.wake
+        batch_size = self.batch_size
+        while True:
+            if not queue:
+                wake.wait(self.interval)
+                wake.clear()
+            while queue:
+                records: list[Record] = []
+                marker: Marker | None = None
+                while queue and len(records) < batch_size:
+                    item = queue.popleft()
+                    if type(item) is tuple:
+                        records.append(item)
+                    else:
+                        marker = item
+                        break
+                if records:
+                    self._process(records)
+                if marker is not None:
+                    self._hand_over(marker)
+                    if marker.stop_deadline is not None:
+                        return  # whatever follows is written by stop() on its own thread
+            self._maybe_seal()
+
+    def _process(self, records: list[Record]) -> None:
+        try:
+            build = self._builder.build
+            prepared = [build(record) for record in records]
+            groups: dict[FileKey, list[str]] = {}
+            rows: list[DbRow] = []
+            rejects: list[Prepared] = []
+            for item in prepared:
+                row, key, line, reject = item
+                lines = groups.get(key)
+                if lines is None:
+                    groups[key] = [line]
+                else:
+                    lines.append(line)
+                if row is not None:
+                    if reject is None:
+                        rows.append(row)
+                    else:
+                        rejects.append(item)
+            self._write_files(groups)
+            self._dead_letter(rejects)
+            if rows:
+                self._hand_over_rows(rows)
+        except Exception as exc:  # pragma: no cover - defensive: nothing above should raise
+            self.stats.internal_errors += 1
+            self.stats.last_error = f"writer: {type(exc).__name__}: {exc}"
+        finally:
+            self.stats.processed += len(records)
+
+    def _write_files(self, groups: dict[FileKey, list[str]]) -> None:
+        count = sum(len(lines) for lines in groups.values())
+        system = sum(len(lines) for key, lines in groups.items() if key[0] is None)
+        try:
+            self.files.write(groups)
+        except OSError as exc:
+            with self.stats.lock:
+                self.stats.file_errors += count
+                self.stats.last_error = f"files: {exc}"
+            return
+        with self.stats.lock:
+            self.stats.file_lines += count
+            self.stats.system_lines += system
+
+    def _dead_letter(self, rejects: list[Prepared]) -> None:
+        if not rejects:
+            return
+        self.dead_letter.write((item.row, item.reject or "", None) for item in rejects)
+        with self.stats.lock:
+            self.stats.dead_lettered += len(rejects)
+
+    def _hand_over(self, item: Any) -> None:
+        self._handoff.append(item)
+        self._handoff_wake.set()
+
+    def _hand_over_rows(self, rows: list[DbRow]) -> None:
+        """Give a batch to the database thread once it has finished the previous one.
+
+        One batch in flight at a time, handed over in lock-step so the two threads overlap
+        instead of fighting over the GIL: this thread waits (without the GIL) until the
+        database thread has started the driver call - binding the rows needs the GIL, the
+        insert itself and the wait for the server do not - and only then prepares the next
+        batch, while the database works.
+        """
+        slot = self._slot
+        with slot:
+            stalled = self._in_flight > 0 and self._db_stalled
+            if stalled or not slot.wait_for(self._slot_free, _DB_WAIT):
+                # The database thread is stuck in a call (a lock wait, a slow network): keep
+                # the files flowing and let the rows wait in the spool, in order.
+                self._db_stalled = True
+                self.database.spool_rows(rows)
+                return
+            self._db_stalled = False
+            self._in_flight += 1
+        self._started.clear()
+        self._hand_over(rows)
+        self._started.wait(_DB_WAIT)
+
+    def _slot_free(self) -> bool:
+        return self._in_flight == 0
+
+    def _maybe_seal(self) -> None:
+        now = time.monotonic()
+        if now < self._next_seal:
+            return
+        self._next_seal = now + _SEAL_EVERY
+        try:
+            today = datetime.now(UTC).astimezone(self.settings.zone).date().isoformat()
+            self.files.seal_old_files(today)
+        except Exception:  # pragma: no cover - housekeeping must not stop the writer
+            self.stats.internal_errors += 1
+
+    # -- database thread -------------------------------------------------------------------
+
+    def _run_database(self) -> None:
+        handoff = self._handoff
+        wake = self._handoff_wake
+        database = self.database
+        waiting: list[Marker] = []
+        next_stats = time.monotonic() + _STATS_EVERY
+        stop: Marker | None = None
+        more = False
+        while stop is None:
+            if not handoff and not more:
+                hint = database.wait_hint()
+                timeout = self.interval if hint is None else min(self.interval, hint)
+                wake.wait(max(0.0, timeout))
+                wake.clear()
+            while handoff:
+                item = handoff.popleft()
+                if type(item) is list:
+                    try:
+                        database.deliver(item, on_sent=self._started.set)
+                    finally:
+                        self._started.set()
+                    with self._slot:
+                        self._in_flight -= 1
+                        self._slot.notify()
+                else:
+                    waiting.append(item)
+                    database.look_for_orphans()
+                    if item.stop_deadline is not None:
+                        stop = item
+            more = database.maintain(budget=_REPLAY_BUDGET)
+            if waiting and database.settled:
+                for marker in waiting:
+                    marker.done.set()
+                waiting = []
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + _STATS_EVERY
+                self.save_stats()
+        database.finish(stop.stop_deadline or time.monotonic())
+        if database.settled:
+            for marker in waiting:
+                marker.done.set()
