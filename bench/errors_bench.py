@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tradelog._db import migrate
 from tradelog._db.engine import create_tradelog_engine, session_factory
-from tradelog._errors.capture import ErrorCapture
-from tradelog._service import ServiceHealth
+from tradelog._errors.pipeline import ErrorCapture
+from tradelog._health.writer import ServiceHealth
 from tradelog.config import Settings
 from tradelog.users import create_user
 

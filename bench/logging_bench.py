@@ -245,13 +245,12 @@ def bench_tradelog(backend: str, url: str, folder: Path, events: int, burst: int
     settings = Settings.from_env(
         database_url=url, log_dir=folder / f"drain-{backend}", console=False, queue_size=events + 1
     )
-    drained = Runtime(settings)
-    drained._install(start=False)
+    drained = Runtime(settings).start(writer=False)
     log = tradelog.get_logger("bench", user_id=user_id).bind()
     for _ in range(events):
         log.info("order placed", **FIELDS)
     start = time.perf_counter()
-    drained._writer.start()
+    drained.writer.start()
     assert drained.flush(600), "tradelog did not drain"
     result.drain = events / (time.perf_counter() - start)
     drained.shutdown()

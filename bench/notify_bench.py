@@ -39,7 +39,8 @@ from tradelog._db.engine import create_tradelog_engine, session_factory
 from tradelog._notify.channels.email import EmailChannel
 from tradelog._notify.dispatch import dispatch
 from tradelog._notify.preferences import update_preferences
-from tradelog._notify.worker import DeliveryWorker, build_channels
+from tradelog._notify.wiring import build_channels
+from tradelog._notify.worker import DeliveryWorker
 from tradelog.config import Settings
 from tradelog.users import create_user
 

@@ -14,14 +14,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 import tradelog
-from tradelog._access import Actor
-from tradelog._db import migrate
-from tradelog._db.engine import create_tradelog_engine, session_factory
-from tradelog._errors.workflow import error_groups
-from tradelog.users import create_user
+from tradelog.errors import error_groups
+from tradelog.users import Actor, create_user
 
 
 class BrokerError(Exception):
@@ -44,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{base / 'errors.db'}"
 
-    migrate.upgrade(url)
-    engine = create_tradelog_engine(url)
-    with session_factory(engine)() as session:
+    tradelog.db.upgrade(url)
+    engine = create_engine(url)
+    with Session(engine, expire_on_commit=False) as session:
         session.execute(text("DELETE FROM error_logs"))  # a fresh count on every run
         ids = dict(session.execute(text("SELECT email, id FROM users")).all())
         user_id = (
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     tradelog.flush(timeout=10)
     tradelog.shutdown()
 
-    with session_factory(engine)() as session:
+    with Session(engine, expire_on_commit=False) as session:
         groups = error_groups(session, Actor(admin_id, is_admin=True))
     with engine.connect() as c:
         total = c.execute(text("SELECT count(*) FROM error_logs")).scalar()

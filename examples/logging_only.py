@@ -23,11 +23,10 @@ import tempfile
 from pathlib import Path
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 import tradelog
-from tradelog._db import migrate
-from tradelog._db.engine import create_tradelog_engine, session_factory
 from tradelog.users import create_user
 
 SECRET_KEY = "kite-api-key-7f3a9c"  # a value that must never reach a sink
@@ -42,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     url, log_dir = f"sqlite:///{base / 'logging.db'}", base / "logs"
 
     # the host application's own setup: schema and a user account
-    migrate.upgrade(url)
-    engine = create_tradelog_engine(url)
-    with session_factory(engine)() as session:
+    tradelog.db.upgrade(url)
+    engine = create_engine(url)
+    with Session(engine, expire_on_commit=False) as session:
         found = session.execute(text("SELECT id FROM users WHERE email = 'trader@example.com'"))
         user_id = found.scalar() or create_user(session, email="trader@example.com", name="T").id
         session.commit()

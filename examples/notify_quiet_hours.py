@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 import tradelog
-from tradelog._db import migrate
-from tradelog._db.engine import create_tradelog_engine, session_factory
-from tradelog._notify.preferences import update_preferences
+from tradelog.notifications import update_preferences
 from tradelog.users import create_user
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -36,19 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     base = (args.dir or Path(tempfile.mkdtemp(prefix="tradelog-notify-"))).resolve()
     base.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{base / 'notify.db'}"
-    migrate.upgrade(url)
-    engine = create_tradelog_engine(url)
+    tradelog.db.upgrade(url)
+    engine = create_engine(url)
 
     now = datetime.now(IST)
     start = (now - timedelta(hours=1)).time().replace(second=0, microsecond=0)
     end = (now + timedelta(hours=2)).time().replace(second=0, microsecond=0)
 
     def preferences(**changes: Any) -> None:
-        with session_factory(engine)() as session:
+        with Session(engine, expire_on_commit=False) as session:
             update_preferences(session, user_id, user_id, **changes)
             session.commit()
 
-    with session_factory(engine)() as session:
+    with Session(engine, expire_on_commit=False) as session:
         found = session.execute(text("SELECT id FROM users WHERE email = 'meera@example.com'"))
         user_id = found.scalar() or create_user(session, email="meera@example.com", name="M").id
         session.execute(text("DELETE FROM notification_deliveries"))  # fresh counts each run

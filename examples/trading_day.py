@@ -44,12 +44,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
 
 import tradelog
-from tradelog._db import migrate
-from tradelog._db.engine import create_tradelog_engine, session_factory
-from tradelog._notify.preferences import update_preferences
+from tradelog.notifications import update_preferences
 from tradelog.trading_config import as_dict, get_config, update_config
 from tradelog.users import create_user
 
@@ -380,7 +379,7 @@ class Day:
     # helpers --------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """The trader's strategy settings (``user_trading_config``), read fresh each time."""
-        with session_factory(self.engine)() as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             values = as_dict(get_config(session, self.uid, self.uid))
             session.commit()
         return values
@@ -406,18 +405,18 @@ def setup(base: Path, keep: bool) -> tuple[str, Path]:
             Path(f"{db_path}{suffix}").unlink(missing_ok=True)
         shutil.rmtree(log_dir, ignore_errors=True)
     url = f"sqlite:///{db_path}"
-    migrate.upgrade(url)
+    tradelog.db.upgrade(url)
     return url, log_dir
 
 
 def create_traders(url: str) -> None:
     """Users, trading configs and notification preferences (the host application's job)."""
-    engine = create_tradelog_engine(url)
+    engine = create_engine(url)
     chat_id = os.environ.get("DEMO_TELEGRAM_CHAT_ID")
     email_to = os.environ.get("DEMO_EMAIL_TO")
     telegram = bool(os.environ.get("TRADELOG_TELEGRAM_BOT_TOKEN") and chat_id)
     email = bool(os.environ.get("TRADELOG_SMTP_HOST") and email_to)
-    with session_factory(engine)() as session:
+    with Session(engine, expire_on_commit=False) as session:
         for trader in TRADERS:
             found = session.execute(
                 text("SELECT id FROM users WHERE email = :e"), {"e": trader.email}
@@ -453,7 +452,7 @@ def create_traders(url: str) -> None:
 
 def wait_for_deliveries(url: str, timeout: float) -> None:
     """Let the background worker send what is not held by quiet hours (rate limits allowing)."""
-    engine = create_tradelog_engine(url)
+    engine = create_engine(url)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -485,7 +484,7 @@ def _yes(flag: object) -> str:
 
 
 def summary(url: str, log_dir: Path) -> None:
-    engine = create_tradelog_engine(url)
+    engine = create_engine(url)
     with engine.connect() as c:
         counts = [(t, str(c.execute(text(f"SELECT count(*) FROM {t}")).scalar())) for t in TABLES]
         deliveries = [
@@ -559,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nthe day (simulated market time):")
     started = time.monotonic()
-    engine = create_tradelog_engine(url)
+    engine = create_engine(url)
     market = Market()
     threads = [
         threading.Thread(target=Day(t, engine, market, say).run, name=f"trader-{t.name}")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +17,32 @@ import pytest
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 from tests.support.db import MigratedDatabase, PostgresTemplate, SqliteTemplate
+from tradelog import _runtime
 from tradelog._db.engine import create_tradelog_engine
 from tradelog.users import create_user
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts and ends without tradelog configured: no ``TRADELOG_*`` variable from
+    the shell, structlog at its defaults, the process hooks, root logger and ``SIGTERM``
+    disposition as they were."""
+    for name in list(os.environ):
+        if name.startswith("TRADELOG_"):
+            monkeypatch.delenv(name)
+    hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sigterm = signal.getsignal(signal.SIGTERM)
+    yield
+    _runtime.reset()
+    sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    if signal.getsignal(signal.SIGTERM) is not sigterm:
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,30 @@
-"""The global state department: the one module that holds and changes process-wide state.
+"""The composition root and the global state department.
 
-:func:`configure` builds a :class:`Runtime` from :class:`~tradelog.config.Settings` and makes it
-current: it configures structlog (tradelog's processor chain and bound logger class), puts a
-handler on the stdlib root logger, starts the background writer and wires the other subsystems
-in (:func:`_install_integrations`). Calling it again shuts the previous runtime down (flushing
-it) and configures afresh; loggers that structlog cached on first use follow along, because
-tradelog keeps one processor list and one bound logger class and changes them in place.
+**Composition.** :class:`Runtime` builds every part of a configured tradelog and hands each what
+it needs - its engine, its settings, its clock, the redactor - explicitly:
+
+::
+
+    Runtime(settings)
+    ├── Engines              app (host-facing calls) · background (worker, retention) · log_writer
+    ├── LogWriter            queue → files + service_logs (own connection), spool, dead letters
+    ├── EventSink            the last structlog processor and the stdlib handler's target
+    ├── ErrorCapture         error_logs rows; alerts → ErrorAlerts → NotificationService.notify
+    ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture
+    ├── NotificationService  notify()/anotify(); rings Wakeups after each commit
+    ├── DeliveryWorker       (worker on) claims the outbox; subscribed to the same Wakeups
+    └── DailyRetention       (worker on) retention once a day
+
+Nothing below this module looks it up: parts never import the runtime, and the module-level
+conveniences (``tradelog.notify``, ``tradelog.heartbeat`` ...) live in :mod:`tradelog._facade`,
+above it. The runtime owns its parts' lifecycle: :meth:`Runtime.start`, :meth:`Runtime.flush`,
+:meth:`Runtime.shutdown` and :meth:`Runtime.after_fork`.
+
+**State.** This is the one module that holds and changes process-wide state: which runtime is
+current (:func:`configure`, :func:`current`, :func:`require`), structlog's configuration, the
+stdlib root handler, the exception hooks, and the process hooks (``atexit``, ``fork``, the
+``SIGTERM`` handler of multiprocessing children), all registered by :func:`configure`, never at
+import. :func:`reset` puts all of it back (for tests).
 
 Process lifecycle:
 
@@ -22,49 +41,66 @@ Process lifecycle:
   next :func:`flush` (or writer start) of a process on the same ``log_dir`` adopts and
   replays - the parent's, typically. The main process's signals are left alone.
 * **fork**: the child drops everything it inherited from the parent's writer (queue, threads,
-  open files, database connection - without closing them under the parent's feet) and starts
+  open files, database connections - without closing them under the parent's feet) and starts
   a writer of its own with the same settings. Events the parent had queued are the parent's.
+  Background jobs (delivery worker, retention) stay with the parent.
 * **spawn** / **forkserver**: a new interpreter starts unconfigured; call ``configure`` in the
   child, e.g. ``Pool(initializer=tradelog.configure, initargs=(runtime.settings,))``.
 * A process that leaves with ``os._exit`` skips every exit hook: call ``tradelog.shutdown()``
   first, or what it queued stays unwritten.
-
-Nothing here runs at import time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
-import contextlib
-import importlib
 import logging
+import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 from structlog.contextvars import merge_contextvars
 
-from tradelog._db.engine import create_tradelog_engine
+from tradelog._db.base import utcnow
+from tradelog._db.engine import Engines, session_factory
+from tradelog._errors.alerts import ErrorAlerts
+from tradelog._errors.hooks import InstalledHooks, install_hooks
+from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
+from tradelog._errors.pipeline import ErrorCapture
+from tradelog._health.writer import ServiceHealth
+from tradelog._logs.inserters import make_inserter
 from tradelog._logs.levels import level_number
-from tradelog._logs.loggers import (
-    TradelogBoundLogger,
-    internal_error,
-    internal_errors,
-    output_factory,
-)
+from tradelog._logs.loggers import InternalErrors, TradelogBoundLogger, output_factory
 from tradelog._logs.processors import EventSink, ExceptionObserver
 from tradelog._logs.redact import RedactProcessor
 from tradelog._logs.stdlib import TradelogHandler
 from tradelog._logs.writer import LogWriter
+from tradelog._notify.service import NotificationService
+from tradelog._notify.wakeup import Wakeups
+from tradelog._notify.worker import DeliveryWorker
 from tradelog.config import Settings
+from tradelog.exceptions import ConfigurationError, MissingExtraError
+from tradelog.retention import DailyRetention, RetentionJob
 
-__all__ = ["Runtime", "configure", "current", "flush", "get_logger", "shutdown"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Runtime",
+    "configure",
+    "current",
+    "flush",
+    "require",
+    "reset",
+    "shutdown",
+]
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds :func:`flush` and :func:`shutdown` wait by default (also at interpreter exit)."""
@@ -72,109 +108,98 @@ DEFAULT_TIMEOUT: Final = 5.0
 _PROCESSORS: Final[list[Any]] = []
 """The processor list every tradelog-configured structlog logger holds (changed in place)."""
 
-
-class _State:
-    """The mutable process-wide state, in one place."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.current: Runtime | None = None
-        self.hooks_installed = False
-        self.after_forker_registered = False
-        self.inherited: list[object] = []
-        """Objects inherited through ``fork`` that the child keeps but never uses."""
-        self.stopping: Runtime | None = None
-        """The runtime whose shutdown is in progress, if any."""
-
-
-_state = _State()
+_worker_log = logging.getLogger("tradelog.notify.worker")
 
 
 class Runtime:
-    """One configured tradelog: settings, the log writer and the hooks of other subsystems."""
+    """One configured tradelog: every part, built from ``settings`` (see the module docstring).
 
-    def __init__(self, settings: Settings) -> None:
+    ``clock`` gives the current UTC time to error capture, service health and the delivery
+    worker. Building a runtime starts nothing; :meth:`start` does.
+    """
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings = settings
+        self.clock = clock
+        self.internal_errors = InternalErrors()
+        self.engines = Engines(settings.database_url, writer_timeout=settings.db_write_timeout)
         self.redactor = RedactProcessor()
-        self._observers: list[ExceptionObserver] = []
-        self._flushers: list[Callable[[float], bool]] = []
-        self._closers: list[Callable[[], None]] = []
-        self._engine: Engine | None = None
-        self._engine_lock = threading.Lock()
+        self.wakeups = Wakeups()
+        self.notifications = NotificationService(self.engines.app, self.wakeups)
+        self.errors = ErrorCapture(
+            settings,
+            self.engines.app(),
+            notifier=ErrorAlerts(settings.error_notify_window, send=self.notifications.notify),
+            clock=clock,
+        )
+        self.health = ServiceHealth(self.engines.app(), capture=self.errors, clock=clock)
+        self.writer = self._new_writer()
+        self._observers: list[ExceptionObserver] = [self.errors.observe]
+        self.sink = EventSink(
+            self.writer,
+            redactor=self.redactor,
+            observers=self._observers,
+            console=_console_renderer() if settings.console else None,
+            zone=settings.zone,
+        )
+        self.worker: DeliveryWorker | None = None
+        self.retention: DailyRetention | None = None
+        self._hooks: InstalledHooks | None = None
+        self._handler: TradelogHandler | None = None
+        self._saved_root_level: int | None = None
         self._closed = False
         self._stopping_thread: int | None = None
         self._stopped = threading.Event()
         self._deferred_signal: int | None = None
-        self._handler: TradelogHandler | None = None
-        self._saved_root_level: int | None = None
-        self._console = _console_renderer() if settings.console else None
-        self._writer = self._new_writer()
-        self._sink = self._new_sink()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running"
         settings = self.settings
         return f"<Runtime {state} database={settings.redacted_url()} log_dir={settings.log_dir}>"
 
-    # -- for other subsystems --------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------
 
-    @property
-    def engine(self) -> Engine:
-        """A shared engine on the configured database for tradelog's subsystems (error rows,
-        notifications); created on first use, disposed at shutdown. Never the host's."""
-        with self._engine_lock:
-            if self._engine is None:
-                self._engine = create_tradelog_engine(self.settings.database_url)
-            return self._engine
-
-    def add_exception_observer(self, fn: ExceptionObserver) -> None:
-        """Call ``fn(exc_info, event)`` on the logging thread for every event with an exception.
-
-        ``event`` is the scrubbed event dict (``event``, ``level``, ``logger``, ``timestamp``,
-        ``user_id`` when known, bound context). Observers must only enqueue; what they raise is
-        swallowed and counted (``observer_errors``).
-        """
-        self._observers.append(fn)
-
-    def add_flusher(self, fn: Callable[[float], bool]) -> None:
-        """Call ``fn(remaining_timeout) -> bool`` from :meth:`flush`."""
-        self._flushers.append(fn)
-
-    def add_closer(self, fn: Callable[[], None]) -> None:
-        """Call ``fn()`` at shutdown (closers run in reverse order of registration)."""
-        self._closers.append(fn)
-
-    # -- public ----------------------------------------------------------------------------
+    def start(
+        self,
+        *,
+        logging_: bool = True,
+        hooks: bool = True,
+        background: bool | None = None,
+        writer: bool = True,
+    ) -> Runtime:
+        """Start the parts: point structlog and the stdlib root logger here (``logging_``),
+        install the exception hooks (``hooks``), start the delivery worker and daily retention
+        (``background``, default: the ``worker`` setting) and the log writer (``writer=False``
+        leaves it stopped - events queue up - for measurements)."""
+        if logging_:
+            self._install_logging()
+        if hooks:
+            self._hooks = install_hooks(self.errors)
+        if writer:
+            self.writer.start()
+        if self.settings.worker if background is None else background:
+            self._start_background()
+        return self
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`shutdown` has run."""
         return self._closed
 
-    def stats(self) -> dict[str, Any]:
-        """The writer's counters (see :mod:`tradelog._logs.stats`); ``dropped`` is always 0."""
-        data = self._writer.snapshot()
-        data["internal_errors"] = data.get("internal_errors", 0) + internal_errors()
-        return data
-
-    def get_logger(self, name: str | None = None, **bind: Any) -> Any:
-        """Same as :func:`tradelog.get_logger`."""
-        return structlog.get_logger(name or "root", **bind)
-
     def flush(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        """Wait until everything logged so far is in the database and the files (and the other
-        subsystems' flushers are done); returns False if that did not happen in time."""
+        """Wait until everything logged and captured so far is in the database and the files;
+        returns False if that did not happen in time."""
         deadline = time.monotonic() + max(0.0, timeout)
         ok = True
-        for flusher in list(self._flushers):
-            try:
-                ok = bool(flusher(_remaining(deadline))) and ok
-            except Exception as exc:
-                internal_error(exc)
-                ok = False
-        return self._writer.flush(_remaining(deadline)) and ok
+        try:
+            ok = self.errors.flush(_remaining(deadline))
+        except Exception as exc:
+            self.internal_errors(exc)
+            ok = False
+        return self.writer.flush(_remaining(deadline)) and ok
 
     def shutdown(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        """Flush, run the closers, stop the writer; idempotent. Returns whether everything
+        """Flush, stop every part, dispose the engines; idempotent. Returns whether everything
         reached the database (what did not stays in the spool for the next writer)."""
         with _state.lock:
             if self._closed:
@@ -191,55 +216,62 @@ class Runtime:
             if self._deferred_signal is not None:
                 signal.raise_signal(self._deferred_signal)  # see _terminate_after_shutdown
 
+    def after_fork(self) -> None:
+        """In a forked child: replace what the parent's parts own with this process's own."""
+        _state.inherited.append(self.writer.abandon())
+        _state.inherited.append(self.writer)
+        self.engines.after_fork()
+        self.errors.after_fork()
+        self.wakeups.after_fork()
+        self.worker = None  # the parent's background jobs stay the parent's
+        self.retention = None
+        self.writer = self._new_writer()
+        self.sink.attach(self.writer)
+        if self._closed:
+            self.writer.close_intake()
+            return
+        self.writer.start()
+
+    # -- for callers -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The writer's counters (see :mod:`tradelog._logs.stats`); ``dropped`` is always 0."""
+        data = self.writer.snapshot()
+        data["internal_errors"] = data.get("internal_errors", 0) + self.internal_errors.count
+        return data
+
+    def add_exception_observer(self, observer: ExceptionObserver) -> None:
+        """Call ``observer(exc_info, event)`` on the logging thread for every event with an
+        exception, next to error capture. ``event`` is the scrubbed event dict; an observer
+        must only enqueue, and what it raises is counted (``observer_errors``), never raised."""
+        self._observers.append(observer)
+
+    def get_logger(self, name: str | None = None, **bind: Any) -> Any:
+        """Same as :func:`tradelog.get_logger`."""
+        return structlog.get_logger(name or "root", **bind)
+
+    def session(self) -> Session:
+        """A new session on tradelog's own database (objects stay usable after commit)."""
+        return session_factory(self.engines.app())()
+
+    def install_loop_handler(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Install the chained asyncio exception handler on ``loop``."""
+        handler = _install_loop_handler(self.errors, loop)
+        if self._hooks is not None:
+            self._hooks.loop_handlers.append((loop, handler))
+
     # -- internals -------------------------------------------------------------------------
 
-    def _shutdown(self, timeout: float) -> bool:
-        deadline = time.monotonic() + max(0.0, timeout)
-        self.flush(_remaining(deadline))
-        for closer in reversed(self._closers):
-            try:
-                closer()
-            except Exception as exc:
-                internal_error(exc)
-        with _state.lock:
-            self._sink.close()
-            self._detach_stdlib()
-            if _state.current is self:
-                _state.current = None
-                structlog.reset_defaults()
-        ok = self._writer.stop(_remaining(deadline))
-        if self._engine is not None:
-            with contextlib.suppress(Exception):
-                self._engine.dispose()
-            self._engine = None
-        return ok
-
-    def _spool_what_is_left(self) -> None:
-        """The process dies now (see :func:`_terminate_after_shutdown`) while the shutdown is
-        still under way: spool what is still queued so the next writer replays it."""
-        try:
-            self._writer.spool_what_is_left()
-        except Exception as exc:  # pragma: no cover - dying anyway; spill never raises
-            internal_error(exc)
-
     def _new_writer(self) -> LogWriter:
-        return LogWriter(self.settings, self.redactor, lock_timeout=self.settings.db_write_timeout)
+        timeout = self.settings.db_write_timeout
+        inserter = make_inserter(self.engines.log_writer(), lock_timeout=timeout)
+        return LogWriter(self.settings, self.redactor, inserter)
 
-    def _new_sink(self) -> EventSink:
-        return EventSink(
-            self._writer,
-            redactor=self.redactor,
-            observers=self._observers,
-            console=self._console,
-            zone=self.settings.zone,
-        )
-
-    def _install(self, *, start: bool = True) -> None:
-        """Point structlog and the stdlib root logger at this runtime and start writing
-        (``start=False`` leaves the writer stopped: events queue up, for measurements)."""
+    def _install_logging(self) -> None:
+        """Point structlog and the stdlib root logger at this runtime."""
         minimum = level_number(self.settings.level)
-        TradelogBoundLogger.set_min_level(minimum)
-        _PROCESSORS[:] = [merge_contextvars, self._sink]
+        TradelogBoundLogger.configure(minimum, self.internal_errors)
+        _PROCESSORS[:] = [merge_contextvars, self.sink]
         structlog.configure(
             processors=_PROCESSORS,
             wrapper_class=TradelogBoundLogger,
@@ -247,22 +279,19 @@ class Runtime:
             context_class=dict,
             cache_logger_on_first_use=True,
         )
-        writer = self._writer
         handler = TradelogHandler(
-            self._sink,
+            self.sink,
             level=minimum,
-            console=self._console is not None,
-            internal_threads=lambda: writer.thread_idents,
+            console=self.settings.console,
+            on_error=self.internal_errors,
         )
         root = logging.getLogger()
         self._saved_root_level = root.level
         root.addHandler(handler)
         root.setLevel(minimum)
         self._handler = handler
-        if start:
-            writer.start()
 
-    def _detach_stdlib(self) -> None:
+    def _detach_logging(self) -> None:
         handler = self._handler
         if handler is None:
             return
@@ -272,26 +301,57 @@ class Runtime:
             root.setLevel(self._saved_root_level)
         self._handler = None
 
-    def _after_fork_in_child(self) -> None:
-        """Replace what the parent's writer owns with this process's own."""
-        self._writer.abandon()
-        _state.inherited.append(self._writer)
-        if self._engine is not None:
-            _state.inherited.append(self._engine)
-            self._engine = None
-        self._engine_lock = threading.Lock()
-        self._writer = self._new_writer()
-        self._sink = self._new_sink()
-        if self._closed:
-            self._sink.close()
-            return
-        if _PROCESSORS and _state.current is self:
-            _PROCESSORS[-1] = self._sink
-        if self._handler is not None:
-            self._handler.sink = self._sink
-            writer = self._writer
-            self._handler._internal_threads = lambda: writer.thread_idents
-        self._writer.start()
+    def _start_background(self) -> None:
+        """The delivery worker and daily retention (a process with ``worker`` on)."""
+        engine = self.engines.background()
+        try:
+            worker = DeliveryWorker(engine, self.settings, clock=self.clock, wakeups=self.wakeups)
+            worker.channels  # noqa: B018 - build the channels now so bad settings show at startup
+        except (ConfigurationError, MissingExtraError) as exc:
+            _worker_log.error("the delivery worker cannot start: %s", exc)
+        else:
+            worker.start()
+            self.worker = worker
+        self.retention = DailyRetention(RetentionJob.from_settings(self.settings, engine)).start()
+
+    def _shutdown(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        self.flush(_remaining(deadline))
+        for stop in (self._stop_background, self._uninstall_hooks, self.errors.close):
+            try:
+                stop()
+            except Exception as exc:
+                self.internal_errors(exc)
+        with _state.lock:
+            self.writer.close_intake()
+            self._detach_logging()
+            if _state.current is self:
+                _state.current = None
+                structlog.reset_defaults()
+        ok = self.writer.stop(_remaining(deadline))
+        self.engines.dispose()  # only idle connections: a call still stuck keeps its own
+        return ok
+
+    def _stop_background(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        if self.retention is not None:
+            self.retention.stop()
+            self.retention = None
+
+    def _uninstall_hooks(self) -> None:
+        if self._hooks is not None:
+            self._hooks.uninstall()
+            self._hooks = None
+
+    def _spool_what_is_left(self) -> None:
+        """The process dies now (see :func:`_terminate_after_shutdown`) while the shutdown is
+        still under way: spool what is still queued so the next writer replays it."""
+        try:
+            self.writer.spool_what_is_left()
+        except Exception as exc:  # pragma: no cover - dying anyway; spill never raises
+            self.internal_errors(exc)
 
 
 def _remaining(deadline: float) -> float:
@@ -309,11 +369,28 @@ def _console_renderer() -> Callable[[Any, str, dict[str, Any]], str]:
     return renderer
 
 
-def _install_integrations(runtime: Runtime) -> None:
-    """Wire the other subsystems into a freshly configured runtime (one line each)."""
-    importlib.import_module("tradelog._errors.capture").install(runtime)
-    importlib.import_module("tradelog.retention").install_daily(runtime)  # when worker is on
-    importlib.import_module("tradelog._notify.worker").install(runtime)  # when worker is on
+# --------------------------------------------------------------------------- process state
+
+
+class _State:
+    """The mutable process-wide state, in one place."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.current: Runtime | None = None
+        """The runtime :func:`configure` made current."""
+        self.standalone: Runtime | None = None
+        """A runtime built from the environment for calls made before :func:`configure`."""
+        self.process_hooks = False
+        self.after_forker_registered = False
+        self.inherited: list[object] = []
+        """Objects inherited through ``fork`` that the child keeps but never uses."""
+        self.stopping: Runtime | None = None
+        """The runtime whose shutdown is in progress, if any."""
+        self.saved_sigterm: Any = None
+
+
+_state = _State()
 
 
 def configure(settings: Settings | None = None, /, **options: Any) -> Runtime:
@@ -328,15 +405,16 @@ def configure(settings: Settings | None = None, /, **options: Any) -> Runtime:
     else:
         resolved = settings.replace(**options) if options else settings
     with _state.lock:
-        previous = _state.current
-    if previous is not None:
-        previous.shutdown()
+        previous, _state.current = _state.current, None
+        standalone, _state.standalone = _state.standalone, None
+    for old in (previous, standalone):
+        if old is not None:
+            old.shutdown()
     runtime = Runtime(resolved)
     with _state.lock:
         _state.current = runtime
-        runtime._install()
         _install_process_hooks()
-    _install_integrations(runtime)
+        runtime.start()
     _register_exit_finalizer()
     _install_terminate_handler()
     return runtime
@@ -347,46 +425,79 @@ def current() -> Runtime | None:
     return _state.current
 
 
-def get_logger(name: str | None = None, **bind: Any) -> Any:
-    """A structlog logger named ``name`` (default: the calling module) with ``bind`` bound.
+def require() -> Runtime:
+    """The configured runtime; before :func:`configure`, a standalone one built from the
+    ``TRADELOG_*`` environment that writes rows but leaves logging, hooks and background jobs
+    alone (rebuilt when the environment changes; shut down at exit).
 
-    Bind ``user_id`` to attribute events to a user. Works before ``configure`` too: the
-    logger picks up the configuration on first use.
+    Raises :class:`~tradelog.exceptions.ConfigurationError` when the environment is invalid.
     """
-    if name is None:
-        try:
-            name = str(sys._getframe(1).f_globals.get("__name__", "root"))
-        except Exception:  # pragma: no cover - no frames (exotic interpreters)
-            name = "root"
-    return structlog.get_logger(name, **bind)
+    runtime = _state.current
+    if runtime is not None and not runtime.closed:
+        return runtime
+    settings = Settings.from_env()
+    retired = None
+    with _state.lock:
+        runtime = _state.current
+        if runtime is not None and not runtime.closed:
+            return runtime
+        standalone = _state.standalone
+        if standalone is None or standalone.closed or standalone.settings != settings:
+            retired = standalone
+            standalone = Runtime(settings).start(logging_=False, hooks=False, background=False)
+            _state.standalone = standalone
+            _install_process_hooks()
+    if retired is not None:
+        retired.shutdown()
+    return standalone
 
 
 def flush(timeout: float = DEFAULT_TIMEOUT) -> bool:
     """Wait until everything logged so far is written; True when it was (or nothing is
     configured)."""
-    runtime = _state.current
+    runtime = _state.current or _state.standalone
     return True if runtime is None else runtime.flush(timeout)
 
 
 def shutdown(timeout: float = DEFAULT_TIMEOUT) -> bool:
     """Flush and stop the current runtime (also done at interpreter exit)."""
-    runtime = _state.current
-    return True if runtime is None else runtime.shutdown(timeout)
+    ok = True
+    for runtime in (_state.current, _state.standalone):
+        if runtime is not None:
+            ok = runtime.shutdown(timeout) and ok
+    return ok
+
+
+def reset() -> None:
+    """Shut tradelog down and put back everything it changed in this process: structlog's
+    defaults, the root logger, the exception hooks and the ``SIGTERM`` disposition (for tests)."""
+    shutdown()
+    with _state.lock:
+        _state.current = None
+        _state.standalone = None
+        _state.stopping = None
+        structlog.reset_defaults()
+        TradelogBoundLogger.configure(logging.NOTSET)
+        if _state.saved_sigterm is not None:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _state.saved_sigterm)
+            _state.saved_sigterm = None
 
 
 def _shutdown_at_exit() -> None:
-    runtime = _state.current
-    if runtime is not None and not runtime.closed:
-        try:
-            runtime.shutdown(DEFAULT_TIMEOUT)
-        except Exception as exc:  # pragma: no cover - exit must go on
-            internal_error(exc)
+    for runtime in (_state.current, _state.standalone):
+        if runtime is not None and not runtime.closed:
+            try:
+                runtime.shutdown(DEFAULT_TIMEOUT)
+            except Exception as exc:  # pragma: no cover - exit must go on
+                runtime.internal_errors(exc)
 
 
 def _install_process_hooks() -> None:
-    if _state.hooks_installed:
+    """``atexit`` and the ``fork`` hook, once per process (by :func:`configure`/:func:`require`)."""
+    if _state.process_hooks:
         return
-    _state.hooks_installed = True
+    _state.process_hooks = True
     atexit.register(_shutdown_at_exit)
     if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
         os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -395,8 +506,6 @@ def _install_process_hooks() -> None:
 def _register_exit_finalizer() -> None:
     """multiprocessing runs these at the end of its worker processes (``atexit`` does not
     run in fork-started ones); the finalizer is bound to this process id."""
-    import multiprocessing.util  # noqa: PLC0415 - only needed once configured
-
     multiprocessing.util.Finalize(None, _shutdown_at_exit, exitpriority=10)
     if not _state.after_forker_registered:
         # A multiprocessing child clears the finalizers it inherited (ours included) right
@@ -414,8 +523,6 @@ def _reregister_in_child(_: object) -> None:
 def _install_terminate_handler() -> None:
     """In a ``multiprocessing`` child (main thread, default ``SIGTERM`` disposition), shut
     tradelog down before ``SIGTERM`` ends the process."""
-    import multiprocessing  # noqa: PLC0415 - only needed once configured
-
     try:
         if multiprocessing.parent_process() is None:
             return
@@ -423,9 +530,11 @@ def _install_terminate_handler() -> None:
             return
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return  # the host handles SIGTERM (or already has our handler)
+        _state.saved_sigterm = signal.SIG_DFL
         signal.signal(signal.SIGTERM, _terminate_after_shutdown)
     except Exception as exc:  # pragma: no cover - an exotic host: keep the default
-        internal_error(exc)
+        if _state.current is not None:
+            _state.current.internal_errors(exc)
 
 
 def _terminate_after_shutdown(signum: int, frame: object) -> None:
@@ -460,11 +569,12 @@ def _terminate_wait(runtime: Runtime) -> float:
 
 def _after_fork_in_child() -> None:
     _state.lock = threading.RLock()
-    runtime = _state.current
-    if runtime is None:
-        return
-    try:
-        runtime._after_fork_in_child()
+    for runtime in (_state.current, _state.standalone):
+        if runtime is None:
+            continue
+        try:
+            runtime.after_fork()
+        except Exception as exc:  # pragma: no cover - a child must start even if logging cannot
+            runtime.internal_errors(exc)
+    if _state.current is not None:
         _register_exit_finalizer()
-    except Exception as exc:  # pragma: no cover - a child must start even if logging cannot
-        internal_error(exc)

@@ -14,8 +14,8 @@ The rules (from the schema spec, each period a setting):
 :class:`RetentionPolicy` is pure: it takes ``now`` and answers with cut-offs. :class:`RetentionJob`
 applies it: rows go in bounded batches (``batch_size`` ids, one short transaction each, so a log
 writer waiting for the database waits for one batch at most), files one by one. ``dry_run``
-counts and lists without deleting. :func:`install_daily` runs the job once a day in a background
-thread of a configured process (when ``settings.worker`` is on).
+counts and lists without deleting. :class:`DailyRetention` runs the job once a day in a background
+thread; the runtime starts one in a configured process with ``settings.worker`` on.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Engine, delete, func, select
 from sqlalchemy.orm import Session
 
-from tradelog._db.engine import create_tradelog_engine
 from tradelog._db.models import ErrorLog, ServiceLog
 from tradelog._errors.workflow import purge_resolved
 
@@ -49,7 +48,6 @@ __all__ = [
     "RetentionJob",
     "RetentionPolicy",
     "RetentionResult",
-    "install_daily",
     "log_file_date",
     "next_daily_run",
 ]
@@ -197,13 +195,13 @@ class RetentionJob:
     def from_settings(
         cls,
         settings: Settings,
-        engine: Engine | None = None,
+        engine: Engine,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> RetentionJob:
-        """A job for the configured database (a new engine unless one is given) and log dir."""
+        """A job for ``engine`` with the policy and log directory the settings give."""
         return cls(
-            engine or create_tradelog_engine(settings.database_url),
+            engine,
             settings.log_dir,
             RetentionPolicy.from_settings(settings),
             batch_size=batch_size,
@@ -348,13 +346,11 @@ class DailyRetention:
         at: time = DEFAULT_DAILY_AT,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_done: Callable[[RetentionResult], None] | None = None,
-        owns_engine: bool = False,
     ) -> None:
         self.job = job
         self.at = at
         self.clock = clock
         self.on_done = on_done
-        self.owns_engine = owns_engine
         self.runs = 0
         self.failures = 0
         self._stop = threading.Event()
@@ -375,8 +371,6 @@ class DailyRetention:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self.owns_engine:
-            self.job.engine.dispose()
 
     def run_now(self) -> RetentionResult | None:
         """One pass now; failures are logged and counted, never raised."""
@@ -399,17 +393,3 @@ class DailyRetention:
             if self._stop.wait(max(0.0, (due - now).total_seconds())):
                 return
             self.run_now()
-
-
-def install_daily(runtime: Any) -> DailyRetention | None:
-    """Run retention daily in the background of a configured process with ``worker`` on.
-
-    Called from the runtime's integration hook; registers a closer so ``shutdown()`` stops the
-    thread. Returns None (and does nothing) when the settings do not ask for a worker.
-    """
-    settings: Settings = runtime.settings
-    if not settings.worker:
-        return None
-    daily = DailyRetention(RetentionJob.from_settings(settings), owns_engine=True).start()
-    runtime.add_closer(daily.stop)
-    return daily

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tradelog._access import Actor, ActorLike, resolve_actor
 from tradelog._db.models import User, UserTradingConfig
+from tradelog._db.upsert import dialect_insert
 from tradelog.audit import diff, record_audit
 from tradelog.exceptions import ConfigurationError, NotFound, PermissionDenied
 
@@ -293,10 +292,8 @@ def _load_or_create(session: Session, user_id: int) -> UserTradingConfig:
         return found
     # INSERT ... ON CONFLICT DO NOTHING inside the caller's transaction: a row created by another
     # process meanwhile wins, and nothing here commits behind the caller's back.
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     session.execute(
-        insert(UserTradingConfig)
+        dialect_insert(session, UserTradingConfig)
         .values(user_id=user_id)
         .on_conflict_do_nothing(index_elements=["user_id"])
     )

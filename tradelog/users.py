@@ -1,4 +1,9 @@
-"""Users as tradelog needs them: creating accounts and the system user for unowned events."""
+"""Users as tradelog needs them: accounts, the acting user, and the system user.
+
+Every user-scoped read and change takes the acting user (an :class:`Actor`, a user id or a
+``User`` row): a user sees only their own rows, an admin sees everyone's. Rows no user context
+claims (an error without a ``user_id``) belong to the system user.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tradelog._access import Actor, ActorLike, resolve_actor
 from tradelog._db.models import User
 
-__all__ = ["SYSTEM_USER_EMAIL", "create_user", "ensure_system_user"]
+__all__ = [
+    "SYSTEM_USER_EMAIL",
+    "Actor",
+    "ActorLike",
+    "create_user",
+    "ensure_system_user",
+    "resolve_actor",
+]
 
 SYSTEM_USER_EMAIL = "system@tradelog.invalid"
 

@@ -15,7 +15,7 @@ from tradelog._cli._common import CommandError
 from tradelog._cli.errors import parse_when
 from tradelog._db.base import utcnow
 from tradelog._db.models import ErrorLog
-from tradelog._service import ServiceHealth
+from tradelog._health.writer import ServiceHealth
 
 FP = "c" * 64
 

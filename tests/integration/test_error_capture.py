@@ -11,10 +11,13 @@ import pytest
 import structlog
 from sqlalchemy import Engine
 
+import tradelog
 from tests.support.db import MigratedDatabase
 from tradelog._db.engine import create_tradelog_engine
-from tradelog._errors import capture as capture_module
-from tradelog._errors.capture import ErrorCapture, capture_exception, guard, install_capture
+from tradelog._errors.alerts import ErrorAlerts
+from tradelog._errors.pipeline import ErrorCapture
+from tradelog._notify.service import NotificationService
+from tradelog._notify.wakeup import Wakeups
 from tradelog.config import Settings
 from tradelog.users import SYSTEM_USER_EMAIL
 
@@ -23,10 +26,19 @@ def _settings(db: MigratedDatabase, tmp_path: Path, **options: Any) -> Settings:
     return Settings(database_url=db.url, log_dir=tmp_path / "logs", console=False, **options)
 
 
+def _alerting(settings: Settings, engine: Engine, **options: Any) -> ErrorCapture:
+    """A capture that sends its ``error`` notifications through the real notification service
+    (as the runtime wires it)."""
+    alerts = ErrorAlerts(
+        settings.error_notify_window, send=NotificationService(engine, Wakeups()).notify
+    )
+    return ErrorCapture(settings, engine, notifier=alerts, **options)
+
+
 @pytest.fixture
 def capture(db: MigratedDatabase, tmp_path: Path) -> Iterator[ErrorCapture]:
     """An error capture on the test database (notifications through the real notify API)."""
-    errors = ErrorCapture(_settings(db, tmp_path), db.engine)
+    errors = _alerting(_settings(db, tmp_path), db.engine)
     yield errors
     errors.close()
 
@@ -172,7 +184,7 @@ def test_error_notifications_are_throttled_per_fingerprint(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
     """One ``error`` notification per fingerprint per window; crashes are critical."""
-    errors = ErrorCapture(_settings(db, tmp_path, error_notify_window=3600), db.engine)
+    errors = _alerting(_settings(db, tmp_path, error_notify_window=3600), db.engine)
     try:
 
         def fail(n: int) -> None:
@@ -206,8 +218,8 @@ def test_throttle_is_shared_through_the_database(
 ) -> None:
     """Two processes (two captures) failing the same way still notify once per window."""
     settings = _settings(db, tmp_path, error_notify_window=3600)
-    first = ErrorCapture(settings, db.engine)
-    second = ErrorCapture(settings, db.engine)
+    first = _alerting(settings, db.engine)
+    second = _alerting(settings, db.engine)
 
     def fail() -> None:
         raise ValueError("same place")
@@ -230,7 +242,7 @@ def test_window_zero_notifies_every_error(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
     """``error_notify_window=0`` turns the throttle off."""
-    errors = ErrorCapture(_settings(db, tmp_path, error_notify_window=0), db.engine)
+    errors = _alerting(_settings(db, tmp_path, error_notify_window=0), db.engine)
     try:
         for _ in range(2):
             errors.capture(_raise(ValueError("again")), user_id=users["alice"])
@@ -246,7 +258,7 @@ def test_unwritable_errors_are_spilled_and_replayed(
     """With the database unreachable rows go to a file; the next writer stores them."""
     settings = _settings(db, tmp_path)
     broken: Engine = create_tradelog_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
-    down = ErrorCapture(settings, broken, retry_delays=(0.01,))
+    down = _alerting(settings, broken, retry_delays=(0.01,))
     down.capture(_raise(ValueError("while down")), user_id=users["alice"])
     down.capture(_raise(ValueError("crash while down")), user_id=users["alice"], sync=True)
     assert down.flush(10)
@@ -258,7 +270,7 @@ def test_unwritable_errors_are_spilled_and_replayed(
     broken.dispose()
     assert _errors(db) == []
 
-    up = ErrorCapture(settings, db.engine)
+    up = _alerting(settings, db.engine)
     try:
         up.capture(_raise(ValueError("after recovery")), user_id=users["alice"])
         assert up.flush(10)
@@ -292,21 +304,23 @@ def test_full_queue_drops_and_counts(
     assert 1 <= len(_errors(db)) <= 2
 
 
-def test_capture_exception_uses_the_installed_capture(
-    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+@pytest.fixture
+def configured(db: MigratedDatabase, tmp_path: Path) -> Iterator[tradelog.Runtime]:
+    """tradelog configured on the test database."""
+    yield tradelog.configure(_settings(db, tmp_path))
+    tradelog.shutdown()
+
+
+def test_capture_exception_uses_the_configured_runtime(
+    configured: tradelog.Runtime, db: MigratedDatabase, users: dict[str, int]
 ) -> None:
     """``capture_exception()`` records the exception being handled, with extra context."""
-    installation = install_capture(capture, hooks=False)
+    assert not tradelog.capture_exception()  # nothing being handled
     try:
-        assert capture_module.active() is capture
-        assert not capture_exception()  # nothing being handled
-        try:
-            raise ArithmeticError("pnl overflow")
-        except ArithmeticError:
-            assert capture_exception(user_id=users["alice"], symbol="TCS")
-        assert capture.flush(10)
-    finally:
-        installation.close()
+        raise ArithmeticError("pnl overflow")
+    except ArithmeticError:
+        assert tradelog.capture_exception(user_id=users["alice"], symbol="TCS")
+    assert tradelog.flush(10)
     [row] = _errors(db)
     assert row["error_type"] == "ArithmeticError"
     assert "TCS" in str(row["context"])
@@ -314,24 +328,20 @@ def test_capture_exception_uses_the_installed_capture(
 
 
 def test_guard_records_synchronously_and_reraises(
-    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+    configured: tradelog.Runtime, db: MigratedDatabase, users: dict[str, int]
 ) -> None:
     """``guard`` as a decorator and a context manager: the row exists when the error leaves."""
-    installation = install_capture(capture, hooks=False)
-    try:
 
-        @guard
-        def child_work() -> None:
-            raise OSError("disk full")
+    @tradelog.guard
+    def child_work() -> None:
+        raise OSError("disk full")
 
-        with pytest.raises(OSError, match="disk full"):
-            child_work()
-        assert len(_errors(db)) == 1
-        with pytest.raises(LookupError), guard(user_id=users["bob"], job="rebalance"):
-            raise LookupError("no such symbol")
-        rows = _errors(db)
-    finally:
-        installation.close()
+    with pytest.raises(OSError, match="disk full"):
+        child_work()
+    assert len(_errors(db)) == 1
+    with pytest.raises(LookupError), tradelog.guard(user_id=users["bob"], job="rebalance"):
+        raise LookupError("no such symbol")
+    rows = _errors(db)
     assert [r["user_id"] for r in rows][1] == users["bob"]
     assert "rebalance" in str(rows[1]["context"])
 
@@ -341,17 +351,13 @@ async def _async_guarded() -> None:
 
 
 def test_guard_wraps_coroutines(
-    capture: ErrorCapture, db: MigratedDatabase, users: dict[str, int]
+    configured: tradelog.Runtime, db: MigratedDatabase, users: dict[str, int]
 ) -> None:
     """An async function wrapped by ``guard`` is recorded too."""
     import asyncio
 
-    installation = install_capture(capture, hooks=False)
-    try:
-        with pytest.raises(ValueError, match="async child"):
-            asyncio.run(guard(_async_guarded)())
-    finally:
-        installation.close()
+    with pytest.raises(ValueError, match="async child"):
+        asyncio.run(tradelog.guard(_async_guarded)())
     assert [r["error_message"] for r in _errors(db)] == ["async child"]
 
 

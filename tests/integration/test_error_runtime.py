@@ -13,7 +13,6 @@ import pytest
 import tradelog
 from tests.support.db import MigratedDatabase
 from tradelog import _runtime as runtime
-from tradelog._errors import capture as capture_module
 from tradelog._errors.hooks import SysExceptHook
 
 
@@ -34,7 +33,7 @@ def test_logged_exceptions_become_error_rows(
 ) -> None:
     """``log.exception`` and ``log.error(exc_info=...)`` in its three forms record errors;
     a warning with an exception does not."""
-    log = runtime.get_logger("orders", user_id=users["alice"])
+    log = tradelog.get_logger("orders", user_id=users["alice"])
     try:
         raise KeyError("ltp")
     except KeyError:
@@ -66,7 +65,7 @@ def test_logged_then_reraised_to_the_hook_is_recorded_once(
     configured: runtime.Runtime, db: MigratedDatabase, users: dict[str, int]
 ) -> None:
     """An exception logged, re-raised and reaching ``sys.excepthook`` gives one row."""
-    log = runtime.get_logger("orders", user_id=users["bob"])
+    log = tradelog.get_logger("orders", user_id=users["bob"])
     assert isinstance(sys.excepthook, SysExceptHook)
     seen: list[str] = []
     sys.excepthook.previous = lambda kind, value, tb: seen.append(str(value))
@@ -107,7 +106,7 @@ def test_public_api_uses_the_runtime(
     configured: runtime.Runtime, db: MigratedDatabase, users: dict[str, int]
 ) -> None:
     """``tradelog.capture_exception``, ``heartbeat``, ``mark_running`` and ``track_task``."""
-    assert capture_module.active().engine is configured.engine
+    assert runtime.require() is configured
     try:
         raise ArithmeticError("pnl")
     except ArithmeticError:

@@ -25,7 +25,7 @@ from tradelog._notify.channels.email import EmailChannel
 from tradelog._notify.channels.telegram import TelegramChannel, bot_id
 from tradelog._notify.dispatch import dispatch
 from tradelog._notify.preferences import update_preferences
-from tradelog._notify.worker import RetryPolicy
+from tradelog._notify.retry import RetryPolicy
 from tradelog.config import Settings
 from tradelog.exceptions import (
     ConfigurationError,

@@ -7,16 +7,16 @@ import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+import tradelog
 from tests.support.db import MigratedDatabase
 from tradelog._db.models import Notification, NotificationDelivery
-from tradelog._notify import api
-from tradelog._notify import worker as worker_module
 from tradelog._notify.dispatch import NotifyResult, dispatch
 from tradelog._notify.preferences import update_preferences
 from tradelog.exceptions import NotFound
@@ -33,7 +33,7 @@ def env_db(db: MigratedDatabase, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mi
     """The test database as TRADELOG_DATABASE_URL, for notify() without a session."""
     monkeypatch.setenv("TRADELOG_DATABASE_URL", db.url)
     yield db
-    api.close()
+    tradelog.shutdown()
 
 
 BOTH = {
@@ -49,7 +49,9 @@ def test_notify_queues_every_enabled_channel(
 ) -> None:
     """With Telegram and email on, notify() writes the notification and two pending deliveries."""
     configure(env_db, users["alice"], **BOTH)
-    result = api.notify(users["alice"], "trading", "info", "Order filled", "RELIANCE x10 @ 2900")
+    result = tradelog.notify(
+        users["alice"], "trading", "info", "Order filled", "RELIANCE x10 @ 2900"
+    )
     assert result.created
     assert not result.duplicate
     assert [(c.channel, c.status) for c in result.channels] == [
@@ -72,7 +74,7 @@ def test_notify_queues_every_enabled_channel(
 
 def test_in_app_only_by_default(env_db: MigratedDatabase, users: dict[str, int]) -> None:
     """Spec defaults: Telegram and email off, so only the inbox records."""
-    result = api.notify(users["bob"], "service", "warning", "Service restarted", "")
+    result = tradelog.notify(users["bob"], "service", "warning", "Service restarted", "")
     assert [(c.channel, c.status) for c in result.channels] == [("in_app", "recorded")]
     assert env_db.scalar("SELECT count(*) FROM notification_deliveries") == 0
     assert env_db.scalar("SELECT count(*) FROM notifications") == 1
@@ -88,22 +90,22 @@ def test_preferences_changed_elsewhere_apply_to_the_next_call(
     def channels(result: NotifyResult) -> list[str]:
         return [c.channel for c in result.channels]
 
-    assert channels(api.notify(alice, "trading", "info", "one", "x")) == ["in_app"]
+    assert channels(tradelog.notify(alice, "trading", "info", "one", "x")) == ["in_app"]
     configure(env_db, alice, **BOTH)
-    assert channels(api.notify(alice, "trading", "info", "two", "x")) == [
+    assert channels(tradelog.notify(alice, "trading", "info", "two", "x")) == [
         "telegram",
         "email",
         "in_app",
     ]
     configure(env_db, alice, email_enabled=False, notify_trading_events=False)
-    assert not api.notify(alice, "trading", "info", "three", "x").created
-    assert channels(api.notify(alice, "system", "info", "four", "x")) == ["telegram", "in_app"]
+    assert not tradelog.notify(alice, "trading", "info", "three", "x").created
+    assert channels(tradelog.notify(alice, "system", "info", "four", "x")) == ["telegram", "in_app"]
 
 
 def test_type_switched_off_creates_nothing(env_db: MigratedDatabase, users: dict[str, int]) -> None:
     """A type toggle off means no notification at all, in-app included."""
     configure(env_db, users["alice"], notify_trading_events=False, **BOTH)
-    result = api.notify(users["alice"], "trading", "critical", "Fill", "x")
+    result = tradelog.notify(users["alice"], "trading", "critical", "Fill", "x")
     assert not result.created
     assert result.notification_id is None
     assert "trading notifications are turned off" in (result.reason or "")
@@ -132,14 +134,14 @@ def test_invalid_arguments(
         "message": "m",
     } | kwargs
     with pytest.raises(ValueError, match=message):
-        api.notify(users["alice"], **call)  # type: ignore[arg-type]
+        tradelog.notify(users["alice"], **call)  # type: ignore[arg-type]
     assert env_db.scalar("SELECT count(*) FROM notifications") == 0
 
 
 def test_unknown_user(env_db: MigratedDatabase, users: dict[str, int]) -> None:
     """A user id that does not exist is NotFound."""
     with pytest.raises(NotFound):
-        api.notify(987654, "system", "info", "t", "m")
+        tradelog.notify(987654, "system", "info", "t", "m")
 
 
 def test_long_message_kept_in_full(db: MigratedDatabase, users: dict[str, int]) -> None:
@@ -163,13 +165,13 @@ def test_outbox_rollback_sends_nothing_commit_queues(
     """With session=, a rolled-back transaction leaves no trace; a committed one is queued."""
     configure(db, users["alice"], **BOTH)
     with db.session() as session:
-        result = api.notify(users["alice"], "trading", "info", "Fill", "x", session=session)
+        result = tradelog.notify(users["alice"], "trading", "info", "Fill", "x", session=session)
         assert result.created
         session.rollback()
     assert db.scalar("SELECT count(*) FROM notifications") == 0
     assert db.scalar("SELECT count(*) FROM notification_deliveries") == 0
     with db.session() as session:
-        api.notify(users["alice"], "trading", "info", "Fill", "x", session=session)
+        tradelog.notify(users["alice"], "trading", "info", "Fill", "x", session=session)
         session.commit()
     assert db.scalar("SELECT count(*) FROM notification_deliveries WHERE status = 'pending'") == 2
 
@@ -265,9 +267,9 @@ def test_missing_address_fails_at_once(
 def test_dedupe_key_returns_the_first(env_db: MigratedDatabase, users: dict[str, int]) -> None:
     """The same key for the same user is a duplicate; another user may use the same key."""
     configure(env_db, users["alice"], **BOTH)
-    first = api.notify(users["alice"], "trading", "info", "Fill", "x", dedupe_key="fill:42")
-    second = api.notify(users["alice"], "trading", "info", "Fill", "x", dedupe_key="fill:42")
-    other = api.notify(users["bob"], "trading", "info", "Fill", "x", dedupe_key="fill:42")
+    first = tradelog.notify(users["alice"], "trading", "info", "Fill", "x", dedupe_key="fill:42")
+    second = tradelog.notify(users["alice"], "trading", "info", "Fill", "x", dedupe_key="fill:42")
+    other = tradelog.notify(users["bob"], "trading", "info", "Fill", "x", dedupe_key="fill:42")
     assert second.duplicate
     assert not second.created
     assert second.notification_id == first.notification_id
@@ -326,10 +328,10 @@ def test_anotify(env_db: MigratedDatabase, users: dict[str, int]) -> None:
     """anotify() works without a session and inside a caller's session."""
 
     async def main() -> None:
-        first = await api.anotify(users["alice"], "system", "info", "Async", "x")
+        first = await tradelog.anotify(users["alice"], "system", "info", "Async", "x")
         assert first.created
         with env_db.session() as session:
-            second = await api.anotify(
+            second = await tradelog.anotify(
                 users["alice"], "system", "info", "Async 2", "y", session=session
             )
             session.commit()
@@ -340,11 +342,9 @@ def test_anotify(env_db: MigratedDatabase, users: dict[str, int]) -> None:
 
 
 def test_public_reexport() -> None:
-    """tradelog.notify and tradelog.anotify are the API functions."""
-    import tradelog
-
-    assert tradelog.notify is api.notify
-    assert tradelog.anotify is api.anotify
+    """tradelog.notify and tradelog.anotify are the notifications module's functions."""
+    assert tradelog.notify is tradelog.notifications.notify
+    assert tradelog.anotify is tradelog.notifications.anotify
 
 
 def async_url(url: str) -> str:
@@ -354,28 +354,28 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
-def test_anotify_with_async_session(db: MigratedDatabase, users: dict[str, int]) -> None:
+def test_anotify_with_async_session(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
     """anotify(session=AsyncSession) writes in the caller's transaction: rollback sends nothing,
     commit queues the deliveries and wakes local workers; dedupe works across the two."""
     configure(db, users["alice"], **BOTH)
     woken: list[int] = []
-
-    class Probe:
-        def wake(self) -> None:
-            woken.append(1)
+    runtime = tradelog.configure(database_url=db.url, log_dir=tmp_path, console=False)
+    runtime.wakeups.subscribe(lambda: woken.append(1))
 
     async def main() -> None:
         engine = create_async_engine(async_url(db.url))
         try:
             async with AsyncSession(engine) as session:
-                dropped = await api.anotify(
+                dropped = await tradelog.anotify(
                     users["alice"], "trading", "info", "Rolled back", "x", session=session
                 )
                 assert dropped.created
                 await session.rollback()
             assert woken == []
             async with AsyncSession(engine) as session:
-                kept = await api.anotify(
+                kept = await tradelog.anotify(
                     users["alice"],
                     "trading",
                     "info",
@@ -384,7 +384,7 @@ def test_anotify_with_async_session(db: MigratedDatabase, users: dict[str, int])
                     session=session,
                     dedupe_key="fill-9",
                 )
-                again = await api.anotify(
+                again = await tradelog.anotify(
                     users["alice"],
                     "trading",
                     "info",
@@ -401,12 +401,7 @@ def test_anotify_with_async_session(db: MigratedDatabase, users: dict[str, int])
         finally:
             await engine.dispose()
 
-    probe = Probe()
-    worker_module._local_workers.add(probe)  # type: ignore[arg-type]
-    try:
-        asyncio.run(main())
-    finally:
-        worker_module._local_workers.discard(probe)  # type: ignore[arg-type]
+    asyncio.run(main())
     assert [r["title"] for r in db.rows("SELECT title FROM notifications")] == ["Kept"]
     rows = db.rows("SELECT channel, status FROM notification_deliveries ORDER BY channel")
     assert [(r["channel"], r["status"]) for r in rows] == [

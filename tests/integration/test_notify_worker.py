@@ -29,7 +29,10 @@ from tradelog._notify.channels.telegram import TelegramChannel, bot_id
 from tradelog._notify.dispatch import dispatch
 from tradelog._notify.preferences import update_preferences
 from tradelog._notify.ratelimit import DbRateLimiter, RateLimits
-from tradelog._notify.worker import DeliveryWorker, RetryPolicy
+from tradelog._notify.retry import RetryPolicy
+from tradelog._notify.service import NotificationService
+from tradelog._notify.wakeup import Wakeups
+from tradelog._notify.worker import DeliveryWorker
 from tradelog.config import Settings
 
 CHAT = "4242"
@@ -434,19 +437,17 @@ def test_expired_lease_is_reclaimed(
 def test_background_thread_wakes_on_notify(
     db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A started worker delivers a committed notify() promptly and stops cleanly."""
-    from tradelog._notify import api
-
-    monkeypatch.setenv("TRADELOG_DATABASE_URL", db.url)
-    w = worker(db, {"telegram": telegram(bot_api, db)}, poll_interval=30.0)
+    """A started worker delivers a committed notify() promptly and stops cleanly: the
+    notification service rings the wake-up registry the worker subscribed to."""
+    wakeups = Wakeups()
+    w = worker(db, {"telegram": telegram(bot_api, db)}, poll_interval=30.0, wakeups=wakeups)
     w.start()
     try:
         time.sleep(0.2)
-        api.notify(tg_user, "system", "info", "Wake up", "now")
+        NotificationService(db.engine, wakeups).notify(tg_user, "system", "info", "Wake up", "now")
         bot_api.wait_for_messages(1, chat_id=CHAT, timeout=5)
     finally:
         w.stop()
-        api.close()
     assert [r.status for r in deliveries(db)] == ["sent"]
 
 

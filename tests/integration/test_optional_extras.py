@@ -41,7 +41,7 @@ def test_core_works_without_extras(tmp_path: Path) -> None:
     """import tradelog, configure, log, notify in-app and the CLI parser need no extra."""
     result = _run(
         f"""
-        import tradelog, tradelog._cli, tradelog._notify.api
+        import tradelog, tradelog._cli, tradelog._notify.service
         from tradelog._db import migrate
         from tradelog.users import create_user
         from tradelog._db.engine import create_tradelog_engine, session_factory

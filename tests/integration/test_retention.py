@@ -8,6 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import tradelog
 from tests.support.db import MigratedDatabase
 from tradelog._db.models import ErrorLog, ServiceLog
 from tradelog.config import Settings
@@ -15,7 +16,6 @@ from tradelog.retention import (
     DailyRetention,
     RetentionJob,
     RetentionPolicy,
-    install_daily,
     next_daily_run,
 )
 
@@ -188,29 +188,16 @@ def test_from_settings_uses_the_configured_periods(
     assert job.run_once(NOW).service_logs == 2
 
 
-class _Runtime:
-    """The two things install_daily needs from a runtime."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.closers: list[Any] = []
-
-    def add_closer(self, fn: Any) -> None:
-        self.closers.append(fn)
-
-
-def test_install_daily_only_with_worker(db: MigratedDatabase, tmp_path: Path) -> None:
-    """Without the worker setting nothing starts; with it a thread starts and stops on close."""
-    runtime = _Runtime(Settings(database_url=db.url, log_dir=tmp_path))
-    assert install_daily(runtime) is None
-    assert runtime.closers == []
-    runtime = _Runtime(Settings(database_url=db.url, log_dir=tmp_path, worker=True))
-    daily = install_daily(runtime)
+def test_daily_retention_runs_only_with_worker(db: MigratedDatabase, tmp_path: Path) -> None:
+    """Without the worker setting nothing starts; with it a thread starts, and stops at
+    shutdown."""
+    options: dict[str, Any] = {"database_url": db.url, "log_dir": tmp_path, "console": False}
+    assert tradelog.configure(**options).retention is None
+    daily = tradelog.configure(**options, worker=True).retention
     assert daily is not None
-    assert runtime.closers == [daily.stop]
-    for closer in runtime.closers:
-        closer()
     assert daily._thread is not None
+    assert daily._thread.is_alive()
+    tradelog.shutdown()
     assert not daily._thread.is_alive()
 
 

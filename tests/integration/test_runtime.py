@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,33 +39,33 @@ def test_configure_from_a_settings_object(db_url: str, tmp_path: Path) -> None:
 
 
 def test_shared_engine_for_other_subsystems(db: MigratedDatabase, tmp_path: Path) -> None:
-    """runtime.engine is one engine, created on demand, disposed at shutdown."""
+    """The host-facing parts share one engine, created once, disposed at shutdown."""
     with running(db.url, tmp_path) as runtime:
-        engine = runtime.engine
-        assert runtime.engine is engine
+        engine = runtime.engines.app()
+        assert runtime.engines.app() is engine
+        assert runtime.errors.engine is engine
+        assert runtime.health.engine is engine
+        assert runtime.notifications.engine is engine
         with engine.connect() as connection:
             assert connection.execute(text("SELECT 1")).scalar() == 1
-    assert runtime._engine is None
+    assert runtime.engines._engines == {}
 
 
-def test_failing_flushers_and_closers_do_not_stop_shutdown(db_url: str, tmp_path: Path) -> None:
-    """A flusher or closer that raises is counted; the rest still runs."""
-    ran: list[str] = []
-
-    def bad_flusher(timeout: float) -> bool:
-        raise RuntimeError("flusher bug")
-
-    def bad_closer() -> None:
-        raise RuntimeError("closer bug")
-
-    with running(db_url, tmp_path) as runtime:
-        runtime.add_flusher(bad_flusher)
-        runtime.add_closer(lambda: ran.append("closed"))
-        runtime.add_closer(bad_closer)
-        before = runtime.stats()["internal_errors"]
-        assert runtime.flush(5) is False
-        assert runtime.stats()["internal_errors"] == before + 1
-    assert ran == ["closed"]
+def test_shutdown_stops_every_part(db_url: str, tmp_path: Path) -> None:
+    """With the worker on, the delivery worker and daily retention run; shutdown stops them,
+    uninstalls the hooks and disposes the engines."""
+    with running(db_url, tmp_path, worker=True) as runtime:
+        assert runtime.worker is not None
+        retention = runtime.retention
+        assert retention is not None
+        assert retention._thread is not None
+        assert retention._thread.is_alive()
+        assert sys.excepthook is runtime._hooks.sys_hook  # type: ignore[union-attr]
+    assert runtime.worker is None
+    assert runtime.retention is None
+    assert not retention._thread.is_alive()
+    assert runtime._hooks is None
+    assert runtime.engines._engines == {}
 
 
 def test_named_loggers_and_method_aliases(

@@ -10,18 +10,12 @@ from typing import Any
 
 import pytest
 
+import tradelog
 from tests.support.db import MigratedDatabase
-from tradelog._errors.capture import ErrorCapture
-from tradelog._service import (
-    ServiceHealth,
-    TaskSkipped,
-    current_task,
-    is_stale,
-    service_overview,
-    skip,
-    stale_services,
-    track_task,
-)
+from tradelog._errors.pipeline import ErrorCapture
+from tradelog._health.status import is_stale, service_overview, stale_services
+from tradelog._health.tasks import TaskSkipped, current_task, skip, track_task
+from tradelog._health.writer import ServiceHealth
 from tradelog.config import Settings
 
 T0 = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
@@ -131,7 +125,7 @@ def test_track_task_success_with_details(
 ) -> None:
     """The yielded dict becomes details; duration is measured; last_task_execution moves."""
     alice = users["alice"]
-    with health.track_task(alice, "sell_monitor") as task:
+    with track_task(alice, "sell_monitor", health=health) as task:
         assert current_task() is task
         task["orders"] = 3
         task["broker_token"] = "abc"
@@ -157,7 +151,7 @@ def test_track_task_failure_is_recorded_counted_and_reraised(
     bob = users["bob"]
     with (
         pytest.raises(ConnectionError, match="broker down"),
-        health.track_task(bob, "premarket_retry"),
+        track_task(bob, "premarket_retry", health=health),
     ):
         raise ConnectionError("broker down")
     assert health.capture is not None
@@ -178,13 +172,13 @@ def test_track_task_skip(
     """``task.skip(reason)`` and ``skip(reason)`` end the block quietly as skipped."""
     alice = users["alice"]
     reached = []
-    with health.track_task(alice, "buy_orders") as task:
+    with track_task(alice, "buy_orders", health=health) as task:
         try:
             task.skip("market closed")
         except Exception:  # a task's broad handler does not swallow the skip
             reached.append("swallowed")
         reached.append("after skip")
-    with health.track_task(alice, "buy_orders"):
+    with track_task(alice, "buy_orders", health=health):
         skip()
     assert reached == []
     assert [r["status"] for r in _tasks(db)] == ["skipped", "skipped"]
@@ -233,10 +227,10 @@ def test_track_task_as_async_context_manager(
     """``async with`` records the run without blocking the loop."""
 
     async def main() -> None:
-        async with health.track_task(users["bob"], "stream") as task:
+        async with track_task(users["bob"], "stream", health=health) as task:
             task["ticks"] = 120
             await asyncio.sleep(0.01)
-        async with health.track_task(users["bob"], "stream") as task:
+        async with track_task(users["bob"], "stream", health=health) as task:
             task.skip("holiday")
 
     asyncio.run(main())
@@ -245,23 +239,19 @@ def test_track_task_as_async_context_manager(
     assert rows[0]["duration_seconds"] >= 0.005
 
 
-def test_module_functions_use_the_active_capture(
+def test_module_functions_use_the_configured_runtime(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
-    """``heartbeat``/``mark_running``/``mark_stopped``/``track_task`` without explicit objects."""
-    from tradelog import _service as service
-    from tradelog._errors.capture import install_capture
-
-    settings = Settings(database_url=db.url, log_dir=tmp_path / "logs", console=False)
-    installation = install_capture(ErrorCapture(settings, db.engine, notifier=None), hooks=False)
+    """``heartbeat``/``mark_running``/``mark_stopped``/``track_task`` of the public module."""
+    tradelog.configure(database_url=db.url, log_dir=tmp_path / "logs", console=False)
     try:
-        assert service.mark_running(users["alice"])
-        assert service.heartbeat(users["alice"])
-        with service.track_task(users["alice"], "sell_monitor") as task:
+        assert tradelog.health.mark_running(users["alice"])
+        assert tradelog.health.heartbeat(users["alice"])
+        with tradelog.health.track_task(users["alice"], "sell_monitor") as task:
             task["orders"] = 1
-        assert service.mark_stopped(users["alice"])
+        assert tradelog.health.mark_stopped(users["alice"])
     finally:
-        installation.close()
+        tradelog.shutdown()
     assert [r["status"] for r in _tasks(db)] == ["success"]
     assert not _status(db, users["alice"])["service_running"]
 
@@ -270,7 +260,7 @@ def test_module_functions_fall_back_to_the_environment(
     db: MigratedDatabase, users: dict[str, int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Without ``configure()`` the ``TRADELOG_*`` settings are used; a bad one returns False."""
-    from tradelog import _service as service
+    service = tradelog.health
 
     monkeypatch.setenv("TRADELOG_DATABASE_URL", db.url)
     monkeypatch.setenv("TRADELOG_LOG_DIR", str(tmp_path / "logs"))

@@ -45,7 +45,7 @@ threading.excepthook = host_thread_hook
 sys.unraisablehook = host_unraisable_hook
 
 import tradelog  # noqa: E402 - the host's hooks come first on purpose
-from tradelog._errors.capture import guard, install_loop_handler  # noqa: E402
+from tradelog import guard, install_loop_handler  # noqa: E402
 
 tradelog.configure(database_url=DATABASE_URL, log_dir=LOG_DIR, console=False)
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from tradelog._access import resolve_actor
 from tradelog._cli._common import Context, positive_float, print_table
 from tradelog._db.base import utcnow
-from tradelog._service import service_overview
+from tradelog._health.status import service_overview
 from tradelog.users import ensure_system_user
 
 __all__ = ["register"]

@@ -7,6 +7,8 @@ URLs are routed to psycopg 3.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -18,6 +20,8 @@ from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageEr
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
+    "STATEMENT_TIMEOUT_MS",
+    "Engines",
     "check_connection",
     "create_tradelog_engine",
     "mask_url",
@@ -26,6 +30,8 @@ __all__ = [
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+STATEMENT_TIMEOUT_MS = 5_000
+"""Milliseconds one PostgreSQL statement of tradelog's own may run (``statement_timeout``)."""
 
 
 def mask_url(url: str | URL) -> str:
@@ -107,3 +113,68 @@ def check_connection(engine: Engine) -> None:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory bound to ``engine`` that keeps objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class Engines:
+    """The engines one runtime owns, created on first use and disposed together.
+
+    * :meth:`app` - a pooled engine for the calls a host makes on its own threads
+      (notifications, heartbeats, task rows, error rows, inbox reads);
+    * :meth:`background` - the delivery worker's and retention's, so a busy worker never
+      takes connections from the host-facing pool;
+    * :meth:`log_writer` - one connection for the log writer, with a connect timeout.
+
+    Never the host's engine: tradelog's transactions and the host's never mix.
+    """
+
+    def __init__(self, url: str, *, writer_timeout: float = 5.0) -> None:
+        self.url = url
+        self.writer_timeout = writer_timeout
+        self._lock = threading.Lock()
+        self._engines: dict[str, Engine] = {}
+        self.inherited: list[object] = []
+        """Engines inherited through ``fork``: kept referenced, never closed, in the child."""
+
+    def _get(self, role: str, **options: Any) -> Engine:
+        with self._lock:
+            engine = self._engines.get(role)
+            if engine is None:
+                engine = self._engines[role] = create_tradelog_engine(self.url, **options)
+            return engine
+
+    def app(self) -> Engine:
+        """The engine for the host-facing calls."""
+        return self._get("app")
+
+    def background(self) -> Engine:
+        """The engine of the background jobs (delivery worker, retention)."""
+        return self._get("background")
+
+    def log_writer(self) -> Engine:
+        """A one-connection engine for the log writer (connects within ``writer_timeout``)."""
+        backend = normalize_url(self.url).get_backend_name()
+        timeout = self.writer_timeout
+        if backend == "sqlite":
+            args: dict[str, Any] = {"timeout": timeout, "check_same_thread": False}
+        else:
+            args = {
+                "connect_timeout": max(1, round(timeout)),
+                "application_name": "tradelog-writer",
+            }
+        return self._get("log_writer", connect_args=args, pool_size=1, max_overflow=0)
+
+    def dispose(self) -> None:
+        """Close every pooled connection of every engine created so far."""
+        with self._lock:
+            engines = list(self._engines.values())
+            self._engines.clear()
+        for engine in engines:
+            with contextlib.suppress(Exception):
+                engine.dispose()
+
+    def after_fork(self) -> None:
+        """In a forked child: keep the parent's engines referenced but unused; new ones are
+        created on first use (closing the inherited connections would end the parent's)."""
+        self._lock = threading.Lock()
+        self.inherited.extend(self._engines.values())
+        self._engines = {}

@@ -1,10 +1,9 @@
 """Error tracking: capture exceptions into ``error_logs``, group them, resolve them.
 
-* :mod:`tradelog._errors.capture` - the public :func:`capture_exception`, :func:`install`
-  (called by ``tradelog.configure``), :func:`guard` for multiprocessing children and the
-  active capture.
 * :mod:`tradelog._errors.pipeline` - :class:`ErrorCapture`: queue, background writer,
-  synchronous crash writes, spill and replay.
+  synchronous crash writes, spill and replay (built and owned by the runtime).
+* :mod:`tradelog._errors.guard` - :class:`Guard`, for multiprocessing children and other code
+  whose exceptions never reach a process hook.
 * :mod:`tradelog._errors.hooks` - ``sys.excepthook``, ``threading.excepthook``,
   ``sys.unraisablehook`` and asyncio handlers, each chained to the one installed before it.
 * :mod:`tradelog._errors.record` - what a row contains (pure).

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from tradelog._errors.record import summary
 from tradelog._errors.store import Written
 
-__all__ = ["ErrorAlerts", "alert_text", "dedupe_key", "load_notify"]
+__all__ = ["ErrorAlerts", "SendFn", "alert_text", "dedupe_key"]
 
 _log: Final = logging.getLogger("tradelog.errors")
 _MEMO_SIZE: Final = 10_000
@@ -53,44 +53,26 @@ def alert_text(written: Written) -> tuple[str, str]:
     return title[:_TITLE_LENGTH], message
 
 
-def load_notify() -> SendFn | None:
-    """``tradelog._notify.api.notify`` when the notification package provides it, else None."""
-    try:
-        from tradelog._notify.api import notify  # noqa: PLC0415 - optional at runtime
-    except ImportError:
-        return None
-    return notify
-
-
 class ErrorAlerts:
     """A store notifier (see :class:`tradelog._errors.store.ErrorStore`) sending ``error``
-    notifications through ``send`` (default: :func:`tradelog._notify.api.notify`).
+    notifications through ``send`` (the runtime passes its notification service's ``notify``).
 
     ``send`` is called as ``send(user_id, "error", level, title, message, dedupe_key=...,
     session=session)`` with a session on the error store's engine, committed afterwards.
     """
 
-    def __init__(self, window: float, *, send: SendFn | None = None) -> None:
+    def __init__(self, window: float, *, send: SendFn) -> None:
         self.window = window
         self._send = send
-        self._loaded = send is not None
         self._memo: dict[tuple[int, str], str] = {}
         self._lock = threading.Lock()
         self.sent = 0
         self.skipped = 0
         self.failed = 0
 
-    def _sender(self) -> SendFn | None:
-        if not self._loaded:
-            self._send = load_notify()
-            self._loaded = True
-        return self._send
-
     def __call__(self, engine: Engine, written: Sequence[Written]) -> None:
         """Send the error notifications due for the rows just ``written``."""
-        send = self._sender()
-        if send is None:
-            return
+        send = self._send
         for item in written:
             if item.system:
                 continue

@@ -25,12 +25,12 @@ asyncio                     an exception handler on the loop running at install 
 asyncio: on Python 3.14+, where event-loop policies are deprecated, only the loop running at
 install time gets the handler automatically. A loop made by a custom ``loop_factory`` or by a
 policy installed after ``configure()`` does not get it either: call
-``tradelog._errors.capture.install_loop_handler()`` from a coroutine running on it. A handler set
+``tradelog.install_loop_handler()`` from a coroutine running on it. A handler set
 later with ``loop.set_exception_handler`` replaces ours (asyncio keeps only one per loop).
 
 Child processes started by :mod:`multiprocessing` never reach these hooks (the child prints the
 traceback itself and exits): wrap the child's target with
-:func:`tradelog._errors.capture.guard`.
+:func:`tradelog.guard`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 
 class Capturer(Protocol):
-    """What the hooks need from a capture (:class:`tradelog._errors.capture.ErrorCapture`)."""
+    """What the hooks need from a capture (:class:`tradelog._errors.pipeline.ErrorCapture`)."""
 
     def capture(
         self,

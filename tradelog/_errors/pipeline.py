@@ -12,34 +12,29 @@ picks up files left by processes that have exited.
 The same exception object is recorded once: the first capture marks it, so an exception that
 is logged, re-raised and then reaches ``sys.excepthook`` gives one row.
 
-After ``fork`` a child drops the queue, thread and pooled connections it inherited and starts
-its own on first use.
+After ``fork`` the owner calls :meth:`ErrorCapture.after_fork` in the child: it drops the
+queue, thread and pooled connections it inherited and starts its own on first use.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import structlog
 from sqlalchemy import Engine
 
 from tradelog._db.base import utcnow
-from tradelog._db.engine import create_tradelog_engine
-from tradelog._errors.alerts import ErrorAlerts
 from tradelog._errors.record import ErrorRecord, build_record, capture_frame_locals
 from tradelog._errors.spill import SpillFiles
 from tradelog._errors.store import ErrorStore, Notifier
@@ -67,7 +62,6 @@ _RETRY_DELAYS: Final = (0.1, 0.5)
 _REPLAY_INTERVAL: Final = 30.0
 """Seconds between attempts to write spilled rows while the writer is idle."""
 SYNC_FLUSH_SECONDS: Final = 5.0
-_DEFAULT: Final = object()
 
 
 @dataclass(slots=True)
@@ -118,48 +112,32 @@ def exception_from(exc_info: object) -> BaseException | None:
     return None
 
 
-_captures: weakref.WeakSet[ErrorCapture] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for capture in list(_captures):
-        capture._forked()
-
-
-if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 class ErrorCapture:
     """Turns exceptions into ``error_logs`` rows (see the module docstring).
 
-    ``engine`` defaults to a new engine for ``settings.database_url``, disposed by
-    :meth:`close`. ``notifier`` receives the stored rows after each commit; the default sends
-    the throttled ``error`` notification, ``None`` sends nothing. ``redactor`` scrubs messages,
-    tracebacks and context (default: the standard log redactor). ``retry_delays`` are the
-    pauses between attempts to write a queued batch before it is spilled to a file;
-    ``replay_interval`` how often an idle writer retries storing spilled rows.
+    ``engine`` is the engine the rows are written with (its owner disposes it). ``notifier``
+    receives the stored rows after each commit (the runtime passes the throttled ``error``
+    notification of :mod:`tradelog._errors.alerts`); ``None`` sends nothing. ``redactor``
+    scrubs messages, tracebacks and context (default: the standard log redactor).
+    ``retry_delays`` are the pauses between attempts to write a queued batch before it is
+    spilled to a file; ``replay_interval`` how often an idle writer retries storing spilled
+    rows.
     """
 
     def __init__(
         self,
         settings: Settings,
-        engine: Engine | None = None,
+        engine: Engine,
         *,
-        notifier: Notifier | object | None = _DEFAULT,
+        notifier: Notifier | None = None,
         redactor: Redactor | None = None,
         clock: Callable[[], datetime] = utcnow,
         retry_delays: Sequence[float] = _RETRY_DELAYS,
         replay_interval: float = _REPLAY_INTERVAL,
     ) -> None:
         self.settings = settings
-        self._own_engine = engine is None
-        self.engine = (
-            engine if engine is not None else create_tradelog_engine(settings.database_url)
-        )
-        if notifier is _DEFAULT:
-            notifier = ErrorAlerts(settings.error_notify_window)
-        self.store = ErrorStore(self.engine, notifier=cast(Notifier | None, notifier))
+        self.engine = engine
+        self.store = ErrorStore(self.engine, notifier=notifier)
         self.redactor = redactor or Redactor()
         self.clock = clock
         self.retry_delays = tuple(retry_delays)
@@ -174,8 +152,6 @@ class ErrorCapture:
         )
         self._init_state()
         self._closed = False
-        self._atexit_registered = False
-        _captures.add(self)
 
     def _init_state(self) -> None:
         self._cond = threading.Condition()
@@ -186,7 +162,7 @@ class ErrorCapture:
         self._replayed = False
         self._warned_full = False
 
-    def _forked(self) -> None:
+    def after_fork(self) -> None:
         """In a forked child: the parent's queue, thread, locks and connections are not ours."""
         self._counter_lock = threading.Lock()
         self._init_state()
@@ -297,9 +273,6 @@ class ErrorCapture:
         except RuntimeError:  # interpreter shutting down
             return False
         self._thread = thread
-        if not self._atexit_registered:
-            atexit.register(self._at_exit)
-            self._atexit_registered = True
         return True
 
     def _take(self) -> list[_Item]:
@@ -399,7 +372,7 @@ class ErrorCapture:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, stop the writer and dispose an engine this capture created."""
+        """Write what is queued and stop the writer (the engine is the owner's to dispose)."""
         if self._closed:
             return
         self.flush(timeout)
@@ -414,14 +387,6 @@ class ErrorCapture:
         if leftover:
             self._spill([self._build(item) for item in leftover])
         self._closed = True
-        if self._atexit_registered:
-            atexit.unregister(self._at_exit)
-        if self._own_engine:
-            self.engine.dispose()
-
-    def _at_exit(self) -> None:
-        with contextlib.suppress(Exception):
-            self.flush(SYNC_FLUSH_SECONDS)
 
     # ----------------------------------------------------------------- spill files
 

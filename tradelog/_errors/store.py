@@ -17,9 +17,10 @@ from typing import Final
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from tradelog._db.engine import STATEMENT_TIMEOUT_MS
 from tradelog._db.models import ErrorLog, User
+from tradelog._db.upsert import upsert_status
 from tradelog._errors.record import ErrorRecord
-from tradelog._service import STATEMENT_TIMEOUT_MS, upsert_status
 from tradelog.users import ensure_system_user
 
 __all__ = ["ErrorStore", "Notifier", "Written"]

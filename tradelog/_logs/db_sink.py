@@ -1,15 +1,12 @@
-"""Getting rows into ``service_logs``: the fast bulk path per driver, and what to do when it fails.
+"""What happens to a batch on its way into ``service_logs``: :class:`DatabaseSink`.
 
-The writer has its own engine and connection (never the host's). Rows go in with the fastest
-path the driver has: ``executemany`` on SQLite, ``COPY ... FROM STDIN`` on PostgreSQL.
+The bulk insert itself is :mod:`~tradelog._logs.inserters`'. This is the state machine around
+it; failures are told apart by their cause:
 
-Failures are told apart by their cause:
-
-* **the rows** (a ``user_id`` with no user, a value a column refuses; SQLSTATE classes 22 and 23,
-  SQLite integrity and data errors): the batch is split in halves until the bad rows are
-  alone; every good row lands and each bad one goes to the dead-letter file with the reason.
-  Rows whose user does not exist (yet) are held back for a couple of seconds first, since a host
-  may log about a user it has not committed yet.
+* **the rows** (a ``user_id`` with no user, a value a column refuses): the batch is split in
+  halves until the bad rows are alone; every good row lands and each bad one goes to the
+  dead-letter file with the reason. Rows whose user does not exist (yet) are held back for a
+  couple of seconds first, since a host may log about a user it has not committed yet.
 * **the database** (down, unreachable, locked beyond the lock timeout, table missing, anything
   else): the rows are appended to the spool, further batches follow them there so the order is
   kept, and the database is retried with exponential backoff; once it answers the spool is
@@ -22,298 +19,27 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from itertools import chain
-from typing import Any, Final
+from typing import Final
 
-from sqlalchemy import Engine
-from sqlalchemy.pool import PoolProxiedConnection
-
-from tradelog._db.engine import create_tradelog_engine, mask_url, normalize_url
+from tradelog._logs.inserters import DatabaseUnavailable, Inserter, RowsRejected
 from tradelog._logs.rows import DbRow
 from tradelog._logs.spool import DeadLetterFile, Spool, SpoolChunk, adopt_orphans
 from tradelog._logs.stats import WriterStats
 
-__all__ = [
-    "DatabaseSink",
-    "DatabaseUnavailable",
-    "Inserter",
-    "RowsRejected",
-    "make_inserter",
-]
+__all__ = ["DatabaseSink"]
 
-_COLUMNS: Final = "user_id, level, module, message, context, timestamp"
 _BACKOFF_START: Final = 0.05
 _BACKOFF_MAX: Final = 5.0
 _PARK_SECONDS: Final = 2.0
 """How long rows of an unknown user wait for that user to appear before being dead-lettered."""
 _PARK_RECHECK: Final = 0.25
 _ORPHAN_SCAN_SECONDS: Final = 30.0
-_USER_QUERY_CHUNK: Final = 500
 
 
 def _nothing() -> None:
     return None
-
-
-class RowsRejected(Exception):
-    """The database refused something in the rows given (not the connection's fault)."""
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot take rows now; try again later."""
-
-
-class Inserter:
-    """Bulk inserts over one long-lived raw connection of a private engine.
-
-    The connection runs in autocommit mode and each batch is one statement (a multi-row
-    ``INSERT`` or a ``COPY``), so a batch is atomic and costs one round trip, and the driver
-    needs the GIL back only once per batch.
-    """
-
-    backend = "generic"
-
-    def __init__(self, engine: Engine, *, lock_timeout: float) -> None:
-        self.engine = engine
-        self.lock_timeout = lock_timeout
-        self._raw: PoolProxiedConnection | None = None
-
-    def insert(self, rows: Sequence[DbRow], *, on_sent: Callable[[], None] = _nothing) -> None:
-        """Insert ``rows`` in one transaction, or raise :class:`RowsRejected` /
-        :class:`DatabaseUnavailable` with nothing inserted.
-
-        ``on_sent`` is called once the rows are handed to the driver, just before the part of
-        the call that runs without the GIL (the insert itself, the wait for the server).
-        """
-        connection = self._connection()
-        try:
-            self._bulk(connection, rows, on_sent)
-        except Exception as exc:
-            self._recover(connection, exc)
-            raise self._translate(exc) from exc
-
-    def existing_users(self, ids: set[int]) -> set[int]:
-        """Which of ``ids`` are users (raises :class:`DatabaseUnavailable`)."""
-        connection = self._connection()
-        found: set[int] = set()
-        ordered = sorted(ids)
-        try:
-            for start in range(0, len(ordered), _USER_QUERY_CHUNK):
-                found.update(self._users(connection, ordered[start : start + _USER_QUERY_CHUNK]))
-        except Exception as exc:
-            self._recover(connection, exc)
-            translated = self._translate(exc)
-            if isinstance(translated, RowsRejected):
-                return found
-            raise translated from exc
-        return found
-
-    def close(self) -> None:
-        """Close the connection and dispose of the engine."""
-        if self._raw is not None:
-            with contextlib.suppress(Exception):
-                self._raw.close()
-            self._raw = None
-        with contextlib.suppress(Exception):
-            self.engine.dispose()
-
-    def abandon(self) -> None:
-        """Forget the connection inherited through ``fork`` without touching it."""
-        _graveyard.append((self.engine, self._raw))
-        self._raw = None
-
-    # -- per driver ------------------------------------------------------------------------
-
-    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
-        raise NotImplementedError
-
-    def _users(self, connection: Any, ids: list[int]) -> set[int]:
-        raise NotImplementedError
-
-    def _prepare_connection(self, connection: Any) -> None:
-        """Session settings for a new connection."""
-
-    def _rejected(self, exc: BaseException) -> bool:
-        raise NotImplementedError
-
-    # -- shared ----------------------------------------------------------------------------
-
-    def _connection(self) -> Any:
-        if self._raw is None:
-            try:
-                raw = self.engine.raw_connection()
-            except Exception as exc:
-                raise DatabaseUnavailable(_describe(exc)) from exc
-            try:
-                self._prepare_connection(raw.driver_connection)
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    raw.invalidate()
-                raise DatabaseUnavailable(_describe(exc)) from exc
-            self._raw = raw
-        return self._raw.driver_connection
-
-    def _recover(self, connection: Any, exc: BaseException) -> None:
-        """Roll back; drop the connection unless the failure was the rows' fault."""
-        try:
-            connection.rollback()
-        except Exception:
-            self._drop()
-            return
-        if not self._rejected(exc):
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._raw is not None:
-            with contextlib.suppress(Exception):
-                self._raw.invalidate()
-            self._raw = None
-
-    def _translate(self, exc: BaseException) -> Exception:
-        message = _describe(exc)
-        if self._rejected(exc):
-            return RowsRejected(message)
-        return DatabaseUnavailable(message)
-
-
-class SqliteInserter(Inserter):
-    """Multi-row ``INSERT ... VALUES (...), (...)`` statements in one transaction.
-
-    One statement per batch (split only at SQLite's bound-parameter limit) is executed in a
-    single ``sqlite3_step`` with the GIL released, where ``executemany`` takes the GIL back
-    after every row - which, next to a busy Python thread, costs far more than the insert.
-    A busy database waits ``lock_timeout`` at most.
-    """
-
-    backend = "sqlite"
-    _MAX_ROWS: Final = (32766 if sqlite3.sqlite_version_info >= (3, 32) else 999) // 6
-
-    def __init__(self, engine: Engine, *, lock_timeout: float) -> None:
-        super().__init__(engine, lock_timeout=lock_timeout)
-        self._statements: dict[int, str] = {}
-
-    def _prepare_connection(self, connection: Any) -> None:
-        connection.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
-        connection.isolation_level = None  # autocommit: one statement, one transaction
-
-    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
-        step = self._MAX_ROWS
-        on_sent()  # binding keeps the GIL until sqlite3_step lets go of it
-        if len(rows) <= step:
-            connection.execute(self._statement(len(rows)), list(chain.from_iterable(rows)))
-            return
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            for start in range(0, len(rows), step):
-                chunk = rows[start : start + step]
-                connection.execute(self._statement(len(chunk)), list(chain.from_iterable(chunk)))
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-
-    def _statement(self, count: int) -> str:
-        statement = self._statements.get(count)
-        if statement is None:
-            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
-            statement = f"INSERT INTO service_logs ({_COLUMNS}) VALUES {values}"
-            if len(self._statements) >= 256:
-                self._statements.clear()
-            self._statements[count] = statement
-        return statement
-
-    def _users(self, connection: Any, ids: list[int]) -> set[int]:
-        marks = ", ".join("?" for _ in ids)
-        cursor = connection.execute(f"SELECT id FROM users WHERE id IN ({marks})", ids)
-        return {int(row[0]) for row in cursor.fetchall()}
-
-    def _rejected(self, exc: BaseException) -> bool:
-        return isinstance(
-            exc,
-            sqlite3.IntegrityError
-            | sqlite3.DataError
-            | ValueError
-            | TypeError
-            | OverflowError
-            | UnicodeError,
-        )
-
-
-class PostgresInserter(Inserter):
-    """``COPY service_logs (...) FROM STDIN`` with ``write_row``, timestamps sent as UTC."""
-
-    backend = "postgresql"
-    _COPY: Final = f"COPY service_logs ({_COLUMNS}) FROM STDIN"
-
-    def _prepare_connection(self, connection: Any) -> None:
-        connection.execute("SET TIME ZONE 'UTC'")
-        if self.lock_timeout > 0:
-            connection.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
-        connection.commit()
-        connection.autocommit = True  # each COPY is one transaction, one round trip
-
-    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
-        with connection.cursor() as cursor, cursor.copy(self._COPY) as copy:
-            write = copy.write_row
-            for row in rows:
-                write(row)
-            on_sent()  # what remains is sending the tail and waiting for the server
-
-    def _users(self, connection: Any, ids: list[int]) -> set[int]:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM users WHERE id = ANY(%s)", (ids,))
-            return {int(row[0]) for row in cursor.fetchall()}
-
-    def _rejected(self, exc: BaseException) -> bool:
-        import psycopg  # noqa: PLC0415 - only loaded for PostgreSQL URLs
-
-        if isinstance(exc, ValueError | TypeError | OverflowError | UnicodeError):
-            return True
-        if not isinstance(exc, psycopg.Error):
-            return False
-        state = exc.sqlstate
-        if state is None:
-            return isinstance(exc, psycopg.DataError)
-        return state.startswith(("22", "23"))
-
-
-_graveyard: list[object] = []
-"""Connections inherited through ``fork``: kept referenced so the child never closes them."""
-
-
-def make_inserter(url: str, *, lock_timeout: float) -> Inserter:
-    """An inserter with a private engine for ``url`` (PostgreSQL or SQLite)."""
-    backend = normalize_url(url).get_backend_name()
-    if backend == "sqlite":
-        engine = create_tradelog_engine(
-            url,
-            connect_args={"timeout": lock_timeout, "check_same_thread": False},
-            pool_size=1,
-            max_overflow=0,
-        )
-        return SqliteInserter(engine, lock_timeout=lock_timeout)
-    if backend == "postgresql":
-        engine = create_tradelog_engine(
-            url,
-            connect_args={
-                "connect_timeout": max(1, round(lock_timeout)),
-                "application_name": "tradelog-writer",
-            },
-            pool_size=1,
-            max_overflow=0,
-        )
-        return PostgresInserter(engine, lock_timeout=lock_timeout)
-    raise ValueError(f"tradelog cannot write logs to a {backend} database ({mask_url(url)})")
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason, with any database URL password masked."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:500]
 
 
 class _Interrupted(Exception):

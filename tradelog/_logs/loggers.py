@@ -4,8 +4,9 @@
 
 * **the level filter follows reconfiguration.** Methods below the minimum level are a bare
   ``return None`` on the class (as in ``structlog.make_filtering_bound_logger``), but they are
-  swapped on the one class when ``tradelog.configure`` runs again, so loggers that structlog
-  cached on first use follow the new level too;
+  swapped on the one class when the runtime configures it again (:meth:`~TradelogBoundLogger.
+  configure`, called only by :mod:`tradelog._runtime`, the state department), so loggers that
+  structlog cached on first use follow the new level too;
 * **it never raises into the caller.** Bad ``%`` arguments, keyword names such as ``event`` or
   ``self``, an unknown level number, a failing processor: the event is still handled as well as
   it can be and any internal error is counted, never propagated. Async variants (``ainfo`` ...)
@@ -26,13 +27,7 @@ from typing import Any, ClassVar, Final
 from structlog import DropEvent
 from structlog._base import BoundLoggerBase
 
-__all__ = [
-    "ConsoleOutput",
-    "TradelogBoundLogger",
-    "internal_error",
-    "internal_errors",
-    "output_factory",
-]
+__all__ = ["ConsoleOutput", "InternalErrors", "TradelogBoundLogger", "output_factory"]
 
 _METHODS: Final = (
     (logging.DEBUG, "debug"),
@@ -44,28 +39,23 @@ _METHODS: Final = (
 _ALIASES: Final = {"warn": "warning", "fatal": "critical", "msg": "info"}
 
 
-class _InternalErrors:
-    """How many times logging failed inside tradelog (reported by ``runtime.stats()``)."""
+class InternalErrors:
+    """Counts failures inside the logging path (``runtime.stats()["internal_errors"]``);
+    the first one is printed once to stderr, the others only counted."""
 
-    count = 0
-    reported = False
+    def __init__(self) -> None:
+        self.count = 0
+        self.reported = False
 
-
-def internal_error(exc: BaseException) -> None:
-    """Count a failure inside the logging path; the first one is printed once to stderr."""
-    _InternalErrors.count += 1
-    if not _InternalErrors.reported:
-        _InternalErrors.reported = True
-        with contextlib.suppress(Exception):
-            sys.__stderr__.write(  # type: ignore[union-attr]
-                f"tradelog: an event could not be logged ({type(exc).__name__}: {exc}); "
-                "further failures are only counted\n"
-            )
-
-
-def internal_errors() -> int:
-    """The number of internal logging failures in this process."""
-    return _InternalErrors.count
+    def __call__(self, exc: BaseException) -> None:
+        self.count += 1
+        if not self.reported:
+            self.reported = True
+            with contextlib.suppress(Exception):
+                sys.__stderr__.write(  # type: ignore[union-attr]
+                    f"tradelog: an event could not be logged ({type(exc).__name__}: {exc}); "
+                    "further failures are only counted\n"
+                )
 
 
 class ConsoleOutput:
@@ -136,6 +126,7 @@ class TradelogBoundLogger(BoundLoggerBase):
     """A structlog bound logger with a reconfigurable level filter that never raises."""
 
     _min_level: ClassVar[int] = logging.NOTSET
+    _internal_errors: ClassVar[InternalErrors] = InternalErrors()
 
     def _emit(self, method_name: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         try:
@@ -165,7 +156,7 @@ class TradelogBoundLogger(BoundLoggerBase):
         except DropEvent:
             return None
         except Exception as exc:
-            internal_error(exc)
+            self._internal_errors(exc)
             return None
 
     def bind(self, /, **new_values: Any) -> TradelogBoundLogger:
@@ -208,14 +199,16 @@ class TradelogBoundLogger(BoundLoggerBase):
     def get_effective_level(self) -> int:
         return self._min_level
 
-    # Level methods are installed by set_min_level() below.
+    # Level methods are installed by configure() below.
     debug = info = warning = warn = error = critical = fatal = msg = _ACTIVE["info"][0]
     adebug = ainfo = awarning = awarn = aerror = acritical = afatal = amsg = _ACTIVE["info"][1]
 
     @classmethod
-    def set_min_level(cls, level: int) -> None:
-        """Make the methods below ``level`` no-ops (and the others live) for every instance."""
+    def configure(cls, level: int, internal_errors: InternalErrors | None = None) -> None:
+        """Make the methods below ``level`` no-ops (and the others live) for every instance,
+        and count internal failures in ``internal_errors``."""
         cls._min_level = level
+        cls._internal_errors = internal_errors or InternalErrors()
         for threshold, name in _METHODS:
             method, amethod = (_nop, _anop) if threshold < level else _ACTIVE[name]
             setattr(cls, name, method)
@@ -225,4 +218,4 @@ class TradelogBoundLogger(BoundLoggerBase):
             setattr(cls, f"a{alias}", getattr(cls, f"a{target}"))
 
 
-TradelogBoundLogger.set_min_level(logging.NOTSET)
+TradelogBoundLogger.configure(logging.NOTSET)

@@ -18,6 +18,7 @@ console enabled it also renders the event (scrubbed) for ``sys.stderr``.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -96,20 +97,21 @@ class EventSink:
         console: Callable[[Any, str, dict[str, Any]], str] | None,
         zone: ZoneInfo,
     ) -> None:
-        self._queue = writer.queue
-        self._limit = writer.limit
-        self._wake_at = writer.wake_at
-        self._wake = writer.wake.set
-        self._spill = writer.spill
-        self._stats = writer.stats
+        self._writer = writer
+        self._submit = writer.submit
         self._redactor = redactor
         self._observers = observers
         self._console = console
         self._zone = zone
 
-    def close(self) -> None:
-        """From now on handle every event on the caller's thread (the writer has stopped)."""
-        self._limit = 0
+    def attach(self, writer: LogWriter) -> None:
+        """Hand events to ``writer`` from now on (a forked child's new writer)."""
+        self._writer = writer
+        self._submit = writer.submit
+
+    def is_internal_thread(self) -> bool:
+        """Whether the calling thread is one of the writer's own."""
+        return threading.get_ident() in self._writer.thread_idents
 
     def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> str:
         """structlog processor: queue the event; return the console line (or "")."""
@@ -126,13 +128,7 @@ class EventSink:
             event = self._special(level, name, event)
         if not _PRIMITIVE.issuperset(map(type, event.values())):
             event = _snapshot(event)
-        queue = self._queue
-        if len(queue) < self._limit:
-            queue.append((time.time(), level, name, event))
-            if len(queue) == self._wake_at:
-                self._wake()
-        else:
-            self._spill((time.time(), level, name, event))
+        self._submit((time.time(), level, name, event))
         return event
 
     def render(self, level: str, name: str | None, event: Mapping[Any, Any]) -> str:
@@ -175,5 +171,4 @@ class EventSink:
             try:
                 observer(info, scrubbed)
             except Exception:
-                with self._stats.lock:
-                    self._stats.observer_errors += 1
+                self._writer.note_observer_error()

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any, Final
 
 from structlog.contextvars import get_contextvars
 
 from tradelog._logs.levels import level_name
-from tradelog._logs.loggers import internal_error
 from tradelog._logs.processors import EventSink
 from tradelog._logs.sanitize import to_jsonable
 
@@ -49,12 +47,12 @@ class TradelogHandler(logging.Handler):
         *,
         level: int = logging.NOTSET,
         console: bool = False,
-        internal_threads: Callable[[], frozenset[int]] = frozenset,
+        on_error: Callable[[BaseException], None],
     ) -> None:
         super().__init__(level)
         self.sink = sink
         self.console = console
-        self._internal_threads = internal_threads
+        self._on_error = on_error
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Emit without the handler lock: the sink is thread-safe."""
@@ -65,7 +63,7 @@ class TradelogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if threading.get_ident() in self._internal_threads():
+            if self.sink.is_internal_thread():
                 if record.levelno >= logging.WARNING:
                     sys.stderr.write(f"tradelog writer: {record.name}: {record.getMessage()}\n")
                 return
@@ -92,4 +90,4 @@ class TradelogHandler(logging.Handler):
                 if line:
                     sys.stderr.write(line + "\n")
         except Exception as exc:
-            internal_error(exc)
+            self._on_error(exc)

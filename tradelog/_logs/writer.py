@@ -27,13 +27,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from tradelog._logs.db_sink import DatabaseSink, Inserter, make_inserter
+from tradelog._logs.db_sink import DatabaseSink
 from tradelog._logs.file_sink import FileSink
+from tradelog._logs.inserters import Inserter
 from tradelog._logs.redact import Redactor
 from tradelog._logs.rows import DbRow, FileKey, Prepared, Record, RowBuilder
 from tradelog._logs.spool import DeadLetterFile, Spool
@@ -68,9 +68,7 @@ class LogWriter:
         self,
         settings: Settings,
         redactor: Redactor,
-        *,
-        inserter_factory: Callable[[], Inserter] | None = None,
-        lock_timeout: float = 5.0,
+        inserter: Inserter,
     ) -> None:
         self.settings = settings
         self.log_dir = Path(settings.log_dir)
@@ -87,11 +85,8 @@ class LogWriter:
         self.files = FileSink(self.log_dir, settings.file_max_bytes)
         self.dead_letter = DeadLetterFile(self.log_dir / "_dead_letter", settings.zone)
         self.spool = Spool(self.log_dir / "_spool")
-        factory = inserter_factory or (
-            lambda: make_inserter(settings.database_url, lock_timeout=lock_timeout)
-        )
         self.database = DatabaseSink(
-            factory(),
+            inserter,
             self.spool,
             self.dead_letter,
             self.stats,
@@ -199,16 +194,40 @@ class LogWriter:
                 spooled += len(batch)
         return spooled
 
-    def abandon(self) -> None:
-        """In a forked child: let go of everything inherited from the parent's writer."""
+    def abandon(self) -> object:
+        """In a forked child: let go of everything inherited from the parent's writer.
+
+        Returns the inherited database connection, which the caller keeps referenced (closing
+        it would end the parent's session).
+        """
         self._stopped = True
         self._running = False
         self.queue.clear()
         self.files.abandon()
         self.spool.abandon()
-        self.database.inserter.abandon()
+        return self.database.inserter.abandon()
 
     # -- caller side -----------------------------------------------------------------------
+
+    def submit(self, record: Record) -> None:
+        """Queue ``record`` (wake the writer early when the queue passes its mark), or handle
+        it on the calling thread when the queue is full or intake is closed (:meth:`spill`)."""
+        queue = self.queue
+        if len(queue) < self.limit:
+            queue.append(record)
+            if len(queue) == self.wake_at:
+                self.wake.set()
+        else:
+            self.spill(record)
+
+    def close_intake(self) -> None:
+        """From now on handle every record on the caller's thread (the writer is stopping)."""
+        self.limit = 0
+
+    def note_observer_error(self) -> None:
+        """Count an exception observer that raised (reported as ``observer_errors``)."""
+        with self.stats.lock:
+            self.stats.observer_errors += 1
 
     def spill(self, record: Record) -> None:
         """Handle a record on the calling thread: the queue is full, or the writer stopped.

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from tradelog._db.base import utcnow
 from tradelog._db.models import Notification, NotificationDelivery
-from tradelog._notify._sql import upsert
+from tradelog._db.upsert import dialect_insert
 from tradelog._notify.formatting import format_time
 from tradelog._notify.policy import (
     DEFAULT_TIMEZONE,
@@ -260,7 +260,7 @@ def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, mes
         return NotifyResult(user_id, None, created=False, reason=decision.reason, timezone=timezone)
     external_decisions = [d for d in decision.channels if d.channel != "in_app"] if external else []
 
-    insert = upsert(session, Notification).values(
+    insert = dialect_insert(session, Notification).values(
         user_id=user_id,
         type=type_,
         level=level,

@@ -267,7 +267,14 @@ def mark_retry(
     return _finish(engine, ids, worker, values)
 
 
-def release(engine: Engine, ids: Sequence[int], worker: str, *, next_attempt_at: datetime) -> int:
+def release(
+    engine: Engine,
+    ids: Sequence[int],
+    worker: str,
+    *,
+    next_attempt_at: datetime,
+    now: datetime | None = None,
+) -> int:
     """Hand deliveries back without counting an attempt (the worker was only throttled)."""
     return _finish(
         engine,
@@ -278,7 +285,7 @@ def release(engine: Engine, ids: Sequence[int], worker: str, *, next_attempt_at:
             "claimed_by": None,
             "next_attempt_at": next_attempt_at,
             "attempts": case((_D.attempts > 0, _D.attempts - 1), else_=0),
-            "updated_at": utcnow(),
+            "updated_at": now or utcnow(),
         },
     )
 
@@ -310,7 +317,9 @@ def _failure_values(
     return values
 
 
-def mark_suppressed(engine: Engine, ids: Sequence[int], worker: str, *, reason: str) -> int:
+def mark_suppressed(
+    engine: Engine, ids: Sequence[int], worker: str, *, reason: str, now: datetime | None = None
+) -> int:
     """Record that deliveries were deliberately not sent (``reason``), e.g. channel switched off."""
     return _finish(
         engine,
@@ -319,16 +328,22 @@ def mark_suppressed(engine: Engine, ids: Sequence[int], worker: str, *, reason: 
         {
             "status": "suppressed",
             "last_error": _error(reason),
-            "updated_at": utcnow(),
+            "updated_at": now or utcnow(),
         },
     )
 
 
 def record_progress(
-    engine: Engine, delivery_id: int, worker: str, *, parts_sent: int, lease: float
+    engine: Engine,
+    delivery_id: int,
+    worker: str,
+    *,
+    parts_sent: int,
+    lease: float,
+    now: datetime | None = None,
 ) -> bool:
     """Store how many parts went out and extend the lease; False if the claim was lost."""
-    now = utcnow()
+    now = now or utcnow()
     return (
         _finish(
             engine,

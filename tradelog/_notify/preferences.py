@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from tradelog._access import ActorLike, resolve_actor
 from tradelog._db.base import utcnow
 from tradelog._db.models import NotificationDelivery, User, UserNotificationPreferences
-from tradelog._notify._sql import upsert
+from tradelog._db.upsert import dialect_insert
 from tradelog._notify.policy import (
     PreferenceSnapshot,
     quiet_window_end,
@@ -84,7 +84,7 @@ def get_preferences(session: Session, user_id: int) -> UserNotificationPreferenc
     if session.get(User, user_id) is None:
         raise NotFound(f"no user with id {user_id}")
     session.execute(
-        upsert(session, UserNotificationPreferences)
+        dialect_insert(session, UserNotificationPreferences)
         .values(user_id=user_id)
         .on_conflict_do_nothing(index_elements=["user_id"])
     )

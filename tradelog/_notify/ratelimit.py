@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Engine, delete, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tradelog._db.models import NotificationRateLimit
+from tradelog._db.upsert import dialect_insert
 from tradelog._notify.channels.base import Throttled
 
 __all__ = ["DbRateLimiter", "RateLimits", "Reservation"]
@@ -101,7 +101,7 @@ class DbRateLimiter:
         return time.time()
 
     def _lock_rows(self, session: Session, keys: list[str]) -> dict[str, float]:
-        insert: Any = postgresql.insert(_R) if self._postgres else sqlite.insert(_R)
+        insert = dialect_insert(session, _R)
         session.execute(
             insert.values([{"key": key, "next_at": 0.0} for key in keys]).on_conflict_do_nothing()
         )

@@ -39,134 +39,33 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from tradelog._db.base import utcnow
-from tradelog._db.models import Notification
 from tradelog._notify import outbox
 from tradelog._notify.channels.base import Channel, OutgoingMessage, RecipientBlocked, Throttled
-from tradelog._notify.formatting import DigestItem, digest, digest_level
+from tradelog._notify.channels.in_app import telegram_blocked_notice
 from tradelog._notify.outbox import ClaimedDelivery
-from tradelog._notify.policy import LEVELS
-from tradelog._notify.preferences import get_preferences, snapshot
+from tradelog._notify.prepare import Job, prepare
+from tradelog._notify.retry import RetryPolicy
+from tradelog._notify.wakeup import Wakeups
+from tradelog._notify.wiring import CHANNEL_SETTINGS, build_channels
 from tradelog.config import Settings
-from tradelog.exceptions import (
-    ConfigurationError,
-    MissingExtraError,
-    PermanentDeliveryError,
-    RetryableDeliveryError,
-)
+from tradelog.exceptions import PermanentDeliveryError, RetryableDeliveryError
 
-__all__ = [
-    "DeliveryWorker",
-    "RetryPolicy",
-    "build_channels",
-    "install",
-    "wake_local_workers",
-]
+__all__ = ["DeliveryWorker"]
 
 logger = logging.getLogger("tradelog.notify.worker")
 
-_local_workers: weakref.WeakSet[DeliveryWorker] = weakref.WeakSet()
-_ADDRESS = {"telegram": "telegram_chat_id", "email": "email_address"}
-_ENABLED = {"telegram": "telegram_enabled", "email": "email_enabled"}
-_SETTING = {"telegram": "TRADELOG_TELEGRAM_BOT_TOKEN", "email": "TRADELOG_SMTP_HOST"}
+_SETTING = CHANNEL_SETTINGS
 _PRUNE_EVERY = 600.0
 _SWEEP_EVERY = 60.0
-
-
-def wake_local_workers() -> None:
-    """Tell the workers running in this process that new deliveries were committed."""
-    for worker in list(_local_workers):
-        worker.wake()
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """When to try a failed delivery again.
-
-    Attempt ``n`` (1-based) that failed transiently is retried after
-    ``min(max_delay, base_delay * 2 ** (n - 1))`` seconds with "equal jitter" (half fixed, half
-    random), or after the service's ``retry_after`` (plus up to 10 %) when it gave one.
-    After ``max_attempts`` attempts the delivery fails for good.
-    """
-
-    max_attempts: int = 8
-    base_delay: float = 5.0
-    max_delay: float = 900.0
-
-    def delay(self, attempts: int, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds to wait before the next attempt."""
-        if retry_after is not None and retry_after > 0:
-            return float(retry_after * (1.0 + rng.uniform(0.0, 0.1)))
-        backoff = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempts - 1))
-        return float(backoff / 2 + rng.uniform(0.0, backoff / 2))
-
-
-@dataclass
-class _Job:
-    carrier: ClaimedDelivery
-    members: list[ClaimedDelivery] = field(default_factory=list)
-    parts_sent: int = 0
-
-    @property
-    def ids(self) -> list[int]:
-        return [self.carrier.id, *(m.id for m in self.members)]
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.carrier.channel, self.carrier.user_id
-
-    @property
-    def attempts(self) -> int:
-        return max([self.carrier.attempts, *(m.attempts for m in self.members)])
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    message: OutgoingMessage | None = None
-    suppress: str | None = None
-    fail: str | None = None
-
-
-class _Runtime(Protocol):
-    settings: Settings
-
-    def add_closer(self, fn: Any) -> None: ...
-
-
-def build_channels(
-    engine: Engine, settings: Settings, *, rate_limits: Any = None
-) -> dict[str, Channel]:
-    """The channels ``settings`` configure: Telegram with a bot token, email with an SMTP host."""
-    from tradelog._notify.ratelimit import DbRateLimiter, RateLimits  # noqa: PLC0415
-
-    channels: dict[str, Channel] = {}
-    if settings.telegram_bot_token:
-        from tradelog._notify.channels.telegram import TelegramChannel, bot_id  # noqa: PLC0415
-
-        token = settings.telegram_bot_token.reveal()
-        limits = rate_limits or RateLimits(
-            messages_per_second=settings.telegram_rate,
-            chat_interval=settings.telegram_chat_interval,
-        )
-        limiter = DbRateLimiter(engine, bot_id(token), limits)
-        channels["telegram"] = TelegramChannel(
-            token, api_url=settings.telegram_api_url, limiter=limiter
-        )
-    if settings.smtp_host:
-        from tradelog._notify.channels.email import EmailChannel  # noqa: PLC0415
-
-        channels["email"] = EmailChannel.from_settings(settings)
-    return channels
 
 
 class DeliveryWorker:
@@ -176,13 +75,15 @@ class DeliveryWorker:
     ``TRADELOG_WORKER_CONCURRENCY`` and ``TRADELOG_WORKER_POLL_INTERVAL``; ``lease`` is how long
     a claim is held before another worker may take the delivery over; ``unserved_timeout``
     (default ``TRADELOG_UNSERVED_DELIVERY_TIMEOUT``) is how long a delivery on a channel no
-    worker sends may wait before it fails (0: forever).
+    worker sends may wait before it fails (0: forever). ``clock`` gives the current UTC time
+    for every claim, retry and lease; ``wakeups``, when given, is the registry the notification
+    service rings after each commit (the worker subscribes while it runs).
     """
 
     def __init__(
         self,
         engine: Engine,
-        settings: Settings | None = None,
+        settings: Settings,
         *,
         channels: Mapping[str, Channel] | None = None,
         name: str | None = None,
@@ -192,9 +93,13 @@ class DeliveryWorker:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         unserved_timeout: float | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.engine = engine
-        self.settings = settings or Settings.from_env()
+        self.settings = settings
+        self.clock = clock
+        self.wakeups = wakeups
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.concurrency = max(1, concurrency or self.settings.worker_concurrency)
         self.poll_interval = (
@@ -209,7 +114,7 @@ class DeliveryWorker:
         )
         self._rng = rng or random.Random()
         self._channels: dict[str, Channel] | None = dict(channels) if channels is not None else None
-        self._queues: dict[tuple[str, int], deque[_Job]] = {}
+        self._queues: dict[tuple[str, int], deque[Job]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._outstanding = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -218,7 +123,6 @@ class DeliveryWorker:
         self._thread: threading.Thread | None = None
         self._announced = False
         self.stats: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "suppressed": 0}
-        _local_workers.add(self)
 
     # -- public control ------------------------------------------------------------------
 
@@ -275,6 +179,7 @@ class DeliveryWorker:
     async def _serve(self, *, until_idle: bool) -> None:
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
+        unsubscribe = self.wakeups.subscribe(self.wake) if self.wakeups is not None else None
         channels = await asyncio.to_thread(lambda: self.channels)
         names = sorted(channels)
         self._announce()
@@ -302,6 +207,8 @@ class DeliveryWorker:
                     continue
                 await self._wait(self.poll_interval)
         finally:
+            if unsubscribe is not None:
+                unsubscribe()
             await self._shutdown()
 
     async def _prune(self, channels: Mapping[str, Channel]) -> None:
@@ -344,6 +251,7 @@ class DeliveryWorker:
                 channel,
                 timeout=self.unserved_timeout,
                 reason=reason,
+                now=self.clock(),
             )
         except Exception as exc:
             logger.warning("delivery worker %s cannot sweep %s: %s", self.name, channel, exc)
@@ -373,7 +281,13 @@ class DeliveryWorker:
     async def _claim(self, names: list[str], free: int) -> list[ClaimedDelivery]:
         try:
             claimed = await asyncio.to_thread(
-                outbox.claim, self.engine, self.name, limit=free, lease=self.lease, channels=names
+                outbox.claim,
+                self.engine,
+                self.name,
+                limit=free,
+                lease=self.lease,
+                channels=names,
+                now=self.clock(),
             )
             jobs = await self._group(claimed)
         except Exception as exc:
@@ -384,13 +298,13 @@ class DeliveryWorker:
             self._enqueue(job)
         return claimed
 
-    async def _group(self, claimed: Sequence[ClaimedDelivery]) -> list[_Job]:
-        jobs: list[_Job] = []
+    async def _group(self, claimed: Sequence[ClaimedDelivery]) -> list[Job]:
+        jobs: list[Job] = []
         taken: set[int] = set()
         for item in claimed:
             if item.id in taken:
                 continue
-            job = _Job(item)
+            job = Job(item)
             taken.add(item.id)
             if item.deferred:
                 job.members = [
@@ -406,12 +320,13 @@ class DeliveryWorker:
                     self.name,
                     item,
                     lease=self.lease,
+                    now=self.clock(),
                 )
                 taken.update(m.id for m in job.members)
             jobs.append(job)
         return jobs
 
-    def _enqueue(self, job: _Job) -> None:
+    def _enqueue(self, job: Job) -> None:
         self._outstanding += 1
         queue = self._queues.get(job.key)
         if queue is not None:
@@ -428,7 +343,7 @@ class DeliveryWorker:
             while queue:
                 job = queue[0]
                 if self._stopping.is_set():
-                    await self._release(job, utcnow())
+                    await self._release(job, self.clock())
                 else:
                     await self._deliver(job)
                 queue.popleft()
@@ -449,66 +364,10 @@ class DeliveryWorker:
 
     # -- one job -------------------------------------------------------------------------
 
-    def _prepare(self, job: _Job, now: datetime) -> _Prepared:
-        channel = job.carrier.channel
-        with Session(self.engine) as session:
-            prefs = get_preferences(session, job.carrier.user_id)
-            session.commit()
-            view = snapshot(prefs)
-            notes = {
-                n.id: n
-                for n in session.execute(
-                    select(Notification).where(
-                        Notification.id.in_(
-                            [c.notification_id for c in (job.carrier, *job.members)]
-                        )
-                    )
-                ).scalars()
-            }
-        if not getattr(view, _ENABLED[channel]):
-            return _Prepared(suppress=f"{channel} was switched off before delivery")
-        address = getattr(view, _ADDRESS[channel])
-        if not address:
-            return _Prepared(fail=f"missing {_ADDRESS[channel]}")
-        tz = view.zone()
-        ordered = [job.carrier, *job.members]
-        found = [notes[c.notification_id] for c in ordered if c.notification_id in notes]
-        if not found:
-            return _Prepared(suppress="the notification no longer exists")
-        if len(found) == 1:
-            note = found[0]
-            message = OutgoingMessage(
-                address=address,
-                title=note.title,
-                text=note.text,
-                level=note.level,
-                type_=note.type,
-                created_at=note.created_at,
-                tz=tz,
-                silent=job.carrier.silent,
-            )
-            return _Prepared(message=message)
-        items = [DigestItem(n.title, n.text, n.level, n.type, n.created_at) for n in found]
-        title, text = digest(items, tz)
-        level = digest_level(items)
-        worst = max(found, key=lambda n: LEVELS.index(n.level) if n.level in LEVELS else 0)
-        return _Prepared(
-            message=OutgoingMessage(
-                address=address,
-                title=title,
-                text=text,
-                level=level,
-                type_=worst.type,
-                created_at=now,
-                tz=tz,
-                silent=job.carrier.silent,
-            )
-        )
-
-    async def _deliver(self, job: _Job) -> None:
-        now = utcnow()
+    async def _deliver(self, job: Job) -> None:
+        now = self.clock()
         try:
-            prepared = await asyncio.to_thread(self._prepare, job, now)
+            prepared = await asyncio.to_thread(prepare, self.engine, job, now)
             if prepared.suppress is not None:
                 await asyncio.to_thread(
                     outbox.mark_suppressed,
@@ -516,6 +375,7 @@ class DeliveryWorker:
                     job.ids,
                     self.name,
                     reason=prepared.suppress,
+                    now=self.clock(),
                 )
                 self.stats["suppressed"] += len(job.ids)
                 return
@@ -534,7 +394,7 @@ class DeliveryWorker:
             )
             await self._retry(job, RetryableDeliveryError(f"{type(exc).__name__}: {exc}"))
 
-    async def _send(self, job: _Job, message: OutgoingMessage) -> None:
+    async def _send(self, job: Job, message: OutgoingMessage) -> None:
         channel = self.channels[job.carrier.channel]
         job.parts_sent = job.carrier.parts_sent
 
@@ -547,6 +407,7 @@ class DeliveryWorker:
                 self.name,
                 parts_sent=parts,
                 lease=self.lease,
+                now=self.clock(),
             )
             if not owned:
                 logger.warning("delivery %s: claim lost while sending parts", job.carrier.id)
@@ -554,7 +415,7 @@ class DeliveryWorker:
         try:
             receipt = await channel.send(message, start_part=job.parts_sent, progress=progress)
         except Throttled as exc:
-            await self._release(job, utcnow() + timedelta(seconds=exc.retry_after or 1.0))
+            await self._release(job, self.clock() + timedelta(seconds=exc.retry_after or 1.0))
             return
         except PermanentDeliveryError as exc:
             await self._fail(job, exc)
@@ -572,6 +433,7 @@ class DeliveryWorker:
             self.name,
             channel=job.carrier.channel,
             parts_sent=receipt.parts,
+            now=self.clock(),
         )
         self.stats["sent"] += len(job.ids)
         if owned < len(job.ids):
@@ -581,12 +443,12 @@ class DeliveryWorker:
                 job.carrier.id,
             )
 
-    async def _release(self, job: _Job, when: datetime) -> None:
+    async def _release(self, job: Job, when: datetime) -> None:
         await asyncio.to_thread(
-            outbox.release, self.engine, job.ids, self.name, next_attempt_at=when
+            outbox.release, self.engine, job.ids, self.name, next_attempt_at=when, now=self.clock()
         )
 
-    async def _retry(self, job: _Job, exc: RetryableDeliveryError) -> None:
+    async def _retry(self, job: Job, exc: RetryableDeliveryError) -> None:
         attempts = job.attempts
         if attempts >= self.retry.max_attempts:
             await self._fail(
@@ -594,7 +456,8 @@ class DeliveryWorker:
             )
             return
         wait = self.retry.delay(attempts, exc.retry_after, self._rng)
-        when = utcnow() + timedelta(seconds=wait)
+        now = self.clock()
+        when = now + timedelta(seconds=wait)
         await asyncio.to_thread(
             outbox.mark_retry,
             self.engine,
@@ -603,6 +466,7 @@ class DeliveryWorker:
             error=str(exc),
             next_attempt_at=when,
             parts_sent=job.parts_sent,
+            now=now,
         )
         self.stats["retried"] += len(job.ids)
         logger.warning(
@@ -617,7 +481,7 @@ class DeliveryWorker:
             extra=self._extra(job),
         )
 
-    async def _fail(self, job: _Job, exc: PermanentDeliveryError) -> None:
+    async def _fail(self, job: Job, exc: PermanentDeliveryError) -> None:
         await asyncio.to_thread(
             outbox.mark_failed,
             self.engine,
@@ -625,6 +489,7 @@ class DeliveryWorker:
             self.name,
             error=str(exc),
             parts_sent=job.parts_sent,
+            now=self.clock(),
         )
         self.stats["failed"] += len(job.ids)
         logger.error(
@@ -637,7 +502,7 @@ class DeliveryWorker:
         )
 
     @staticmethod
-    def _extra(job: _Job) -> dict[str, Any]:
+    def _extra(job: Job) -> dict[str, Any]:
         return {
             "user_id": job.carrier.user_id,
             "delivery_id": job.carrier.id,
@@ -645,9 +510,7 @@ class DeliveryWorker:
             "channel": job.carrier.channel,
         }
 
-    def _blocked_notice(self, job: _Job, chat: str, reason: str) -> None:
-        from tradelog._notify.channels.in_app import telegram_blocked_notice  # noqa: PLC0415
-
+    def _blocked_notice(self, job: Job, chat: str, reason: str) -> None:
         try:
             with Session(self.engine) as session:
                 telegram_blocked_notice(session, job.carrier.user_id, chat, reason)
@@ -662,32 +525,3 @@ def _duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"
-
-
-def install(runtime: _Runtime) -> DeliveryWorker | None:
-    """Start a background delivery worker when ``runtime.settings.worker`` is true.
-
-    Registers closers that stop the worker and dispose the engines at shutdown.
-    """
-    from tradelog._db.engine import create_tradelog_engine  # noqa: PLC0415
-    from tradelog._notify import api  # noqa: PLC0415
-
-    runtime.add_closer(api.close)
-    settings = runtime.settings
-    if not settings.worker:
-        return None
-    try:
-        engine = create_tradelog_engine(settings.database_url)
-        worker = DeliveryWorker(engine, settings)
-        worker.channels  # noqa: B018 - build the channels now so bad settings show at startup
-    except (ConfigurationError, MissingExtraError) as exc:
-        logger.error("the delivery worker cannot start: %s", exc)
-        return None
-    worker.start()
-
-    def close() -> None:
-        worker.stop()
-        engine.dispose()
-
-    runtime.add_closer(close)
-    return worker

@@ -1,0 +1,200 @@
+"""Task tracking: one ``service_task_execution`` row per run of a task (:class:`track_task`).
+
+::
+
+    with tradelog.track_task(user_id, "sell_monitor") as task:
+        task["orders"] = 3              # becomes service_task_execution.details
+        if market_closed:
+            task.skip("market closed")  # status "skipped", the block is left quietly
+
+    @tradelog.track_task(user_id, "premarket_retry")   # sync or async functions
+    async def premarket_retry() -> None: ...
+
+A task that raises is recorded as ``failed`` (the exception is captured into ``error_logs`` and
+counted in ``service_status.error_count``) and the exception propagates unchanged.
+
+The rows are written with a :class:`~tradelog._health.writer.ServiceHealth`, given directly or
+as a callable that returns the current one when a run ends (the module-level
+``tradelog.track_task`` passes the configured runtime's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, NoReturn, TypeAlias, TypeVar, cast
+
+from tradelog._db.base import utcnow
+from tradelog._health.writer import ServiceHealth, describe_failure
+
+__all__ = ["HealthSource", "TaskRun", "TaskSkipped", "current_task", "skip", "track_task"]
+
+HealthSource: TypeAlias = ServiceHealth | Callable[[], ServiceHealth]
+"""A health writer, or a callable returning the one to use when a run ends."""
+
+_log = logging.getLogger("tradelog.service")
+_current: contextvars.ContextVar[TaskRun | None] = contextvars.ContextVar(
+    "tradelog_task", default=None
+)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class TaskSkipped(BaseException):
+    """Raised by :meth:`TaskRun.skip` / :func:`skip`; the tracking context catches it.
+
+    It derives from ``BaseException`` so that a task's own ``except Exception`` does not
+    swallow the skip.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TaskRun(dict[str, Any]):
+    """The ``details`` of a running task (a dict), plus :meth:`skip`."""
+
+    def __init__(self, user_id: int, task_name: str) -> None:
+        super().__init__()
+        self.user_id = user_id
+        self.task_name = task_name
+
+    def skip(self, reason: str = "") -> NoReturn:
+        """Stop the task here and record it as ``skipped`` with ``reason``."""
+        raise TaskSkipped(reason)
+
+
+def skip(reason: str = "") -> NoReturn:
+    """Skip the innermost tracked task (for decorated functions that have no ``TaskRun``)."""
+    raise TaskSkipped(reason)
+
+
+def current_task() -> TaskRun | None:
+    """The innermost task being tracked in this context, or None."""
+    return _current.get()
+
+
+@dataclass
+class _Started:
+    run: TaskRun
+    executed_at: datetime
+    started: float
+    token: contextvars.Token[TaskRun | None]
+
+
+class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``, ``@track_task(...)``
+    """Record one run of a task: a context manager (sync and async) and a decorator.
+
+    Entering yields a :class:`TaskRun` (a dict) whose content becomes the row's ``details``.
+    Leaving writes ``service_task_execution`` with a :func:`time.monotonic` duration and status
+    ``success``, ``failed`` (the exception is captured and propagates) or ``skipped``. Each
+    decorated call gets its own run; recording never raises into the task.
+    """
+
+    def __init__(self, user_id: int, task_name: str, *, health: HealthSource) -> None:
+        self.user_id = user_id
+        self.task_name = task_name
+        self._health = health
+        self._stack: list[_Started] = []
+
+    def _resolve(self) -> ServiceHealth | None:
+        if isinstance(self._health, ServiceHealth):
+            return self._health
+        try:
+            return self._health()
+        except Exception as exc:
+            _log.warning("tradelog cannot track task %r: %s", self.task_name, describe_failure(exc))
+            return None
+
+    def __enter__(self) -> TaskRun:
+        run = TaskRun(self.user_id, self.task_name)
+        self._stack.append(_Started(run, utcnow(), time.monotonic(), _current.set(run)))
+        return run
+
+    def _finish(self, exc: BaseException | None) -> tuple[bool, Callable[[], None]]:
+        started = self._stack.pop()
+        duration = time.monotonic() - started.started
+        _current.reset(started.token)
+        run = started.run
+        details: dict[str, Any] = dict(run)
+        if exc is None:
+            status = "success"
+        elif isinstance(exc, TaskSkipped):
+            status = "skipped"
+            if exc.reason:
+                details["skip_reason"] = exc.reason
+        else:
+            status = "failed"
+            details.setdefault("error", f"{type(exc).__name__}: {exc}"[:512])
+        health = self._resolve()
+
+        def write() -> None:
+            if health is None:
+                return
+            if status == "failed" and isinstance(exc, Exception) and health.capture is not None:
+                health.capture.capture(
+                    exc,
+                    user_id=self.user_id,
+                    context={"source": "task", "task": self.task_name},
+                )
+            health.record_task(
+                self.user_id,
+                self.task_name,
+                status=status,
+                executed_at=started.executed_at,
+                duration_seconds=duration,
+                details=details,
+            )
+
+        return status == "skipped", write
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        suppress, write = self._finish(exc)
+        write()
+        return suppress
+
+    async def __aenter__(self) -> TaskRun:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        suppress, write = self._finish(exc)
+        await asyncio.to_thread(write)
+        return suppress
+
+    def __call__(self, fn: _F) -> _F:
+        """Decorate ``fn`` (sync or async): every call is tracked as one run."""
+        user_id, name, health = self.user_id, self.task_name, self._health
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with track_task(user_id, name, health=health):
+                    return await fn(*args, **kwargs)
+
+            return cast(_F, run_async)
+
+        @functools.wraps(fn)
+        def run_sync(*args: Any, **kwargs: Any) -> Any:
+            with track_task(user_id, name, health=health):
+                return fn(*args, **kwargs)
+
+        return cast(_F, run_sync)
