@@ -12,10 +12,11 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import structlog
 from sqlalchemy.orm import Session
+from structlog.typing import FilteringBoundLogger
 
 from tradelog._errors.guard import Guard
 from tradelog._errors.hooks import Capturer
@@ -43,18 +44,19 @@ _F = Any
 _health_log = logging.getLogger("tradelog.service")
 
 
-def get_logger(name: str | None = None, **bind: Any) -> Any:
+def get_logger(name: str | None = None, **bind: Any) -> FilteringBoundLogger:
     """A structlog logger named ``name`` (default: the calling module) with ``bind`` bound.
 
     Bind ``user_id`` to attribute events to a user. Works before ``configure`` too: the
-    logger picks up the configuration on first use.
+    logger picks up the configuration on first use. Typed as structlog's bound logger
+    (``debug`` ... ``critical``, ``exception``, their ``a``-prefixed async forms, ``bind``).
     """
     if name is None:
         try:
             name = str(sys._getframe(1).f_globals.get("__name__", "root"))
         except Exception:  # pragma: no cover - no frames (exotic interpreters)
             name = "root"
-    return structlog.get_logger(name, **bind)
+    return cast(FilteringBoundLogger, structlog.get_logger(name, **bind))
 
 
 def session() -> Session:

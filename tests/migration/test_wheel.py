@@ -39,6 +39,7 @@ def test_wheel_install_can_migrate(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "tradelog/migrations/env.py" in names
     assert "tradelog/migrations/versions/0002_phase1_multi_user_schema.py" in names
+    assert "tradelog/py.typed" in names  # the host's mypy reads tradelog's annotations
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
