@@ -79,6 +79,17 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
 
 
 @pytest.fixture
+def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, unmigrated database of the current backend."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        pg: PostgresTemplate = request.getfixturevalue("pg_template")
+        with pg.empty() as url:
+            yield url
+
+
+@pytest.fixture
 def db(db_url: str, backend: str) -> Iterator[MigratedDatabase]:
     """The per-test database with an engine and SQL helpers."""
     engine = create_tradelog_engine(db_url)

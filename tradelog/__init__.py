@@ -57,6 +57,7 @@ from tradelog.exceptions import (
     StorageError,
     TradelogError,
 )
+from tradelog.users import ensure_user, ensure_users
 
 __version__ = "0.1.0"
 
@@ -83,6 +84,8 @@ __all__ = [
     "configure",
     "current",
     "db",
+    "ensure_user",
+    "ensure_users",
     "errors",
     "exceptions",
     "flush",

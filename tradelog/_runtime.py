@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -72,24 +73,26 @@ from structlog.contextvars import merge_contextvars
 
 from tradelog._db.base import utcnow
 from tradelog._db.engine import Engines, session_factory
+from tradelog._db.migrate import schema_status
 from tradelog._errors.alerts import ErrorAlerts
 from tradelog._errors.hooks import InstalledHooks, install_hooks
 from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
 from tradelog._errors.pipeline import ErrorCapture
-from tradelog._health.writer import ServiceHealth
+from tradelog._health.writer import ServiceHealth, describe_failure
 from tradelog._logs.inserters import make_inserter
 from tradelog._logs.levels import level_number
 from tradelog._logs.loggers import InternalErrors, TradelogBoundLogger, output_factory
 from tradelog._logs.processors import EventSink, ExceptionObserver
-from tradelog._logs.redact import RedactProcessor
+from tradelog._logs.redact import RedactProcessor, redact_text
 from tradelog._logs.stdlib import TradelogHandler
 from tradelog._logs.writer import LogWriter
 from tradelog._notify.channels.base import Channel
 from tradelog._notify.service import NotificationService
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.worker import DeliveryWorker
+from tradelog._users.registry import UserRegistry
 from tradelog.config import Settings
-from tradelog.exceptions import ConfigurationError, MissingExtraError
+from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageError
 from tradelog.retention import DailyRetention, RetentionJob
 
 __all__ = [
@@ -132,17 +135,27 @@ class Runtime:
         self.clock = clock
         self.channels = dict(channels) if channels is not None else None
         self.internal_errors = InternalErrors()
-        self.engines = Engines(settings.database_url, writer_timeout=settings.db_write_timeout)
+        self.engines = Engines(
+            settings.database_url,
+            writer_timeout=settings.db_write_timeout,
+            schema=settings.db_schema,
+        )
         self.redactor = RedactProcessor()
         self.wakeups = Wakeups()
-        self.notifications = NotificationService(self.engines.app, self.wakeups)
+        self.users = UserRegistry(
+            self.engines.app, mode=settings.unknown_users, on_reject=self._count_rejected
+        )
+        self.notifications = NotificationService(self.engines.app, self.wakeups, users=self.users)
         self.errors = ErrorCapture(
             settings,
             self.engines.app(),
             notifier=ErrorAlerts(settings.error_notify_window, send=self.notifications.notify),
             clock=clock,
+            users=self.users,
         )
-        self.health = ServiceHealth(self.engines.app(), capture=self.errors, clock=clock)
+        self.health = ServiceHealth(
+            self.engines.app(), capture=self.errors, clock=clock, users=self.users
+        )
         self.writer = self._new_writer()
         self._observers: list[ExceptionObserver] = [self.errors.observe]
         self.sink = EventSink(
@@ -275,7 +288,10 @@ class Runtime:
     def _new_writer(self) -> LogWriter:
         timeout = self.settings.db_write_timeout
         inserter = make_inserter(self.engines.log_writer(), lock_timeout=timeout)
-        return LogWriter(self.settings, self.redactor, inserter)
+        return LogWriter(self.settings, self.redactor, inserter, users=self.users)
+
+    def _count_rejected(self, count: int) -> None:
+        self.writer.count_rejected_users(count)
 
     def _install_logging(self) -> None:
         """Point structlog and the stdlib root logger at this runtime."""
@@ -428,6 +444,7 @@ def configure(
         resolved = Settings.from_env(**options)
     else:
         resolved = settings.replace(**options) if options else settings
+    _check_schema(resolved)
     with _state.lock:
         previous, _state.current = _state.current, None
         standalone, _state.standalone = _state.standalone, None
@@ -442,6 +459,43 @@ def configure(
     _register_exit_finalizer()
     _install_terminate_handler()
     return runtime
+
+
+def _check_schema(settings: Settings) -> None:
+    """Compare the database with the migrations (``schema_check``): one line on stderr when it
+    is missing or behind (``warn``), or raise (``raise``)."""
+    mode = settings.schema_check
+    if mode == "off":
+        return
+    where = settings.redacted_url()
+    try:
+        status = schema_status(
+            settings.database_url, schema=settings.db_schema, timeout=settings.db_write_timeout
+        )
+    except Exception as exc:
+        reason = redact_text(describe_failure(exc))
+        if mode == "raise":
+            raise StorageError(
+                f"cannot compare database {where} with tradelog's migrations: {reason}"
+            ) from exc
+        _console_line(
+            f"tradelog: warning: cannot compare database {where} with the migrations: {reason}"
+        )
+        return
+    if status.ok:
+        return
+    if mode == "raise":
+        raise ConfigurationError(status.describe(where), variable="TRADELOG_SCHEMA_CHECK")
+    _console_line(
+        f"tradelog: error: {status.describe(where)}; until then log rows wait in the spool "
+        "(TRADELOG_SCHEMA_CHECK=raise makes this an exception)"
+    )
+
+
+def _console_line(text: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def current() -> Runtime | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,24 @@ from sqlalchemy.exc import ArgumentError
 from tradelog._db.engine import mask_url
 from tradelog.exceptions import ConfigurationError
 
-__all__ = ["ENV_PREFIX", "LEVELS", "SMTP_SECURITY_MODES", "Secret", "Settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "LEVELS",
+    "SCHEMA_CHECK_MODES",
+    "SMTP_SECURITY_MODES",
+    "UNKNOWN_USER_MODES",
+    "Secret",
+    "Settings",
+]
 
 ENV_PREFIX: Final = "TRADELOG_"
 LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SMTP_SECURITY_MODES: Final = ("starttls", "tls", "none")
+UNKNOWN_USER_MODES: Final = ("register", "reject")
+SCHEMA_CHECK_MODES: Final = ("warn", "raise", "off")
+DEFAULT_LOGGER_LEVELS: Final = (("httpcore", "WARNING"), ("httpx", "WARNING"))
+_SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_LOGGER_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]+")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 _KIND_NAMES: Final[dict[object, str]] = {int: "an integer", float: "a number"}
@@ -136,6 +150,74 @@ def _path(raw: str, variable: str) -> Path:
     return Path(raw)
 
 
+def _schema_name(raw: str, variable: str) -> str | None:
+    """A PostgreSQL schema name: letters, digits and ``_``, not starting with a digit."""
+    name = raw.strip()
+    if not name:
+        return None
+    if not _SCHEMA_NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"{variable} must be a plain schema name (letters, digits, _; at most 63), got {raw!r}",
+            variable=variable,
+        )
+    return name
+
+
+def _logger_levels(raw: str | Mapping[str, Any], variable: str) -> tuple[tuple[str, str], ...]:
+    """``name=LEVEL,name=LEVEL`` (or a mapping) as sorted ``(logger name, level name)`` pairs."""
+    if isinstance(raw, str):
+        pairs: list[tuple[str, Any]] = []
+        for item in raw.split(","):
+            if not item.strip():
+                continue
+            name, sep, level = item.partition("=")
+            if not sep:
+                raise ConfigurationError(
+                    f"{variable} must be name=LEVEL pairs separated by commas "
+                    f"(e.g. httpx=WARNING,myapp.db=DEBUG), got {item.strip()!r}",
+                    variable=variable,
+                )
+            pairs.append((name, level))
+    elif isinstance(raw, Mapping):
+        pairs = list(raw.items())
+    else:
+        raise ConfigurationError(
+            f"{variable} must be name=LEVEL pairs or a mapping, got {raw!r}", variable=variable
+        )
+    levels: dict[str, str] = {}
+    for name, level in pairs:
+        logger = str(name).strip()
+        if not _LOGGER_NAME.fullmatch(logger):
+            raise ConfigurationError(
+                f"{variable}: {name!r} is not a logger name", variable=variable
+            )
+        upper = str(level).strip().upper()
+        upper = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(upper, upper)
+        if upper not in LEVELS:
+            raise ConfigurationError(
+                f"{variable}: level of {logger!r} must be one of {', '.join(LEVELS)}, "
+                f"got {level!r}",
+                variable=variable,
+            )
+        levels[logger] = upper
+    return tuple(sorted(levels.items()))
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    """A parser accepting one of ``choices`` (any case, surrounding blanks ignored)."""
+
+    def parse(raw: str, variable: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigurationError(
+                f"{variable} must be one of {', '.join(choices)}, got {raw!r}", variable=variable
+            )
+        return value
+
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
 def _checked(name: str, value: Any, parse: Any) -> Any:
     """Validate a value given in code (keyword options) the way the environment's text is.
 
@@ -175,6 +257,17 @@ def _checked(name: str, value: Any, parse: Any) -> Any:
         if not isinstance(value, os.PathLike):
             raise wrong("a path")
         return Path(value)
+    if parse is _schema_name:
+        if value is not None:
+            raise wrong("a schema name")
+        return value
+    if parse is _logger_levels:
+        if isinstance(value, tuple) and all(isinstance(p, tuple) for p in value):
+            return _logger_levels(dict(value), variable)
+        return _logger_levels(value, variable)
+    choices = getattr(parse, "choices", None)
+    if choices is not None:
+        raise wrong(f"one of {', '.join(choices)}")
     return value
 
 
@@ -191,10 +284,20 @@ class Settings:
     """
 
     database_url: str = _setting("sqlite:///tradelog.db")
+    #: PostgreSQL schema holding every tradelog table and its version table (None: default)
+    db_schema: str | None = _setting(None, _schema_name)
+    #: compare the database with the migrations at configure(): warn, raise or off
+    schema_check: str = _setting("warn", _choice(*SCHEMA_CHECK_MODES))
     log_dir: Path = _setting(Path("./logs"), _path)
     level: str = _setting("INFO")
+    #: minimum level per logger (and its children) for what tradelog takes in
+    logger_levels: tuple[tuple[str, str], ...] = _setting(DEFAULT_LOGGER_LEVELS, _logger_levels)
     timezone: str = _setting("Asia/Kolkata")
     console: bool = _setting(True, _parse_bool)
+    #: point structlog and stdlib logging at tradelog (False: the host wires tradelog in)
+    take_over: bool = _setting(True, _parse_bool)
+    #: an event, task, heartbeat or notification for an unknown user id: register or reject
+    unknown_users: str = _setting("register", _choice(*UNKNOWN_USER_MODES))
     #: Telegram
     telegram_bot_token: Secret | None = _setting(None, _opt_secret)
     telegram_api_url: str = _setting("https://api.telegram.org")
@@ -258,6 +361,12 @@ class Settings:
                 "(expected e.g. sqlite:///tradelog.db or postgresql://user@host/db)",
                 variable=_env_name("database_url"),
             ) from None
+        if self.db_schema and make_url(self.database_url).get_backend_name() == "sqlite":
+            raise ConfigurationError(
+                f"{_env_name('db_schema')} needs PostgreSQL; "
+                "an SQLite database is tradelog's alone (leave it unset)",
+                variable=_env_name("db_schema"),
+            )
         security = self.smtp_security.strip().lower()
         if security not in SMTP_SECURITY_MODES:
             raise ConfigurationError(
@@ -318,3 +427,10 @@ def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | Non
     """Only ``TRADELOG_DATABASE_URL`` (for tools such as Alembic's env.py), or None when unset."""
     env = os.environ if environ is None else environ
     return env.get(_env_name("database_url")) or None
+
+
+def db_schema_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """Only ``TRADELOG_DB_SCHEMA`` (validated), for Alembic's env.py; None when unset."""
+    env = os.environ if environ is None else environ
+    variable = _env_name("db_schema")
+    return _schema_name(env.get(variable, ""), variable)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,6 @@ import pytest
 from tests.support.db import MigratedDatabase, PostgresTemplate
 from tradelog._cli import main
 from tradelog._db.models import ErrorLog
-
-
-@pytest.fixture
-def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A reachable database without the tradelog schema."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-    else:
-        pg: PostgresTemplate = request.getfixturevalue("pg_template")
-        with pg.empty() as url:
-            yield url
 
 
 @pytest.mark.parametrize(

@@ -36,10 +36,11 @@ def _wait_for(condition: Any, timeout: float = 20.0) -> None:
 def test_a_poisoned_batch_lands_every_good_row(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
-    """A row for a user that does not exist is dead-lettered; everything else lands."""
+    """A row for a user that does not exist is dead-lettered (unknown users rejected);
+    everything else lands."""
     cycle: dict[str, Any] = {}
     cycle["self"] = cycle
-    with running(db.url, tmp_path, flush_interval=5.0) as runtime:
+    with running(db.url, tmp_path, flush_interval=5.0, unknown_users="reject") as runtime:
         log = tradelog.get_logger("batch")
         for i in range(10):
             log.info(f"good {i}", user_id=users["alice"] if i % 2 else users["bob"])
@@ -59,6 +60,7 @@ def test_a_poisoned_batch_lands_every_good_row(
     nobody = next(letter for letter in letters if "999999" in letter["reason"])
     assert nobody["row"]["message"] == "nobody"
     assert stats["dead_lettered"] == 2
+    assert stats["rejected_users"] == 1
     assert stats["written"] == 11
     assert stats["dropped"] == 0
     # The files still have every event, the rejected ones included.

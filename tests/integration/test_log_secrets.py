@@ -89,6 +89,7 @@ def test_no_secret_reaches_any_sink(
         tmp_path,
         console=True,
         db_write_timeout=0.3,
+        unknown_users="reject",  # the unknown user's row goes to the dead-letter file
         smtp_password=SMTP_PASSWORD,
         telegram_bot_token=BOT_TOKEN,
     ) as runtime:

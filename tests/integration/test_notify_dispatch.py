@@ -138,10 +138,23 @@ def test_invalid_arguments(
     assert env_db.scalar("SELECT count(*) FROM notifications") == 0
 
 
-def test_unknown_user(env_db: MigratedDatabase, users: dict[str, int]) -> None:
-    """A user id that does not exist is NotFound."""
+def test_unknown_user_refused(
+    env_db: MigratedDatabase, users: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With TRADELOG_UNKNOWN_USERS=reject a user id that does not exist is NotFound."""
+    monkeypatch.setenv("TRADELOG_UNKNOWN_USERS", "reject")
     with pytest.raises(NotFound):
         tradelog.notify(987654, "system", "info", "t", "m")
+    assert env_db.scalar("SELECT count(*) FROM users WHERE id = 987654") == 0
+
+
+def test_unknown_user_registered(env_db: MigratedDatabase, users: dict[str, int]) -> None:
+    """By default a user id that does not exist is registered (placeholder) and notified."""
+    result = tradelog.notify(987654, "system", "info", "t", "m")
+    assert result.created
+    row = env_db.rows("SELECT email, role FROM users WHERE id = 987654")
+    assert row == [{"email": "user-987654@unregistered.tradelog.invalid", "role": "user"}]
+    assert env_db.scalar("SELECT count(*) FROM notifications WHERE user_id = 987654") == 1
 
 
 def test_long_message_kept_in_full(db: MigratedDatabase, users: dict[str, int]) -> None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect
 
-from tests.support.db import PostgresTemplate
 from tradelog._db import migrate
 from tradelog._db.engine import create_tradelog_engine
 
@@ -30,21 +27,10 @@ PHASE1_TABLES = {
 }
 
 
-@pytest.fixture
-def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty, unmigrated database."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-    else:
-        pg: PostgresTemplate = request.getfixturevalue("pg_template")
-        with pg.empty() as url:
-            yield url
-
-
 def _tables(url: str) -> set[str]:
     engine = create_tradelog_engine(url)
     try:
-        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+        return set(inspect(engine).get_table_names()) - {migrate.VERSION_TABLE}
     finally:
         engine.dispose()
 

@@ -35,8 +35,14 @@ from tradelog._cli import notify as notify_commands
 from tradelog._cli import prefs as prefs_commands
 from tradelog._cli import retention as retention_commands
 from tradelog._cli import status as status_commands
+from tradelog._cli import users as users_commands
 from tradelog._cli import worker as worker_commands
-from tradelog._cli._common import CommandError, Context, add_global_options
+from tradelog._cli._common import (
+    CommandError,
+    Context,
+    accept_global_options_anywhere,
+    add_global_options,
+)
 from tradelog._db.engine import mask_url
 from tradelog._logs.redact import redact_text
 from tradelog.exceptions import (
@@ -58,6 +64,7 @@ _GROUPS = [
     import_commands,
     errors_commands,
     status_commands,
+    users_commands,
     notify_commands,
     prefs_commands,
     worker_commands,
@@ -83,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in _GROUPS:
         group.register(subparsers)
+    accept_global_options_anywhere(parser)
     _plain_descriptions(parser)
     return parser
 

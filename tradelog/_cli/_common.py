@@ -15,12 +15,16 @@ from typing import Any, TextIO
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from tradelog._access import Actor, resolve_actor
 from tradelog._db.engine import check_connection, create_tradelog_engine, session_factory
+from tradelog._users.store import system_user_id
 from tradelog.config import Settings
 
 __all__ = [
     "CommandError",
     "Context",
+    "accept_global_options_anywhere",
+    "add_actor_option",
     "add_global_options",
     "emit",
     "positive_float",
@@ -61,13 +65,42 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_global_options(parser: argparse.ArgumentParser) -> None:
-    """Options every command accepts."""
+def add_global_options(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """Options every command accepts. ``suppress``: for a command's own parser, where an option
+    that is not given must leave the value parsed before the command alone."""
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    known = parser._option_string_actions
+    if "--database-url" not in known:
+        parser.add_argument(
+            "--database-url",
+            help="database URL (beats TRADELOG_DATABASE_URL; default sqlite:///tradelog.db)",
+            **extra,
+        )
+    if "--json" not in known:
+        parser.add_argument(
+            "--json", action="store_true", help="print JSON instead of tables", **extra
+        )
+
+
+def accept_global_options_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let every command (and action) of ``parser`` take the global options after its name
+    too: ``tradelog db upgrade --database-url X`` is ``tradelog --database-url X db upgrade``."""
+    for action in parser._actions:  # argparse keeps sub-parsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                add_global_options(child, suppress=True)
+                accept_global_options_anywhere(child)
+
+
+def add_actor_option(parser: argparse.ArgumentParser) -> None:
+    """``--as USER_ID``: the acting user (see :meth:`Context.actor`)."""
     parser.add_argument(
-        "--database-url",
-        help="database URL (beats TRADELOG_DATABASE_URL; default sqlite:///tradelog.db)",
+        "--as",
+        dest="actor",
+        type=int,
+        metavar="USER_ID",
+        help="act as this user (default: the system administrator account)",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
 @dataclass
@@ -87,12 +120,18 @@ class Context:
 
     @cached_property
     def engine(self) -> Engine:
-        engine = create_tradelog_engine(self.settings.database_url)
+        settings = self.settings
+        engine = create_tradelog_engine(settings.database_url, schema=settings.db_schema)
         check_connection(engine)
         return engine
 
     def session(self) -> Session:
         return session_factory(self.engine)()
+
+    @staticmethod
+    def actor(session: Session, actor_id: int | None) -> Actor:
+        """The acting user: ``actor_id`` (``--as``), else tradelog's system administrator."""
+        return resolve_actor(session, actor_id if actor_id is not None else system_user_id(session))
 
 
 def _plain(value: Any) -> Any:

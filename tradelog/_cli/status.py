@@ -5,7 +5,10 @@
   running and sent no heartbeat for ``--threshold`` seconds (default
   ``TRADELOG_STALE_HEARTBEAT_SECONDS``).
 * outbox: pending, due, deferred, failed deliveries (admins only).
-* log writers: the counters each process's background log writer last saved.
+* log writers: the counters each process's background log writer last saved, among them
+  ``rejected_users``: writes refused because their user is unknown
+  (``TRADELOG_UNKNOWN_USERS=reject``), with a line saying so when there are any.
+* users: how many accounts are placeholders registered for unknown ids (admins only).
 
 Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale
 or deliveries are overdue (due for a long time with no worker sending them), so the command can
@@ -22,11 +25,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import func, select
+
 from tradelog._access import resolve_actor
 from tradelog._cli._common import Context, positive_float, print_table
 from tradelog._db.base import utcnow
+from tradelog._db.models import User
 from tradelog._health.status import service_overview
-from tradelog.users import ensure_system_user
+from tradelog.users import PLACEHOLDER_DOMAIN, ensure_system_user
 
 __all__ = ["register"]
 
@@ -39,6 +45,8 @@ _WRITER_COLUMNS = (
     "enqueued",
     "written",
     "spooled",
+    "dead_lettered",
+    "rejected_users",
     "dropped",
     "queue_depth",
     "database",
@@ -98,6 +106,11 @@ def _status(args: argparse.Namespace, context: Context) -> int:
             session, args.actor if args.actor is not None else ensure_system_user(session)
         )
         services = service_overview(session, actor, now, threshold)
+        placeholders: Any = (
+            session.scalar(select(func.count()).where(User.email.like(f"%@{PLACEHOLDER_DOMAIN}")))
+            if actor.is_admin
+            else "n/a (admins only)"
+        )
         outbox: Any = NOT_AVAILABLE
         summary = _optional("tradelog._notify.outbox", "backlog_summary")
         if summary is not None:
@@ -128,6 +141,9 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         for failure in outbox.get("recent_failures") or []:
             failure["at"] = _local_stamp(failure.get("at"), zone)
     stale = sum(1 for row in services if row["state"] == "stale")
+    rejected = (
+        sum(int(w.get("rejected_users") or 0) for w in writers) if isinstance(writers, list) else 0
+    )
     overdue = int(outbox.get("overdue") or 0) if isinstance(outbox, dict) else 0
     code = 1 if stale or overdue else 0
     if context.json:
@@ -138,6 +154,8 @@ def _status(args: argparse.Namespace, context: Context) -> int:
                 "threshold_seconds": threshold,
                 "outbox": outbox,
                 "writers": writers,
+                "placeholder_users": placeholders,
+                "rejected_users": rejected,
             },
             context.out,
             default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
@@ -167,6 +185,16 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         print_table(writers, shown, out)
     else:
         out.write(f"{writers}\n")
+    if rejected:
+        out.write(
+            f"\n{rejected} writes refused for unknown users (TRADELOG_UNKNOWN_USERS=reject); "
+            f"log rows are in {settings.log_dir / '_dead_letter'}\n"
+        )
+    if isinstance(placeholders, int) and placeholders:
+        out.write(
+            f"\n{placeholders} users registered for unknown ids have placeholder e-mails: "
+            "give them details with `tradelog users add` or `tradelog users sync`\n"
+        )
     if overdue:
         out.write(
             f"\n{overdue} deliveries overdue: is a worker running with that channel configured?\n"

@@ -3,6 +3,11 @@
 tradelog never borrows the host application's session or connection: every writer builds its own
 engine here. SQLite gets WAL, foreign keys, a busy timeout and ``synchronous=NORMAL``; PostgreSQL
 URLs are routed to psycopg 3.
+
+With a ``schema`` (``TRADELOG_DB_SCHEMA``, PostgreSQL only) every connection of the engine sets
+``search_path`` to that schema alone when it opens, so each unqualified table name tradelog
+uses - ORM models, raw SQL, ``COPY`` - is tradelog's table in its own schema and never a host
+table of the same name elsewhere. The schema travels with the engine (:func:`schema_of`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ __all__ = [
     "create_tradelog_engine",
     "mask_url",
     "normalize_url",
+    "schema_of",
     "session_factory",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 STATEMENT_TIMEOUT_MS = 5_000
 """Milliseconds one PostgreSQL statement of tradelog's own may run (``statement_timeout``)."""
+_SCHEMA_OPTION = "tradelog_schema"
+"""The engine execution option that carries its schema (see :func:`schema_of`)."""
 
 
 def mask_url(url: str | URL) -> str:
@@ -74,18 +82,50 @@ def _sqlite_savepoint(connection: Any, _name: str) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_tradelog_engine(url: str | URL, **kwargs: Any) -> Engine:
+def _search_path(schema: str) -> Any:
+    """A ``connect`` listener that points a new PostgreSQL connection at ``schema`` only."""
+    statement = f'SET SESSION search_path TO "{schema}"'
+
+    def listener(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+            dbapi_connection.autocommit = autocommit
+
+    return listener
+
+
+def schema_of(engine: Engine) -> str | None:
+    """The schema ``engine`` keeps tradelog's tables in (None: the connection's default)."""
+    found = engine.get_execution_options().get(_SCHEMA_OPTION)
+    return str(found) if found else None
+
+
+def create_tradelog_engine(url: str | URL, *, schema: str | None = None, **kwargs: Any) -> Engine:
     """Create an engine for ``url`` configured the way tradelog needs it.
 
-    Raises :class:`MissingExtraError` when the PostgreSQL driver is not installed and
-    :class:`ConfigurationError` for a malformed URL.
+    ``schema``: keep every tradelog table in this PostgreSQL schema (see the module
+    docstring). Raises :class:`MissingExtraError` when the PostgreSQL driver is not installed
+    and :class:`ConfigurationError` for a malformed URL or a schema on SQLite.
     """
     parsed = normalize_url(url)
     options: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
+        if schema:
+            raise ConfigurationError(
+                "TRADELOG_DB_SCHEMA needs PostgreSQL; an SQLite database is tradelog's alone"
+            )
         options.pop("pool_pre_ping")
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     options.update(kwargs)
+    if schema:
+        execution = dict(options.get("execution_options") or {})
+        execution[_SCHEMA_OPTION] = schema
+        options["execution_options"] = execution
     try:
         engine = create_engine(parsed, **options)
     except NoSuchModuleError as exc:
@@ -97,6 +137,8 @@ def create_tradelog_engine(url: str | URL, **kwargs: Any) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "savepoint", _sqlite_savepoint)
+    elif schema:
+        event.listen(engine, "connect", _search_path(schema), insert=True)
     return engine
 
 
@@ -127,9 +169,10 @@ class Engines:
     Never the host's engine: tradelog's transactions and the host's never mix.
     """
 
-    def __init__(self, url: str, *, writer_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, writer_timeout: float = 5.0, schema: str | None = None) -> None:
         self.url = url
         self.writer_timeout = writer_timeout
+        self.schema = schema
         self._lock = threading.Lock()
         self._engines: dict[str, Engine] = {}
         self.inherited: list[object] = []
@@ -139,7 +182,9 @@ class Engines:
         with self._lock:
             engine = self._engines.get(role)
             if engine is None:
-                engine = self._engines[role] = create_tradelog_engine(self.url, **options)
+                engine = self._engines[role] = create_tradelog_engine(
+                    self.url, schema=self.schema, **options
+                )
             return engine
 
     def app(self) -> Engine:

@@ -1,37 +1,73 @@
-"""Run the Alembic migrations from code: upgrade, downgrade, current revision and drift check.
+"""Run the Alembic migrations from code: upgrade, downgrade, current revision, drift check and
+the start-up comparison of a database with the migrations.
 
 The migration scripts live in the repository's top-level ``alembic/`` folder and ship inside the
 wheel as ``tradelog/migrations``, so ``tradelog db upgrade`` works from a plain ``pip install``.
+
+**tradelog's corner of a shared database.** tradelog records its revision in a version table of
+its own, ``tradelog_alembic_version`` (:data:`VERSION_TABLE`), never in ``alembic_version``,
+which belongs to the host's own Alembic history: a host revision is never read as tradelog's and
+tradelog's upgrades never touch the host's. With a schema (``TRADELOG_DB_SCHEMA``, PostgreSQL),
+the schema is created if missing and both the tables and the version table live in it
+(see :mod:`tradelog._db.engine`).
+
+Installs from before the version table of its own kept tradelog's revision in
+``alembic_version``. The first upgrade or downgrade moves it: when ``alembic_version`` holds one
+of tradelog's revisions and the tables of that revision are there, the revision is recorded in
+``tradelog_alembic_version`` and removed from ``alembic_version`` (dropped when nothing else
+is left in it). Reading the revision (:func:`current`) sees such a legacy revision without
+changing anything.
+
+A database with no tradelog revision yet whose tables already use tradelog's names (a host's
+own ``users`` or ``orders``) is refused before anything is created, naming the tables and
+``TRADELOG_DB_SCHEMA``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, pool
+from sqlalchemy import Connection, Engine, inspect, pool, text
 
 from alembic import command
 from tradelog._db.base import Base
-from tradelog._db.engine import create_tradelog_engine
-from tradelog.config import database_url_from_env
+from tradelog._db.engine import create_tradelog_engine, normalize_url, schema_of
+from tradelog.config import database_url_from_env, db_schema_from_env
 from tradelog.exceptions import ConfigurationError
 
 __all__ = [
+    "LEGACY_VERSION_TABLE",
+    "VERSION_TABLE",
+    "SchemaStatus",
     "check",
     "current",
     "downgrade",
     "head",
     "run_environment",
+    "schema_status",
     "script_location",
     "upgrade",
 ]
+
+VERSION_TABLE: Final = "tradelog_alembic_version"
+"""tradelog's own Alembic version table (in its schema when one is configured)."""
+LEGACY_VERSION_TABLE: Final = "alembic_version"
+"""Alembic's default table: the host's; tradelog's revision sat there before 0005."""
+_LEGACY_TABLES: Final = {
+    "0001_initial": ("users", "orders", "activity"),
+    "0002_phase1": ("users", "service_logs", "error_logs", "service_status"),
+    "0003_error_fingerprint": ("users", "service_logs", "error_logs"),
+    "0004_notification_outbox": ("users", "service_logs", "notification_deliveries"),
+}
+"""Tables that must exist for a legacy ``alembic_version`` revision to be taken as tradelog's."""
 
 
 def script_location() -> Path:
@@ -43,7 +79,7 @@ def script_location() -> Path:
     raise ConfigurationError(f"tradelog migration scripts not found next to {package_dir}")
 
 
-def _config(connection: Connection | None = None) -> Config:
+def _config(connection: Connection | None = None, schema: str | None = None) -> Config:
     config = Config()
     location = script_location()
     config.set_main_option("script_location", str(location))
@@ -51,16 +87,27 @@ def _config(connection: Connection | None = None) -> Config:
     config.set_main_option("path_separator", "os")
     if connection is not None:
         config.attributes["connection"] = connection
+        config.attributes["tradelog_schema"] = schema
     return config
 
 
+def _version_options(schema: str | None) -> dict[str, Any]:
+    return {"version_table": VERSION_TABLE, "version_table_schema": schema}
+
+
+def _ours(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Autogenerate looks only at tradelog's own tables, never at the host's beside them."""
+    if type_ == "table":
+        return name in Base.metadata.tables
+    return True
+
+
 @contextmanager
-def _connected(url_or_engine: str | Engine) -> Iterator[Connection]:
-    engine = (
-        url_or_engine
-        if isinstance(url_or_engine, Engine)
-        else create_tradelog_engine(url_or_engine, poolclass=pool.NullPool)
-    )
+def _connected(url_or_engine: str | Engine, schema: str | None) -> Iterator[Connection]:
+    if isinstance(url_or_engine, Engine):
+        engine = url_or_engine
+    else:
+        engine = create_tradelog_engine(url_or_engine, schema=schema, poolclass=pool.NullPool)
     try:
         with engine.begin() as connection:
             yield connection
@@ -69,22 +116,41 @@ def _connected(url_or_engine: str | Engine) -> Iterator[Connection]:
             engine.dispose()
 
 
-def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision`` (default: the newest)."""
-    with _connected(url_or_engine) as connection:
-        command.upgrade(_config(connection), revision)
+def _schema(url_or_engine: str | Engine, schema: str | None) -> str | None:
+    if isinstance(url_or_engine, Engine):
+        return schema_of(url_or_engine) or schema
+    return schema
 
 
-def downgrade(url_or_engine: str | Engine, revision: str) -> None:
+def _ensure_schema(connection: Connection, schema: str | None) -> None:
+    if schema:
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+def upgrade(
+    url_or_engine: str | Engine, revision: str = "head", *, schema: str | None = None
+) -> None:
+    """Upgrade the database to ``revision`` (default: the newest), in ``schema`` when given
+    (PostgreSQL; an engine made with a schema brings its own)."""
+    schema = _schema(url_or_engine, schema)
+    with _connected(url_or_engine, schema) as connection:
+        _ensure_schema(connection, schema)
+        command.upgrade(_config(connection, schema), revision)
+
+
+def downgrade(url_or_engine: str | Engine, revision: str, *, schema: str | None = None) -> None:
     """Downgrade the database to ``revision`` (``base`` removes every table)."""
-    with _connected(url_or_engine) as connection:
-        command.downgrade(_config(connection), revision)
+    schema = _schema(url_or_engine, schema)
+    with _connected(url_or_engine, schema) as connection:
+        command.downgrade(_config(connection, schema), revision)
 
 
-def current(url_or_engine: str | Engine) -> str | None:
-    """The revision the database is at, or None for an empty database."""
-    with _connected(url_or_engine) as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+def current(url_or_engine: str | Engine, *, schema: str | None = None) -> str | None:
+    """tradelog's revision in the database, or None when it has none (a host's revision in
+    ``alembic_version`` is not tradelog's)."""
+    schema = _schema(url_or_engine, schema)
+    with _connected(url_or_engine, schema) as connection:
+        return _read_revision(connection, schema)
 
 
 def head() -> str:
@@ -93,14 +159,144 @@ def head() -> str:
     return heads[0]
 
 
-def check(url_or_engine: str | Engine) -> list[Any]:
-    """Differences between the database and the models (empty when they agree)."""
+def check(url_or_engine: str | Engine, *, schema: str | None = None) -> list[Any]:
+    """Differences between tradelog's tables and the models (empty when they agree); tables
+    that are not tradelog's are not compared."""
     _load_models()
-    with _connected(url_or_engine) as connection:
+    schema = _schema(url_or_engine, schema)
+    with _connected(url_or_engine, schema) as connection:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": False}
+            connection,
+            opts={
+                "compare_type": True,
+                "compare_server_default": False,
+                "include_name": _ours,
+                **_version_options(schema),
+            },
         )
         return list(compare_metadata(context, Base.metadata))
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """How a database compares with the migrations (:func:`schema_status`)."""
+
+    revision: str | None
+    head: str
+
+    @property
+    def ok(self) -> bool:
+        """The database is at the newest revision."""
+        return self.revision == self.head
+
+    def describe(self, where: str) -> str:
+        """One line saying what is wrong and what to run."""
+        if self.ok:
+            return f"database {where} is at tradelog revision {self.head}"
+        state = (
+            "has no tradelog schema"
+            if self.revision is None
+            else f"is at tradelog revision {self.revision}, behind {self.head}"
+        )
+        return f"database {where} {state}: run `tradelog db upgrade`"
+
+
+def schema_status(
+    url_or_engine: str | Engine, *, schema: str | None = None, timeout: float | None = None
+) -> SchemaStatus:
+    """Compare the database with the migration scripts. With ``timeout`` (seconds, for a URL)
+    connecting and each statement are bounded by it."""
+    if timeout is not None and not isinstance(url_or_engine, Engine):
+        engine = create_tradelog_engine(
+            url_or_engine,
+            schema=schema,
+            poolclass=pool.NullPool,
+            connect_args=_bounded_connect_args(url_or_engine, timeout),
+        )
+        try:
+            return SchemaStatus(current(engine), head())
+        finally:
+            engine.dispose()
+    return SchemaStatus(current(url_or_engine, schema=schema), head())
+
+
+def _bounded_connect_args(url: str, timeout: float) -> dict[str, Any]:
+    if normalize_url(url).get_backend_name() == "sqlite":
+        return {"timeout": timeout}
+    milliseconds = max(1, int(timeout * 1000))
+    return {
+        "connect_timeout": max(1, round(timeout)),
+        "options": f"-c statement_timeout={milliseconds}",
+    }
+
+
+def _known_revisions() -> set[str]:
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def _has_table(connection: Connection, name: str, schema: str | None) -> bool:
+    return bool(inspect(connection).has_table(name, schema=schema))
+
+
+def _legacy_revision(connection: Connection, schema: str | None) -> str | None:
+    """tradelog's revision as older installs recorded it in ``alembic_version``, or None."""
+    if not _has_table(connection, LEGACY_VERSION_TABLE, schema):
+        return None
+    table = _qualified(LEGACY_VERSION_TABLE, schema)
+    found = connection.execute(text(f"SELECT version_num FROM {table}")).scalars().all()
+    known = _known_revisions()
+    ours = [str(revision) for revision in found if revision in known]
+    if len(ours) != 1:
+        return None
+    needed = _LEGACY_TABLES.get(ours[0], ("users", "service_logs"))
+    if not all(_has_table(connection, name, schema) for name in needed):
+        return None
+    return ours[0]
+
+
+def _qualified(table: str, schema: str | None) -> str:
+    return f'"{schema}".{table}' if schema else table
+
+
+def _read_revision(connection: Connection, schema: str | None) -> str | None:
+    """The revision in tradelog's version table (read with plain SQL: nothing is logged)."""
+    if _has_table(connection, VERSION_TABLE, schema):
+        table = _qualified(VERSION_TABLE, schema)
+        found = connection.execute(text(f"SELECT version_num FROM {table}")).scalars().all()
+        return str(found[0]) if found else None
+    return _legacy_revision(connection, schema)
+
+
+def _adopt_legacy_revision(connection: Connection, schema: str | None) -> None:
+    """Move tradelog's revision from ``alembic_version`` to its own table (module docstring)."""
+    if _has_table(connection, VERSION_TABLE, schema):
+        return
+    revision = _legacy_revision(connection, schema)
+    if revision is None:
+        return
+    context = MigrationContext.configure(connection, opts=_version_options(schema))
+    context.stamp(ScriptDirectory.from_config(_config()), revision)
+    table = _qualified(LEGACY_VERSION_TABLE, schema)
+    connection.execute(text(f"DELETE FROM {table} WHERE version_num = :r"), {"r": revision})
+    left = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+    if not left:
+        connection.execute(text(f"DROP TABLE {table}"))
+
+
+def _refuse_foreign_tables(connection: Connection, schema: str | None) -> None:
+    """A database without a tradelog revision must not already have tables of its names."""
+    if _read_revision(connection, schema) is not None:
+        return
+    _load_models()
+    existing = set(inspect(connection).get_table_names(schema=schema))
+    clash = sorted(existing & set(Base.metadata.tables))
+    if clash:
+        where = f"schema {schema!r}" if schema else "the database's default schema"
+        raise ConfigurationError(
+            f"{where} already has tables named like tradelog's ({', '.join(clash)}) but no "
+            f"tradelog revision ({VERSION_TABLE}): they are not tradelog's. Keep tradelog in a "
+            "schema of its own with TRADELOG_DB_SCHEMA=tradelog (PostgreSQL)"
+        )
 
 
 def _load_models() -> None:
@@ -108,7 +304,11 @@ def _load_models() -> None:
 
 
 def run_environment(context: Any) -> None:
-    """Body of Alembic's ``env.py``: online with a given connection or URL, or offline (SQL)."""
+    """Body of Alembic's ``env.py``: online with a given connection or URL, or offline (SQL).
+
+    Without a connection handed over by :func:`upgrade` (``alembic upgrade head``), the URL
+    and schema come from ``TRADELOG_DATABASE_URL`` / ``TRADELOG_DB_SCHEMA``.
+    """
     _load_models()
     config = context.config
     options: dict[str, Any] = {
@@ -116,26 +316,41 @@ def run_environment(context: Any) -> None:
         "render_as_batch": True,
         "compare_type": True,
         "transaction_per_migration": True,
+        "include_name": _ours,
     }
     if context.is_offline_mode():
         url = database_url_from_env() or config.get_main_option("sqlalchemy.url")
-        context.configure(url=url, literal_binds=True, **options)
+        schema = db_schema_from_env()
+        context.configure(url=url, literal_binds=True, **options, **_version_options(schema))
         with context.begin_transaction():
             context.run_migrations()
         return
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, **options)
+        schema = config.attributes.get("tradelog_schema")
+        _prepare(connection, schema)
+        context.configure(connection=connection, **options, **_version_options(schema))
         with context.begin_transaction():
             context.run_migrations()
         return
     url = database_url_from_env() or config.get_main_option("sqlalchemy.url")
-    engine = create_tradelog_engine(url, poolclass=pool.NullPool)
+    schema = db_schema_from_env()
+    engine = create_tradelog_engine(url, schema=schema, poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, **options)
+            _prepare(connection, schema)
+            connection.commit()
+            context.configure(connection=connection, **options, **_version_options(schema))
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()
     finally:
         engine.dispose()
+
+
+def _prepare(connection: Connection, schema: str | None) -> None:
+    """Before any migration runs: the schema exists, a legacy revision is adopted, and a
+    database of someone else's tables with tradelog's names is refused."""
+    _ensure_schema(connection, schema)
+    _adopt_legacy_revision(connection, schema)
+    _refuse_foreign_tables(connection, schema)

@@ -39,6 +39,7 @@ from tradelog._errors.record import ErrorRecord, build_record, capture_frame_loc
 from tradelog._errors.spill import SpillFiles
 from tradelog._errors.store import ErrorStore, Notifier
 from tradelog._logs.redact import Redactor
+from tradelog._users.registry import KnownUsers
 from tradelog.config import Settings
 
 __all__ = ["ErrorCapture", "exception_from"]
@@ -121,7 +122,7 @@ class ErrorCapture:
     scrubs messages, tracebacks and context (default: the standard log redactor).
     ``retry_delays`` are the pauses between attempts to write a queued batch before it is
     spilled to a file; ``replay_interval`` how often an idle writer retries storing spilled
-    rows.
+    rows. ``users`` decides what an unknown user id becomes (:mod:`tradelog._users.registry`).
     """
 
     def __init__(
@@ -134,10 +135,11 @@ class ErrorCapture:
         clock: Callable[[], datetime] = utcnow,
         retry_delays: Sequence[float] = _RETRY_DELAYS,
         replay_interval: float = _REPLAY_INTERVAL,
+        users: KnownUsers | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.store = ErrorStore(self.engine, notifier=notifier)
+        self.store = ErrorStore(self.engine, notifier=notifier, users=users)
         self.redactor = redactor or Redactor()
         self.clock = clock
         self.retry_delays = tuple(retry_delays)

@@ -2,9 +2,11 @@
 
 One batch is one transaction: the rows are inserted, and every user in the batch gets one
 ``service_status`` upsert that adds the batch's count to ``error_count`` and sets ``last_error``
-to their latest error. Errors without a user (or naming a user id that does not exist) are
-kept under the system user (:func:`tradelog.users.ensure_system_user`); an unknown id is kept
-in ``context["unknown_user_id"]``. The ``error`` notifications are sent after the commit.
+to their latest error. Errors without a user are kept under the system user
+(:func:`tradelog._users.store.system_user_id`). A user id that does not exist is registered in
+the same transaction (``unknown_users=register``, see :mod:`tradelog._users.registry`), or the
+error is kept under the system user with the id in ``context["unknown_user_id"]``
+(``reject``, or no registry). The ``error`` notifications are sent after the commit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tradelog._db.engine import STATEMENT_TIMEOUT_MS
 from tradelog._db.models import ErrorLog, User
 from tradelog._db.upsert import upsert_status
 from tradelog._errors.record import ErrorRecord
-from tradelog.users import ensure_system_user
+from tradelog._users.registry import KnownUsers
+from tradelog._users.store import system_user_id
 
 __all__ = ["ErrorStore", "Notifier", "Written"]
 
@@ -45,9 +48,16 @@ Notifier = Callable[[Engine, Sequence[Written]], None]
 class ErrorStore:
     """Inserts error records with ``engine`` and hands the stored rows to ``notifier``."""
 
-    def __init__(self, engine: Engine, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        notifier: Notifier | None = None,
+        users: KnownUsers | None = None,
+    ) -> None:
         self.engine = engine
         self.notifier = notifier
+        self.users = users
         self._system_user: int | None = None
 
     def reset(self) -> None:
@@ -64,11 +74,13 @@ class ErrorStore:
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
             wanted = {r.user_id for r in records if r.user_id is not None}
-            known = (
-                set(session.scalars(select(User.id).where(User.id.in_(wanted))))
-                if wanted
-                else set()
-            )
+            if not wanted:
+                known: set[int] = set()
+            elif self.users is not None:
+                known = self.users.ensure(session, wanted)
+            else:
+                known = set(session.scalars(select(User.id).where(User.id.in_(wanted))))
+            rejected = 0
             rows: list[tuple[ErrorRecord, ErrorLog, bool]] = []
             for record in records:
                 context = record.context
@@ -76,10 +88,11 @@ class ErrorStore:
                     owner, system = record.user_id, False
                 else:
                     if system_user is None:
-                        system_user = ensure_system_user(session)
+                        system_user = system_user_id(session)
                     owner, system = system_user, True
                     if record.user_id is not None:
                         context = {**(context or {}), "unknown_user_id": record.user_id}
+                        rejected += 1
                 row = ErrorLog(
                     user_id=owner,
                     error_type=record.error_type,
@@ -108,6 +121,8 @@ class ErrorStore:
                 )
             written = [Written(record, row.id, row.user_id, system) for record, row, system in rows]
         self._system_user = system_user  # only remembered once the transaction committed
+        if rejected and self.users is not None:
+            self.users.reject(rejected)
         if self.notifier is not None:
             try:
                 self.notifier(self.engine, written)

@@ -8,7 +8,9 @@ minute or so) and cost a few milliseconds; on PostgreSQL each transaction runs u
 
 ``service_status`` has one row per user, created on first use by an upsert
 (:func:`tradelog._db.upsert.upsert_status`), so concurrent writers never collide and
-``error_count`` increments are never lost.
+``error_count`` increments are never lost. A user id ``users`` does not hold yet is registered in
+the same transaction, or the write is refused with a warning (``unknown_users``, see
+:mod:`tradelog._users.registry`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tradelog._db.models import ServiceTaskExecution
 from tradelog._db.upsert import upsert_status
 from tradelog._logs.redact import Redactor, redact_text
 from tradelog._logs.sanitize import to_jsonable
+from tradelog._users.registry import KnownUsers
 
 __all__ = ["TASK_STATUSES", "ExceptionRecorder", "ServiceHealth", "describe_failure"]
 
@@ -53,7 +56,8 @@ def describe_failure(exc: BaseException) -> str:
 class ServiceHealth:
     """Heartbeats, running state and task rows written with an explicit engine.
 
-    ``capture`` receives the exceptions of failed tasks (so they land in ``error_logs``).
+    ``capture`` receives the exceptions of failed tasks (so they land in ``error_logs``);
+    ``users`` decides what an unknown user id becomes.
     """
 
     def __init__(
@@ -62,16 +66,21 @@ class ServiceHealth:
         *,
         capture: ExceptionRecorder | None = None,
         clock: Callable[[], datetime] = utcnow,
+        users: KnownUsers | None = None,
     ) -> None:
         self.engine = engine
         self.capture = capture
         self.clock = clock
+        self.users = users
 
-    def _write(self, action: str, work: Callable[[Session], None]) -> bool:
+    def _write(self, action: str, work: Callable[[Session], None], user_id: int) -> bool:
         try:
             with Session(self.engine) as session, session.begin():
                 if session.get_bind().dialect.name == "postgresql":
                     session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                if self.users is not None and not self.users.ensure(session, [user_id]):
+                    self.users.reject()  # the registry names the id on the console, once
+                    return False
                 work(session)
         except Exception as exc:
             _log.warning("tradelog could not %s: %s", action, describe_failure(exc))
@@ -84,6 +93,7 @@ class ServiceHealth:
         return self._write(
             f"record a heartbeat for user {user_id}",
             lambda s: upsert_status(s, user_id, now=at, heartbeat=at),
+            user_id,
         )
 
     def mark_running(self, user_id: int, *, now: datetime | None = None) -> bool:
@@ -92,6 +102,7 @@ class ServiceHealth:
         return self._write(
             f"mark the service of user {user_id} running",
             lambda s: upsert_status(s, user_id, now=at, running=True, heartbeat=at),
+            user_id,
         )
 
     def mark_stopped(self, user_id: int, *, now: datetime | None = None) -> bool:
@@ -100,6 +111,7 @@ class ServiceHealth:
         return self._write(
             f"mark the service of user {user_id} stopped",
             lambda s: upsert_status(s, user_id, now=at, running=False),
+            user_id,
         )
 
     def record_task(
@@ -130,7 +142,7 @@ class ServiceHealth:
             )
             upsert_status(session, user_id, now=self.clock(), task_at=executed_at)
 
-        return self._write(f"record task {task_name!r} of user {user_id}", work)
+        return self._write(f"record task {task_name!r} of user {user_id}", work, user_id)
 
 
 def _details(details: Mapping[str, Any] | None) -> dict[str, Any] | None:

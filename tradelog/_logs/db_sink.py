@@ -6,7 +6,9 @@ it; failures are told apart by their cause:
 * **the rows** (a ``user_id`` with no user, a value a column refuses): the batch is split in
   halves until the bad rows are alone; every good row lands and each bad one goes to the
   dead-letter file with the reason. Rows whose user does not exist (yet) are held back for a
-  couple of seconds first, since a host may log about a user it has not committed yet.
+  couple of seconds first, since a host may log about a user it has not committed yet; then
+  the user is registered and the rows land, or they are dead-lettered and counted
+  (``unknown_users``, see :mod:`tradelog._users.registry`).
 * **the database** (down, unreachable, locked beyond the lock timeout, table missing, anything
   else): the rows are appended to the spool, further batches follow them there so the order is
   kept, and the database is retried with exponential backoff; once it answers the spool is
@@ -27,6 +29,7 @@ from tradelog._logs.inserters import DatabaseUnavailable, Inserter, RowsRejected
 from tradelog._logs.rows import DbRow
 from tradelog._logs.spool import DeadLetterFile, Spool, SpoolChunk, adopt_orphans
 from tradelog._logs.stats import WriterStats
+from tradelog._users.registry import KnownUsers
 
 __all__ = ["DatabaseSink"]
 
@@ -67,8 +70,10 @@ class DatabaseSink:
         *,
         batch_size: int,
         clock: Callable[[], float] = time.monotonic,
+        users: KnownUsers | None = None,
     ) -> None:
         self.inserter = inserter
+        self.users = users
         self.spool = spool
         self.dead_letter = dead_letter
         self.stats = stats
@@ -249,17 +254,39 @@ class DatabaseSink:
         missing = unknown - found
         if not missing:
             return rows
-        keep = [row for row in rows if row[0] not in missing]
-        held = [row for row in rows if row[0] in missing]
         if park:
+            keep = [row for row in rows if row[0] not in missing]
+            held = [row for row in rows if row[0] in missing]
             moment = self._clock()
             if not self._parked:
                 self._next_park_check = moment + _PARK_RECHECK
             self._parked.extend((moment + _PARK_SECONDS, row) for row in held)
-        else:
-            for row in held:
-                self._dead([row], f"no user with id {row[0]}")
-        return keep
+            return keep
+        try:
+            registered = self._register(missing)
+        except DatabaseUnavailable as exc:
+            raise _Interrupted(rows, str(exc)) from exc
+        missing -= registered
+        for row in rows:
+            if row[0] in missing:
+                self._unknown_user(row)
+        return [row for row in rows if row[0] not in missing]
+
+    def _register(self, ids: set[int]) -> set[int]:
+        """Which of ``ids`` (users not found) exist after the unknown-user policy ran."""
+        if self.users is None or not ids:
+            return set()
+        try:
+            found = self.users.resolve(ids)
+        except Exception as exc:
+            raise DatabaseUnavailable(f"registering users: {type(exc).__name__}: {exc}") from exc
+        self._known_users.update(found)
+        return found
+
+    def _unknown_user(self, row: DbRow) -> None:
+        self._dead([row], f"no user with id {row[0]}")
+        if self.users is not None:
+            self.users.reject()
 
     def _settle_parked(self, now: float) -> None:
         """Insert parked rows whose user now exists; dead-letter those whose wait is over."""
@@ -277,12 +304,19 @@ class DatabaseSink:
             self._parked = parked
             return
         self._known_users.update(found)
+        overdue = {row[0] for due, row in parked if now >= due and row[0] not in found}
+        try:
+            found |= self._register(overdue)
+        except DatabaseUnavailable as exc:
+            self._went_down(str(exc))
+            self._parked = parked
+            return
         ready = [row for _, row in parked if row[0] in found]
         for due, row in parked:
             if row[0] in found:
                 continue
             if now >= due:
-                self._dead([row], f"no user with id {row[0]}")
+                self._unknown_user(row)
             else:
                 self._parked.append((due, row))
         if ready:

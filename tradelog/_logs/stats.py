@@ -12,6 +12,8 @@ written        rows inserted into ``service_logs`` (directly or replayed from th
 spooled        rows appended to the local spool (database down or behind, queue full)
 replayed       spooled rows later inserted (also counted in ``written``)
 dead_lettered  rows the database refused, written to the dead-letter file with the reason
+rejected_users of those and of other writes (tasks, heartbeats, notifications, errors), the
+               ones refused because their user is unknown (``TRADELOG_UNKNOWN_USERS=reject``)
 dropped        events lost: always 0 (a full queue spills, it never drops)
 file_lines     lines appended to per-user and system files
 system_lines   of those, lines of events without a user (system file only)
@@ -44,6 +46,7 @@ _COUNTERS: Final = (
     "spooled",
     "replayed",
     "dead_lettered",
+    "rejected_users",
     "dropped",
     "file_lines",
     "system_lines",
@@ -65,6 +68,7 @@ class WriterStats:
         self.spooled = 0
         self.replayed = 0
         self.dead_lettered = 0
+        self.rejected_users = 0
         self.dropped = 0
         self.file_lines = 0
         self.system_lines = 0

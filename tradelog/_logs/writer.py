@@ -38,6 +38,7 @@ from tradelog._logs.redact import Redactor
 from tradelog._logs.rows import DbRow, FileKey, Prepared, Record, RowBuilder
 from tradelog._logs.spool import DeadLetterFile, Spool
 from tradelog._logs.stats import WriterStats, prune_writer_stats, save
+from tradelog._users.registry import KnownUsers
 from tradelog.config import Settings
 
 __all__ = ["LogWriter", "Marker"]
@@ -69,6 +70,8 @@ class LogWriter:
         settings: Settings,
         redactor: Redactor,
         inserter: Inserter,
+        *,
+        users: KnownUsers | None = None,
     ) -> None:
         self.settings = settings
         self.log_dir = Path(settings.log_dir)
@@ -91,6 +94,7 @@ class LogWriter:
             self.dead_letter,
             self.stats,
             batch_size=settings.batch_size,
+            users=users,
         )
         self._builder = RowBuilder(redactor, settings.zone)
         self._spill_builder = RowBuilder(redactor, settings.zone)
@@ -223,6 +227,11 @@ class LogWriter:
     def close_intake(self) -> None:
         """From now on handle every record on the caller's thread (the writer is stopping)."""
         self.limit = 0
+
+    def count_rejected_users(self, count: int) -> None:
+        """Count writes refused because their user is unknown (``rejected_users``)."""
+        with self.stats.lock:
+            self.stats.rejected_users += count
 
     def note_observer_error(self) -> None:
         """Count an exception observer that raised (reported as ``observer_errors``)."""

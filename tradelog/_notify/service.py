@@ -4,7 +4,9 @@ Without ``session=`` the notification is written and committed on the service's 
 runtime's, never the host's). With ``session=`` it is written inside the caller's transaction
 and goes out only if the caller commits (roll back and nothing is ever sent). After a commit
 the service rings its :class:`~tradelog._notify.wakeup.Wakeups`, so the delivery workers of this
-process look at the outbox at once instead of at their next poll.
+process look at the outbox at once instead of at their next poll. A user id ``users`` does not
+hold yet is registered in the same transaction (``unknown_users=register``); with ``reject``
+``notify`` raises :class:`~tradelog.exceptions.NotFound` as for any unknown user.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session
 from tradelog._db.engine import session_factory
 from tradelog._notify.dispatch import NotifyResult, dispatch
 from tradelog._notify.wakeup import Wakeups
+from tradelog._users.registry import KnownUsers
 
 __all__ = ["NotificationService"]
 
@@ -29,9 +32,16 @@ class NotificationService:
     ``engine`` may be a callable returning the engine, so that it is only created on first use.
     """
 
-    def __init__(self, engine: Engine | Callable[[], Engine], wakeups: Wakeups) -> None:
+    def __init__(
+        self,
+        engine: Engine | Callable[[], Engine],
+        wakeups: Wakeups,
+        *,
+        users: KnownUsers | None = None,
+    ) -> None:
         self._engine = engine
         self.wakeups = wakeups
+        self.users = users
 
     @property
     def engine(self) -> Engine:
@@ -54,16 +64,25 @@ class NotificationService:
     ) -> NotifyResult:
         """Notify ``user_id``; see :func:`tradelog.notify`."""
         if session is not None:
+            self._known(session, user_id)
             result = dispatch(session, user_id, type, level, title, message, dedupe_key=dedupe_key)
             if result.created:
                 event.listen(session, "after_commit", self._ring, once=True)
             return result
         with session_factory(self.engine)() as own:
+            self._known(own, user_id)
             result = dispatch(own, user_id, type, level, title, message, dedupe_key=dedupe_key)
             own.commit()
         if result.created:
             self._ring()
         return result
+
+    def _known(self, session: Session, user_id: int) -> None:
+        """Register an unknown ``user_id`` (or count it refused: dispatch raises NotFound)."""
+        if self.users is None or isinstance(user_id, bool) or not isinstance(user_id, int):
+            return
+        if user_id > 0 and not self.users.ensure(session, [user_id]):
+            self.users.reject()
 
     async def anotify(
         self,

@@ -1,11 +1,24 @@
-"""``users``, ``orders`` and ``activity`` (``0001_initial``, amended by ``0002_phase1``)."""
+"""``users``, ``orders`` and ``activity`` (``0001_initial``, amended by ``0002_phase1`` and
+``0005_system_user_flag``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String, func, true
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    false,
+    func,
+    text,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tradelog._db.base import Base, UTCDateTime, created_at, intpk, updated_at, user_fk, utcnow
@@ -14,10 +27,23 @@ ROLES = ("admin", "user")
 
 
 class User(Base):
-    """An account of the trading service; ``role`` is ``admin`` or ``user``."""
+    """An account of the trading service; ``role`` is ``admin`` or ``user``.
+
+    ``is_system`` marks tradelog's own system user (``0005_system_user_flag``): at most one row,
+    never a host account.
+    """
 
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('admin', 'user')", name="role"),)
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'user')", name="role"),
+        Index(
+            "uq_users_is_system",
+            "is_system",
+            unique=True,
+            sqlite_where=text("is_system"),
+            postgresql_where=text("is_system"),
+        ),
+    )
 
     id: Mapped[intpk]
     email: Mapped[str] = mapped_column(String(255), unique=True)
@@ -25,6 +51,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    is_system: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 
