@@ -44,6 +44,7 @@ from tradelog._facade import (
 from tradelog._health.tasks import skip
 from tradelog._notify.dispatch import NotifyResult
 from tradelog._runtime import Runtime, configure, current, flush, shutdown
+from tradelog._users.context import bind_user
 from tradelog.config import Secret, Settings
 from tradelog.exceptions import (
     ConfigurationError,
@@ -79,6 +80,7 @@ __all__ = [
     "__version__",
     "anotify",
     "audit",
+    "bind_user",
     "capture_exception",
     "config",
     "configure",

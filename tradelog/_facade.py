@@ -25,6 +25,7 @@ from tradelog._health import tasks as _tasks
 from tradelog._health.writer import ServiceHealth, describe_failure
 from tradelog._notify.dispatch import NotifyResult
 from tradelog._runtime import require
+from tradelog._users.context import bound_user_id
 
 __all__ = [
     "anotify",
@@ -191,22 +192,49 @@ def _write(action: str, method: Callable[[ServiceHealth], bool]) -> bool:
     return method(health)
 
 
-def heartbeat(user_id: int) -> bool:
-    """Record that ``user_id``'s service is alive; False if it could not be written."""
-    return _write("record a heartbeat", lambda h: h.heartbeat(user_id))
+def _bound(user_id: int | None) -> int | None:
+    return user_id if user_id is not None else bound_user_id()
 
 
-def mark_running(user_id: int) -> bool:
-    """Mark ``user_id``'s service running (and record a heartbeat)."""
-    return _write("mark a service running", lambda h: h.mark_running(user_id))
+def heartbeat(user_id: int | None = None) -> bool:
+    """Record that ``user_id``'s service is alive; False if it could not be written.
+
+    Without ``user_id``: the user bound here (``tradelog.bind_user``), else the system user.
+    """
+    uid = _bound(user_id)
+    return _write("record a heartbeat", lambda h: h.heartbeat(uid))
 
 
-def mark_stopped(user_id: int) -> bool:
-    """Mark ``user_id``'s service stopped."""
-    return _write("mark a service stopped", lambda h: h.mark_stopped(user_id))
+def mark_running(user_id: int | None = None) -> bool:
+    """Mark ``user_id``'s service running (and record a heartbeat); default as
+    :func:`heartbeat`."""
+    uid = _bound(user_id)
+    return _write("mark a service running", lambda h: h.mark_running(uid))
 
 
-def track_task(user_id: int, task_name: str) -> _tasks.track_task:
+def mark_stopped(user_id: int | None = None) -> bool:
+    """Mark ``user_id``'s service stopped; default as :func:`heartbeat`."""
+    uid = _bound(user_id)
+    return _write("mark a service stopped", lambda h: h.mark_stopped(uid))
+
+
+@overload
+def track_task(task_name: str, /) -> _tasks.track_task: ...
+
+
+@overload
+def track_task(user_id: int, task_name: str, /) -> _tasks.track_task: ...
+
+
+def track_task(first: int | str, second: str | None = None, /) -> _tasks.track_task:
     """Record one run of a task in ``service_task_execution``: a context manager (sync and
-    async) and a decorator. See :class:`tradelog.health.track_task`."""
-    return _tasks.track_task(user_id, task_name, health=_health)
+    async) and a decorator. ``track_task(user_id, name)``, or ``track_task(name)`` for the
+    user bound where each run starts (``tradelog.bind_user``; none bound: the system user).
+    See :class:`tradelog.health.track_task`."""
+    if second is None:
+        if not isinstance(first, str):
+            raise TypeError("track_task(name) or track_task(user_id, name)")
+        return _tasks.track_task(None, first, health=_health)
+    if isinstance(first, bool) or not isinstance(first, int):
+        raise TypeError(f"track_task(user_id, name): user_id must be an int, got {first!r}")
+    return _tasks.track_task(first, second, health=_health)

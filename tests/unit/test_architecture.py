@@ -39,6 +39,7 @@ PUBLIC: dict[str, list[str]] = {
         "__version__",
         "anotify",
         "audit",
+        "bind_user",
         "capture_exception",
         "config",
         "configure",

@@ -45,6 +45,8 @@ from typing import Any, Final, Protocol
 
 import structlog
 
+from tradelog._users.context import user_of
+
 __all__ = [
     "Capturer",
     "InstalledHooks",
@@ -203,7 +205,7 @@ class LoopExceptionHandler(_Hook):
             if task is not None:
                 get_name = getattr(task, "get_name", None)
                 details["task"] = get_name() if get_name else _safe_repr(task)
-            user_id = bound.get("user_id")
+            user_id = user_of(value) or bound.get("user_id")
             self._record(
                 value,
                 user_id=user_id if isinstance(user_id, int) else None,

@@ -39,6 +39,7 @@ from tradelog._errors.record import ErrorRecord, build_record, capture_frame_loc
 from tradelog._errors.spill import SpillFiles
 from tradelog._errors.store import ErrorStore, Notifier
 from tradelog._logs.redact import Redactor
+from tradelog._users.context import user_of
 from tradelog._users.registry import KnownUsers
 from tradelog.config import Settings
 
@@ -201,9 +202,10 @@ class ErrorCapture:
     ) -> bool:
         """Record ``exc``; returns whether it was queued (or, with ``sync``, written).
 
-        ``user_id`` defaults to the ``user_id`` in ``context`` or bound with
-        ``structlog.contextvars``; ``bound`` merges the structlog context variables into the
-        context. ``sync`` writes on this thread after flushing the queue. Never raises.
+        ``user_id`` defaults to the user ``exc`` was raised for (``tradelog.bind_user``), else
+        the ``user_id`` in ``context`` or bound with ``structlog.contextvars``; ``bound``
+        merges the structlog context variables into the context. ``sync`` writes on this
+        thread after flushing the queue. Never raises.
         """
         try:
             if not isinstance(exc, BaseException):
@@ -218,7 +220,9 @@ class ErrorCapture:
                 merged.update(structlog.contextvars.get_contextvars())
             if context:
                 merged.update(context)
-            owner = user_id if user_id is not None else _user_id(merged.get("user_id"))
+            owner = user_id if user_id is not None else user_of(exc)
+            if owner is None:
+                owner = _user_id(merged.get("user_id"))
             if owner is None and merged.get("user_id") is not None:
                 merged["unresolved_user_id"] = str(merged["user_id"])[:64]
             merged.pop("user_id", None)

@@ -10,6 +10,12 @@
     @tradelog.track_task(user_id, "premarket_retry")   # sync or async functions
     async def premarket_retry() -> None: ...
 
+    with tradelog.bind_user(user_id), tradelog.track_task("sell_monitor"):
+        ...                             # no user id: the one bound here (each run looks)
+
+Without a user id a run belongs to the user bound where it starts (``tradelog.bind_user`` or a
+``user_id`` in structlog's context variables), and with none bound to the system user.
+
 A task that raises is recorded as ``failed`` (the exception is captured into ``error_logs`` and
 counted in ``service_status.error_count``) and the exception propagates unchanged.
 
@@ -34,6 +40,7 @@ from typing import Any, NoReturn, TypeAlias, TypeVar, cast
 
 from tradelog._db.base import utcnow
 from tradelog._health.writer import ServiceHealth, describe_failure
+from tradelog._users.context import bound_user_id
 
 __all__ = ["HealthSource", "TaskRun", "TaskSkipped", "current_task", "skip", "track_task"]
 
@@ -62,7 +69,7 @@ class TaskSkipped(BaseException):
 class TaskRun(dict[str, Any]):
     """The ``details`` of a running task (a dict), plus :meth:`skip`."""
 
-    def __init__(self, user_id: int, task_name: str) -> None:
+    def __init__(self, user_id: int | None, task_name: str) -> None:
         super().__init__()
         self.user_id = user_id
         self.task_name = task_name
@@ -99,7 +106,7 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
     decorated call gets its own run; recording never raises into the task.
     """
 
-    def __init__(self, user_id: int, task_name: str, *, health: HealthSource) -> None:
+    def __init__(self, user_id: int | None, task_name: str, *, health: HealthSource) -> None:
         self.user_id = user_id
         self.task_name = task_name
         self._health = health
@@ -115,7 +122,8 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
             return None
 
     def __enter__(self) -> TaskRun:
-        run = TaskRun(self.user_id, self.task_name)
+        user_id = self.user_id if self.user_id is not None else bound_user_id()
+        run = TaskRun(user_id, self.task_name)
         self._stack.append(_Started(run, utcnow(), time.monotonic(), _current.set(run)))
         return run
 
@@ -142,11 +150,11 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
             if status == "failed" and isinstance(exc, Exception) and health.capture is not None:
                 health.capture.capture(
                     exc,
-                    user_id=self.user_id,
+                    user_id=run.user_id,
                     context={"source": "task", "task": self.task_name},
                 )
             health.record_task(
-                self.user_id,
+                run.user_id,
                 self.task_name,
                 status=status,
                 executed_at=started.executed_at,

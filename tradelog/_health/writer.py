@@ -30,6 +30,7 @@ from tradelog._db.upsert import upsert_status
 from tradelog._logs.redact import Redactor, redact_text
 from tradelog._logs.sanitize import to_jsonable
 from tradelog._users.registry import KnownUsers
+from tradelog._users.store import system_user_id
 
 __all__ = ["TASK_STATUSES", "ExceptionRecorder", "ServiceHealth", "describe_failure"]
 
@@ -73,50 +74,55 @@ class ServiceHealth:
         self.clock = clock
         self.users = users
 
-    def _write(self, action: str, work: Callable[[Session], None], user_id: int) -> bool:
+    def _write(
+        self, action: str, work: Callable[[Session, int], None], user_id: int | None
+    ) -> bool:
         try:
             with Session(self.engine) as session, session.begin():
                 if session.get_bind().dialect.name == "postgresql":
                     session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-                if self.users is not None and not self.users.ensure(session, [user_id]):
+                if user_id is None:
+                    user_id = system_user_id(session)
+                elif self.users is not None and not self.users.ensure(session, [user_id]):
                     self.users.reject()  # the registry names the id on the console, once
                     return False
-                work(session)
+                work(session, user_id)
         except Exception as exc:
             _log.warning("tradelog could not %s: %s", action, describe_failure(exc))
             return False
         return True
 
-    def heartbeat(self, user_id: int, *, now: datetime | None = None) -> bool:
-        """Record that ``user_id``'s service is alive (``last_heartbeat``)."""
+    def heartbeat(self, user_id: int | None, *, now: datetime | None = None) -> bool:
+        """Record that ``user_id``'s service is alive (``last_heartbeat``); None: the system
+        user's (the process itself)."""
         at = now or self.clock()
         return self._write(
-            f"record a heartbeat for user {user_id}",
-            lambda s: upsert_status(s, user_id, now=at, heartbeat=at),
+            f"record a heartbeat for user {_who(user_id)}",
+            lambda s, uid: upsert_status(s, uid, now=at, heartbeat=at),
             user_id,
         )
 
-    def mark_running(self, user_id: int, *, now: datetime | None = None) -> bool:
+    def mark_running(self, user_id: int | None, *, now: datetime | None = None) -> bool:
         """Mark ``user_id``'s service as running; counts as a heartbeat too."""
         at = now or self.clock()
         return self._write(
-            f"mark the service of user {user_id} running",
-            lambda s: upsert_status(s, user_id, now=at, running=True, heartbeat=at),
+            f"mark the service of user {_who(user_id)} running",
+            lambda s, uid: upsert_status(s, uid, now=at, running=True, heartbeat=at),
             user_id,
         )
 
-    def mark_stopped(self, user_id: int, *, now: datetime | None = None) -> bool:
+    def mark_stopped(self, user_id: int | None, *, now: datetime | None = None) -> bool:
         """Mark ``user_id``'s service as stopped (a stopped service is never stale)."""
         at = now or self.clock()
         return self._write(
-            f"mark the service of user {user_id} stopped",
-            lambda s: upsert_status(s, user_id, now=at, running=False),
+            f"mark the service of user {_who(user_id)} stopped",
+            lambda s, uid: upsert_status(s, uid, now=at, running=False),
             user_id,
         )
 
     def record_task(
         self,
-        user_id: int,
+        user_id: int | None,
         task_name: str,
         *,
         status: str,
@@ -124,15 +130,16 @@ class ServiceHealth:
         duration_seconds: float,
         details: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Write one ``service_task_execution`` row and move ``last_task_execution``."""
+        """Write one ``service_task_execution`` row and move ``last_task_execution`` (user
+        None: the system user's)."""
         if status not in TASK_STATUSES:
             raise ValueError(f"status must be one of {', '.join(TASK_STATUSES)}, got {status!r}")
         document = _details(details)
 
-        def work(session: Session) -> None:
+        def work(session: Session, owner: int) -> None:
             session.add(
                 ServiceTaskExecution(
-                    user_id=user_id,
+                    user_id=owner,
                     task_name=task_name[:TASK_NAME_LENGTH],
                     executed_at=executed_at,
                     status=status,
@@ -140,9 +147,13 @@ class ServiceHealth:
                     details=document,
                 )
             )
-            upsert_status(session, user_id, now=self.clock(), task_at=executed_at)
+            upsert_status(session, owner, now=self.clock(), task_at=executed_at)
 
-        return self._write(f"record task {task_name!r} of user {user_id}", work, user_id)
+        return self._write(f"record task {task_name!r} of user {_who(user_id)}", work, user_id)
+
+
+def _who(user_id: int | None) -> str:
+    return "(system)" if user_id is None else str(user_id)
 
 
 def _details(details: Mapping[str, Any] | None) -> dict[str, Any] | None:
