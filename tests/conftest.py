@@ -27,20 +27,22 @@ BACKENDS = ["sqlite", "postgresql"]
 @pytest.fixture(autouse=True)
 def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts and ends without tradelog configured: no ``TRADELOG_*`` variable from
-    the shell, structlog at its defaults, the process hooks, root logger and ``SIGTERM``
-    disposition as they were."""
+    the shell, structlog at its defaults, the process hooks, root logger, ``Logger.callHandlers``
+    and ``SIGTERM`` disposition as they were."""
     for name in list(os.environ):
         if name.startswith("TRADELOG_"):
             monkeypatch.delenv(name)
     hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    call_handlers = logging.Logger.callHandlers
     sigterm = signal.getsignal(signal.SIGTERM)
     yield
     _runtime.reset()
     sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging.Logger.callHandlers = call_handlers  # type: ignore[method-assign]
     if signal.getsignal(signal.SIGTERM) is not sigterm:
         signal.signal(signal.SIGTERM, sigterm)
 

@@ -42,6 +42,7 @@ from tradelog._facade import (
     track_task,
 )
 from tradelog._health.tasks import skip
+from tradelog._host import Handler, processor
 from tradelog._notify.dispatch import NotifyResult
 from tradelog._runtime import Runtime, configure, current, flush, shutdown
 from tradelog._users.context import bind_user
@@ -66,6 +67,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DeliveryError",
+    "Handler",
     "MissingExtraError",
     "NotFound",
     "NotifyResult",
@@ -101,6 +103,7 @@ __all__ = [
     "mark_stopped",
     "notifications",
     "notify",
+    "processor",
     "retention",
     "session",
     "shutdown",

@@ -63,7 +63,9 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -79,12 +81,18 @@ from tradelog._errors.hooks import InstalledHooks, install_hooks
 from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
 from tradelog._errors.pipeline import ErrorCapture
 from tradelog._health.writer import ServiceHealth, describe_failure
+from tradelog._logs.host_chain import StructlogFeed, insert_feed, remove_feed
 from tradelog._logs.inserters import make_inserter
-from tradelog._logs.levels import level_number
-from tradelog._logs.loggers import InternalErrors, TradelogBoundLogger, output_factory
+from tradelog._logs.levels import LoggerLevels, level_number
+from tradelog._logs.loggers import (
+    InternalErrors,
+    TradelogBoundLogger,
+    caller_module,
+    output_factory,
+)
 from tradelog._logs.processors import EventSink, ExceptionObserver
 from tradelog._logs.redact import RedactProcessor, redact_text
-from tradelog._logs.stdlib import TradelogHandler
+from tradelog._logs.stdlib import RecordBridge, StdlibTakeOver, expect_record, expected_record
 from tradelog._logs.writer import LogWriter
 from tradelog._notify.channels.base import Channel
 from tradelog._notify.service import NotificationService
@@ -97,9 +105,12 @@ from tradelog.retention import DailyRetention, RetentionJob
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "EARLY_EVENTS",
     "Runtime",
     "configure",
     "current",
+    "feed_event",
+    "feed_record",
     "flush",
     "require",
     "reset",
@@ -108,6 +119,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds :func:`flush` and :func:`shutdown` wait by default (also at interpreter exit)."""
+EARLY_EVENTS: Final = 1000
+"""Events ``tradelog.processor`` / ``tradelog.Handler`` hold until :func:`configure`."""
 
 _PROCESSORS: Final[list[Any]] = []
 """The processor list every tradelog-configured structlog logger holds (changed in place)."""
@@ -165,11 +178,17 @@ class Runtime:
             console=_console_renderer() if settings.console else None,
             zone=settings.zone,
         )
+        self.levels = LoggerLevels(level_number(settings.level), settings.logger_levels)
+        self.feed = StructlogFeed(self.sink, self.levels, on_error=self.internal_errors)
+        """The structlog processor handing events to this runtime (``tradelog.processor``)."""
+        self.bridge = RecordBridge(self.sink, self.levels, on_error=self.internal_errors)
+        """What turns stdlib records into events (``tradelog.Handler``, the take-over)."""
         self.worker: DeliveryWorker | None = None
         self.retention: DailyRetention | None = None
         self._hooks: InstalledHooks | None = None
-        self._handler: TradelogHandler | None = None
-        self._saved_root_level: int | None = None
+        self._stdlib: StdlibTakeOver | None = None
+        self._host_processors: list[Any] | None = None
+        self._own_structlog = False
         self._closed = False
         self._stopping_thread: int | None = None
         self._stopped = threading.Event()
@@ -200,6 +219,8 @@ class Runtime:
             self._hooks = install_hooks(self.errors)
         if writer:
             self.writer.start()
+        if logging_:
+            _replay_early(self)
         if self.settings.worker if background is None else background:
             self._start_background()
         return self
@@ -294,38 +315,48 @@ class Runtime:
         self.writer.count_rejected_users(count)
 
     def _install_logging(self) -> None:
-        """Point structlog and the stdlib root logger at this runtime."""
-        minimum = level_number(self.settings.level)
-        TradelogBoundLogger.configure(minimum, self.internal_errors)
-        _PROCESSORS[:] = [merge_contextvars, self.sink]
-        structlog.configure(
-            processors=_PROCESSORS,
-            wrapper_class=TradelogBoundLogger,
-            logger_factory=output_factory,
-            context_class=dict,
-            cache_logger_on_first_use=True,
-        )
-        handler = TradelogHandler(
-            self.sink,
-            level=minimum,
-            console=self.settings.console,
-            on_error=self.internal_errors,
-        )
-        root = logging.getLogger()
-        self._saved_root_level = root.level
-        root.addHandler(handler)
-        root.setLevel(minimum)
-        self._handler = handler
+        """``take_over``: point structlog and stdlib logging at this runtime, leaving what the
+        host configured in place (see :mod:`tradelog._logs.host_chain` and
+        :mod:`tradelog._logs.stdlib`). Without it nothing is touched: the host adds
+        ``tradelog.processor`` / ``tradelog.Handler`` itself."""
+        if not self.settings.take_over:
+            return
+        lowest = self.levels.lowest
+        TradelogBoundLogger.configure(lowest, self.internal_errors, self.levels)
+        processors = structlog.get_config()["processors"]
+        if structlog.is_configured() and processors is not _PROCESSORS:
+            if insert_feed(processors, self.feed):
+                self._host_processors = processors
+        else:
+            _PROCESSORS[:] = [merge_contextvars, self.sink]
+            structlog.configure(
+                processors=_PROCESSORS,
+                wrapper_class=TradelogBoundLogger,
+                logger_factory=output_factory,
+                context_class=dict,
+                cache_logger_on_first_use=True,
+            )
+            self._own_structlog = True
+        self._stdlib = StdlibTakeOver(
+            self.bridge, console=self.settings.console, lowest=lowest
+        ).install()
 
     def _detach_logging(self) -> None:
-        handler = self._handler
-        if handler is None:
-            return
-        root = logging.getLogger()
-        root.removeHandler(handler)
-        if self._saved_root_level is not None and root.level == handler.level:
-            root.setLevel(self._saved_root_level)
-        self._handler = None
+        if self._stdlib is not None:
+            self._stdlib.uninstall()
+            self._stdlib = None
+        if self._host_processors is not None:
+            remove_feed(self._host_processors, self.feed)
+            self._host_processors = None
+
+    def pause_stdlib(self, paused: bool) -> bool:
+        """Stop (or resume) taking stdlib records; returns the previous state (for
+        :func:`tradelog.testing.capture_logs`)."""
+        take_over = self._stdlib
+        if take_over is None:
+            return False
+        previous, take_over.paused = take_over.paused, paused
+        return previous
 
     def _start_background(self) -> None:
         """The delivery worker and daily retention (a process with ``worker`` on)."""
@@ -359,7 +390,8 @@ class Runtime:
             self._detach_logging()
             if _state.current is self:
                 _state.current = None
-                structlog.reset_defaults()
+                if self._own_structlog:
+                    structlog.reset_defaults()
         ok = self.writer.stop(_remaining(deadline))
         self.engines.dispose()  # only idle connections: a call still stuck keeps its own
         return ok
@@ -420,9 +452,99 @@ class _State:
         self.stopping: Runtime | None = None
         """The runtime whose shutdown is in progress, if any."""
         self.saved_sigterm: Any = None
+        self.early: deque[_Early] = deque(maxlen=EARLY_EVENTS)
+        """Events ``tradelog.processor`` / ``tradelog.Handler`` got before :func:`configure`."""
+        self.early_dropped = 0
+        self.early_exit_hook = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Early:
+    """One event held until :func:`configure`: a stdlib record, or a structlog event."""
+
+    record: logging.LogRecord | None = None
+    logger: _Named | None = None
+    method_name: str = ""
+    event: dict[str, Any] | None = None
+    at: float = 0.0
 
 
 _state = _State()
+
+
+def feed_event(logger: Any, method_name: str, event_dict: Any) -> None:
+    """``tradelog.processor``: hand a structlog event to the configured runtime, or hold it
+    until :func:`configure` (at most :data:`EARLY_EVENTS`)."""
+    runtime = _state.current
+    if runtime is not None and not runtime.closed:
+        runtime.feed.take(logger, method_name, event_dict)
+        return
+    try:
+        if not isinstance(event_dict, dict):
+            return
+        name = getattr(logger, "name", None) or event_dict.get("logger") or caller_module()
+        if isinstance(logger, logging.Logger):
+            expect_record(logger.name, event_dict.get("event"))
+        _hold(_Early(logger=_Named(str(name)), method_name=method_name, event=dict(event_dict)))
+    except Exception:  # pragma: no cover - holding a copy does not fail
+        return
+
+
+def feed_record(record: logging.LogRecord) -> None:
+    """``tradelog.Handler``: hand a stdlib record to the configured runtime, or hold it."""
+    runtime = _state.current
+    if runtime is not None and not runtime.closed:
+        runtime.bridge.feed(record)
+        return
+    if not expected_record(record):
+        _hold(_Early(record=record))
+
+
+def _hold(item: _Early) -> None:
+    with _state.lock:
+        early = _state.early
+        if len(early) == early.maxlen:
+            _state.early_dropped += 1
+        early.append(replace(item, at=time.time()) if item.record is None else item)
+        if not _state.early_exit_hook:
+            _state.early_exit_hook = True
+            atexit.register(_early_left_unwritten)
+
+
+def _replay_early(runtime: Runtime) -> None:
+    """Hand what was held before :func:`configure` to ``runtime``, in order."""
+    with _state.lock:
+        held, dropped = list(_state.early), _state.early_dropped
+        _state.early.clear()
+        _state.early_dropped = 0
+    for item in held:
+        if item.record is not None:
+            runtime.bridge.feed(item.record)
+        else:
+            runtime.feed.take(item.logger, item.method_name, item.event, at=item.at)
+    if dropped:
+        runtime.sink.emit(
+            "WARNING",
+            "tradelog",
+            {
+                "event": f"{dropped} events logged before configure() were not kept "
+                f"(the last {EARLY_EVENTS} were)"
+            },
+        )
+
+
+def _early_left_unwritten() -> None:
+    count = len(_state.early) + _state.early_dropped
+    if count:
+        _console_line(
+            f"tradelog: {count} events reached tradelog.processor / tradelog.Handler in this "
+            "process but tradelog.configure() was never called here: they were not written"
+        )
 
 
 def configure(
@@ -660,6 +782,8 @@ def _terminate_wait(runtime: Runtime) -> float:
 
 def _after_fork_in_child() -> None:
     _state.lock = threading.RLock()
+    _state.early.clear()  # the parent's to write
+    _state.early_dropped = 0
     for runtime in (_state.current, _state.standalone):
         if runtime is None:
             continue

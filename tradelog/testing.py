@@ -361,9 +361,13 @@ def capture_logs(level: str = "DEBUG") -> Iterator[list[dict[str, Any]]]:
     saved.handlers = list(root.handlers)
     root.handlers[:] = [handler]
     root.setLevel(minimum)
+    runtime = current()
+    was_paused = runtime.pause_stdlib(True) if runtime is not None else False
     try:
         yield events
     finally:
+        if runtime is not None:
+            runtime.pause_stdlib(was_paused)
         root.handlers[:] = saved.handlers
         root.setLevel(saved.root_level)
         TradelogBoundLogger.configure(saved.min_level, TradelogBoundLogger._internal_errors)

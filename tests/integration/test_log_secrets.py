@@ -139,12 +139,13 @@ def test_real_http_client_logging_never_shows_the_bot_token(
 ) -> None:
     """httpx logs every request URL - with the bot token in it - at INFO, httpcore and
     python-telegram-bot more at DEBUG; an HTTP error names the URL. After configure none of
-    it shows the token in a row, a file or on the console."""
+    it shows the token in a row, a file or on the console (httpx and httpcore taken in at
+    every level here: by default TRADELOG_LOGGER_LEVELS keeps them at WARNING)."""
     telegram = pytest.importorskip("telegram")
     with FakeBotApi() as fake:
         token = fake.token
         secret = token.split(":", 1)[1]
-        with running(db.url, tmp_path, console=True, level=level) as runtime:
+        with running(db.url, tmp_path, console=True, level=level, logger_levels="") as runtime:
             structlog.contextvars.bind_contextvars(user_id=users["alice"])
             try:
                 assert httpx.get(fake.method_url("getMe")).status_code == 200

@@ -13,7 +13,10 @@
   only enqueue, so they run inline instead of in an executor.
 
 :class:`ConsoleOutput` is the wrapped logger: it writes whatever the processor chain rendered
-for the console (nothing when the console is off) to ``sys.stderr``.
+for the console (nothing when the console is off) to ``sys.stderr``. It carries its logger's
+name - for ``structlog.get_logger()`` without one, the module that first uses it
+(:func:`caller_module`) - and its minimum level (``TRADELOG_LOGGER_LEVELS``), which the bound
+logger checks before doing any work.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 
 from structlog import DropEvent
 from structlog._base import BoundLoggerBase
 
-__all__ = ["ConsoleOutput", "InternalErrors", "TradelogBoundLogger", "output_factory"]
+__all__ = [
+    "ConsoleOutput",
+    "InternalErrors",
+    "TradelogBoundLogger",
+    "caller_module",
+    "output_factory",
+]
 
 _METHODS: Final = (
     (logging.DEBUG, "debug"),
@@ -37,6 +46,33 @@ _METHODS: Final = (
     (logging.CRITICAL, "critical"),
 )
 _ALIASES: Final = {"warn": "warning", "fatal": "critical", "msg": "info"}
+_NUMBERS: Final = {name: number for number, name in _METHODS}
+_FRAMEWORK: Final = (
+    "structlog",
+    "tradelog._logs",
+    "tradelog._host",
+    "tradelog._runtime",
+    "tradelog._facade",
+    "logging",
+)
+"""Modules whose frames are skipped when looking for the module that logs."""
+
+
+def caller_module(skip: tuple[str, ...] = _FRAMEWORK) -> str:
+    """The ``__name__`` of the nearest calling module outside structlog, tradelog's logging
+    code and :mod:`logging` (``"root"`` when there is none)."""
+    try:
+        frame = sys._getframe(1)
+    except Exception:  # pragma: no cover - no frames (exotic interpreters)
+        return "root"
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        if isinstance(name, str) and not any(
+            name == prefix or name.startswith(prefix + ".") for prefix in skip
+        ):
+            return name
+        frame = frame.f_back  # type: ignore[assignment]
+    return "root"
 
 
 class InternalErrors:
@@ -60,12 +96,15 @@ class InternalErrors:
 
 class ConsoleOutput:
     """The logger structlog wraps: prints rendered lines to ``sys.stderr`` (looked up per call,
-    so test capture and redirection work)."""
+    so test capture and redirection work). ``min_level``: events below it are not handled."""
 
-    __slots__ = ("name",)
+    __slots__ = ("generation", "min_level", "name")
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name
+        self.min_level = logging.NOTSET
+        self.generation = -1
+        """The configuration ``min_level`` was looked up for (see TradelogBoundLogger)."""
 
     def __repr__(self) -> str:
         return f"<ConsoleOutput {self.name!r}>"
@@ -84,9 +123,10 @@ class ConsoleOutput:
 
 
 def output_factory(*args: Any) -> ConsoleOutput:
-    """structlog logger factory: ``structlog.get_logger("name")`` names the logger."""
+    """structlog logger factory: ``structlog.get_logger("name")`` names the logger; without a
+    name it is the module that uses it first."""
     name = args[0] if args else None
-    return ConsoleOutput(None if name is None else str(name))
+    return ConsoleOutput(caller_module() if name is None else str(name))
 
 
 def _interpolate(event: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...] | None]:
@@ -122,14 +162,34 @@ def _make(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
 _ACTIVE: Final = {name: _make(name) for _, name in _METHODS}
 
 
+class LevelLookup(Protocol):
+    """A logger's minimum level by its name (:class:`~tradelog._logs.levels.LoggerLevels`)."""
+
+    def __call__(self, name: str | None, /) -> int: ...
+
+
+class _Everything:
+    def __call__(self, name: str | None, /) -> int:
+        return logging.NOTSET
+
+
 class TradelogBoundLogger(BoundLoggerBase):
     """A structlog bound logger with a reconfigurable level filter that never raises."""
 
     _min_level: ClassVar[int] = logging.NOTSET
     _internal_errors: ClassVar[InternalErrors] = InternalErrors()
+    _levels: ClassVar[LevelLookup] = _Everything()
+    _generation: ClassVar[int] = 0
 
     def _emit(self, method_name: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         try:
+            output = self._logger
+            if output.__class__ is ConsoleOutput:
+                if output.generation != self._generation:
+                    output.min_level = self._levels(output.name)
+                    output.generation = self._generation
+                if _NUMBERS[method_name] < output.min_level:
+                    return None
             if args:
                 event = args[0]
                 if len(args) > 1:
@@ -204,11 +264,19 @@ class TradelogBoundLogger(BoundLoggerBase):
     adebug = ainfo = awarning = awarn = aerror = acritical = afatal = amsg = _ACTIVE["info"][1]
 
     @classmethod
-    def configure(cls, level: int, internal_errors: InternalErrors | None = None) -> None:
+    def configure(
+        cls,
+        level: int,
+        internal_errors: InternalErrors | None = None,
+        levels: LevelLookup | None = None,
+    ) -> None:
         """Make the methods below ``level`` no-ops (and the others live) for every instance,
-        and count internal failures in ``internal_errors``."""
+        count internal failures in ``internal_errors``, and take each logger's own minimum
+        from ``levels(name)`` (looked up again by loggers cached before this call)."""
         cls._min_level = level
         cls._internal_errors = internal_errors or InternalErrors()
+        cls._levels = levels or _Everything()
+        cls._generation += 1
         for threshold, name in _METHODS:
             method, amethod = (_nop, _anop) if threshold < level else _ACTIVE[name]
             setattr(cls, name, method)

@@ -122,13 +122,16 @@ class EventSink:
             return ""
         return self.render(level, name, event)
 
-    def emit(self, level: str, name: str | None, event: dict[Any, Any]) -> dict[Any, Any]:
-        """Queue one event (``event`` holds ``event``, ``user_id`` and context keys)."""
+    def emit(
+        self, level: str, name: str | None, event: dict[Any, Any], *, at: float | None = None
+    ) -> dict[Any, Any]:
+        """Queue one event (``event`` holds ``event``, ``user_id`` and context keys) logged
+        ``at`` (a Unix time; default: now)."""
         if "exc_info" in event or "stack_info" in event:
             event = self._special(level, name, event)
         if not _PRIMITIVE.issuperset(map(type, event.values())):
             event = _snapshot(event)
-        self._submit((time.time(), level, name, event))
+        self._submit((time.time() if at is None else at, level, name, event))
         return event
 
     def render(self, level: str, name: str | None, event: Mapping[Any, Any]) -> str:
