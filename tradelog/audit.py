@@ -1,4 +1,9 @@
-"""The audit trail: who changed what, readable by the actor (own rows) or an admin (all rows)."""
+"""The audit trail: who changed what, readable by the actor (own rows) or an admin (all rows).
+
+Inside a web request the request's ip address and user agent are known
+(:func:`request_context`: bound per request by :class:`tradelog.asgi.TradelogMiddleware`, or
+by the host with :func:`bind_request`); :func:`record_audit` uses them unless given others.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,16 @@ from sqlalchemy.orm import Session
 from tradelog._access import ActorLike, resolve_actor, scoped
 from tradelog._db.models import AuditLog
 from tradelog._logs.sanitize import to_jsonable
+from tradelog._request import RequestContext, bind_request, request_context
 
-__all__ = ["diff", "list_audit", "record_audit"]
+__all__ = [
+    "RequestContext",
+    "bind_request",
+    "diff",
+    "list_audit",
+    "record_audit",
+    "request_context",
+]
 
 
 def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,7 +49,15 @@ def record_audit(
     ip_address: str | None = None,
     user_agent: str | None = None,
 ) -> AuditLog:
-    """Add an audit row to ``session`` (the caller's transaction decides whether it lands)."""
+    """Add an audit row to ``session`` (the caller's transaction decides whether it lands).
+
+    ``ip_address`` and ``user_agent`` default to the request being served
+    (:func:`request_context`).
+    """
+    request = request_context()
+    if request is not None:
+        ip_address = ip_address if ip_address is not None else request.ip_address
+        user_agent = user_agent if user_agent is not None else request.user_agent
     row = AuditLog(
         user_id=user_id,
         action=action[:32],

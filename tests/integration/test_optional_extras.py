@@ -13,7 +13,7 @@ _BLOCKER = """
 import importlib.abc, sys
 
 class _Missing(importlib.abc.MetaPathFinder):
-    BLOCKED = ("telegram", "aiosmtplib", "psycopg", "psycopg_binary")
+    BLOCKED = ("telegram", "aiosmtplib", "psycopg", "psycopg_binary", "starlette")
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in self.BLOCKED:
@@ -57,7 +57,7 @@ def test_core_works_without_extras(tmp_path: Path) -> None:
         assert tradelog.flush(10)
         tradelog.shutdown()
         tradelog._cli.build_parser()
-        for name in ("telegram", "aiosmtplib", "psycopg"):
+        for name in ("telegram", "aiosmtplib", "psycopg", "starlette"):
             assert name not in sys.modules, name
         print("ok", result)
         """,
@@ -68,9 +68,11 @@ def test_core_works_without_extras(tmp_path: Path) -> None:
 
 
 def test_missing_driver_and_channels_name_their_extra(tmp_path: Path) -> None:
-    """A PostgreSQL URL or a channel without its package raises MissingExtraError for it."""
+    """A PostgreSQL URL, a channel or the ASGI middleware without its package raises
+    MissingExtraError for it."""
     result = _run(
         """
+        import importlib
         from tradelog.exceptions import MissingExtraError
         from tradelog._db.engine import create_tradelog_engine
         from tradelog._notify.channels.telegram import TelegramChannel
@@ -79,6 +81,7 @@ def test_missing_driver_and_channels_name_their_extra(tmp_path: Path) -> None:
             "postgres": lambda: create_tradelog_engine("postgresql://u@127.0.0.1/x"),
             "telegram": lambda: TelegramChannel("1:x", api_url="http://127.0.0.1:9"),
             "email": lambda: EmailChannel(host="127.0.0.1", sender="a@b.example"),
+            "web": lambda: importlib.import_module("tradelog.asgi"),
         }
         for extra, attempt in attempts.items():
             try:
@@ -93,4 +96,13 @@ def test_missing_driver_and_channels_name_their_extra(tmp_path: Path) -> None:
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["postgres", "ok", "telegram", "ok", "email", "ok"]
+    assert result.stdout.split() == [
+        "postgres",
+        "ok",
+        "telegram",
+        "ok",
+        "email",
+        "ok",
+        "web",
+        "ok",
+    ]

@@ -70,7 +70,15 @@ PUBLIC: dict[str, list[str]] = {
         "trading_config",
         "users",
     ],
-    "tradelog.audit": ["diff", "list_audit", "record_audit"],
+    "tradelog.asgi": ["TradelogMiddleware", "UserResolver"],
+    "tradelog.audit": [
+        "RequestContext",
+        "bind_request",
+        "diff",
+        "list_audit",
+        "record_audit",
+        "request_context",
+    ],
     "tradelog.config": [
         "ENV_PREFIX",
         "LEVELS",
