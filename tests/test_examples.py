@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.support.smtp_server import SmtpServer
@@ -43,6 +48,7 @@ def test_every_example_is_tested() -> None:
     """A new example must get a test here."""
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
         "error_capture.py",
+        "fastapi_service.py",
         "logging_only.py",
         "notify_quiet_hours.py",
         "trading_day.py",
@@ -158,3 +164,106 @@ def test_demo_bad_settings_are_one_line(tmp_path: Path, env: dict[str, str], nam
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert named in result.stderr
+
+
+def _start_service(
+    directory: Path, database_url: str
+) -> tuple[subprocess.Popen[str], str, list[str]]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TRADELOG_", "DEMO_"))}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLES / "fastapi_service.py"),
+            "--dir",
+            str(directory),
+            "--database-url",
+            database_url,
+            "--port",
+            "0",
+        ],
+        env={**base, "PYTHONPATH": str(ROOT)},
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("serving "):
+            return process, line.split()[1], lines
+    process.kill()
+    raise AssertionError(f"the service did not start: {''.join(lines)}{process.stderr.read()}")
+
+
+def test_fastapi_service(db_url: str, tmp_path: Path) -> None:
+    """The FastAPI example over real HTTP: requests, per-account tasks, a crash; rows, files,
+    and the host's own stdout JSON lines and stderr console lines, each once."""
+    import httpx
+
+    from tradelog._db.engine import create_tradelog_engine
+
+    process, base, out = _start_service(tmp_path, db_url)
+    try:
+        with httpx.Client(base_url=base, timeout=20) as client:
+            assert client.get("/health").json() == {"ok": True}
+            placed = client.post(
+                "/orders",
+                json={"symbol": "TCS", "qty": 5},
+                headers={"X-Account": "101", "User-Agent": "desk/1.0"},
+            )
+            assert placed.status_code == 200, placed.text
+            assert client.get("/fail", headers={"X-Account": "102"}).status_code == 500
+        time.sleep(1.5)  # a few rounds of the per-account tasks
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    stdout = out + rest.splitlines(keepends=True)
+    host_json = [json.loads(line) for line in stdout if line.startswith("{")]
+    order = [line for line in host_json if line["event"] == "order placed"]
+    assert len(order) == 1
+    assert (order[0]["symbol"], order[0]["qty"], order[0]["user_id"]) == ("TCS", 5, 101)
+    assert {"level", "timestamp", "request_id"} <= set(order[0])
+    assert {line["user_id"] for line in host_json if line["event"] == "quotes polled"} == {
+        101,
+        102,
+        103,
+    }
+    assert err.count("INFO service.orders order routed to broker: TCS x5") == 1
+    assert "[info     ]" not in err  # tradelog renders nothing on the console: take_over=False
+
+    engine = create_tradelog_engine(db_url)
+    with engine.connect() as c:
+
+        def one(sql: str) -> Any:
+            return c.execute(text(sql)).scalar()
+
+        assert one("SELECT count(*) FROM service_logs WHERE message = 'order placed'") == 1
+        assert one("SELECT user_id FROM service_logs WHERE message LIKE 'order routed%'") == 101
+        for account in (101, 102, 103):
+            assert (
+                one(
+                    "SELECT count(*) FROM service_task_execution "
+                    f"WHERE user_id = {account} AND task_name = 'quote_poll'"
+                )
+                >= 2
+            )
+            assert one(f"SELECT count(*) FROM service_status WHERE user_id = {account}") == 1
+        error = c.execute(text("SELECT user_id, error_type, context FROM error_logs")).one()
+        assert (error.user_id, error.error_type) == (102, "RuntimeError")
+        assert "/fail" in str(error.context)
+        audit = c.execute(text("SELECT user_id, ip_address, user_agent FROM audit_logs")).one()
+        assert tuple(audit) == (101, "127.0.0.1", "desk/1.0")
+        assert one("SELECT count(*) FROM notifications WHERE user_id = 101") == 1
+        assert one("SELECT email FROM users WHERE id = 103") == "meera@example.com"
+    engine.dispose()
+    lines = (tmp_path / "logs" / "users" / "101").glob("service-*.jsonl")
+    messages = [json.loads(line)["message"] for path in lines for line in path.open()]
+    assert "order placed" in messages
+    assert "order routed to broker: TCS x5" in messages
