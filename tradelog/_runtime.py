@@ -67,11 +67,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
 from sqlalchemy.orm import Session
 from structlog.contextvars import merge_contextvars
+from structlog.typing import FilteringBoundLogger
 
 from tradelog._db.base import utcnow
 from tradelog._db.engine import Engines, session_factory
@@ -290,9 +291,9 @@ class Runtime:
         must only enqueue, and what it raises is counted (``observer_errors``), never raised."""
         self._observers.append(observer)
 
-    def get_logger(self, name: str | None = None, **bind: Any) -> Any:
-        """Same as :func:`tradelog.get_logger`."""
-        return structlog.get_logger(name or "root", **bind)
+    def get_logger(self, name: str | None = None, **bind: Any) -> FilteringBoundLogger:
+        """Same as :func:`tradelog.get_logger` (unnamed: the calling module)."""
+        return cast(FilteringBoundLogger, structlog.get_logger(*([name] if name else []), **bind))
 
     def session(self) -> Session:
         """A new session on tradelog's own database (objects stay usable after commit)."""

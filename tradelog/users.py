@@ -36,6 +36,7 @@ from tradelog._users.store import (
     SYSTEM_USER_EMAIL,
     EnsureResult,
     UserSpec,
+    advance_id_sequence,
     is_placeholder,
     system_user_id,
     upsert_users,
@@ -71,9 +72,12 @@ def create_user(
     """Insert a user with the next id and flush it so ``id`` is set; the caller commits.
 
     ``password_hash`` defaults to ``!``, an unusable hash: tradelog never handles passwords.
+    On PostgreSQL the id sequence is first moved past ids inserted explicitly, so it does not
+    collide with them. To keep the host's own ids, use :func:`ensure_user`.
     """
     if role not in ("admin", "user"):
         raise ValueError(f"role must be 'admin' or 'user', got {role!r}")
+    advance_id_sequence(session)
     user = User(email=email, name=name, role=role, password_hash=password_hash)
     session.add(user)
     session.flush()
