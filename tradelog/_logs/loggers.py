@@ -148,11 +148,13 @@ async def _anop(self: Any, /, *args: Any, **kw: Any) -> None:
 
 
 def _make(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    number = _NUMBERS[name]
+
     def method(self: TradelogBoundLogger, /, *args: Any, **kw: Any) -> Any:
-        return self._emit(name, args, kw)
+        return self._emit(name, number, args, kw)
 
     async def amethod(self: TradelogBoundLogger, /, *args: Any, **kw: Any) -> Any:
-        return self._emit(name, args, kw)
+        return self._emit(name, number, args, kw)
 
     method.__name__ = name
     amethod.__name__ = f"a{name}"
@@ -181,14 +183,16 @@ class TradelogBoundLogger(BoundLoggerBase):
     _levels: ClassVar[LevelLookup] = _Everything()
     _generation: ClassVar[int] = 0
 
-    def _emit(self, method_name: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    def _emit(
+        self, method_name: str, number: int, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> Any:
         try:
             output = self._logger
             if output.__class__ is ConsoleOutput:
                 if output.generation != self._generation:
                     output.min_level = self._levels(output.name)
                     output.generation = self._generation
-                if _NUMBERS[method_name] < output.min_level:
+                if number < output.min_level:
                     return None
             if args:
                 event = args[0]
@@ -244,11 +248,11 @@ class TradelogBoundLogger(BoundLoggerBase):
             number = logging.INFO
         if number < self._min_level:
             return None
-        name = "debug"
-        for threshold, candidate in _METHODS:
-            if threshold <= number:
-                name = candidate
-        return self._emit(name, args, kw)
+        name, threshold = "debug", logging.DEBUG
+        for candidate_threshold, candidate in _METHODS:
+            if candidate_threshold <= number:
+                name, threshold = candidate, candidate_threshold
+        return self._emit(name, threshold, args, kw)
 
     async def alog(self, level: Any, /, *args: Any, **kw: Any) -> Any:
         return self.log(level, *args, **kw)
