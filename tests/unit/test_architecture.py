@@ -65,7 +65,16 @@ PUBLIC: dict[str, list[str]] = {
         "trading_config",
         "users",
     ],
-    "tradelog.audit": ["diff", "list_audit", "record_audit"],
+    "tradelog.audit": [
+        "AuditPage",
+        "RequestInfo",
+        "current_request",
+        "diff",
+        "list_audit",
+        "query_audit",
+        "record_audit",
+        "request_context",
+    ],
     "tradelog.config": ["ENV_PREFIX", "LEVELS", "SMTP_SECURITY_MODES", "Secret", "Settings"],
     "tradelog.db": ["check", "current_revision", "downgrade", "head", "session", "upgrade"],
     "tradelog.errors": [

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from tradelog._cli import audit as audit_commands
 from tradelog._cli import config as config_commands
 from tradelog._cli import db as db_commands
 from tradelog._cli import errors as errors_commands
@@ -61,6 +62,7 @@ _GROUPS = [
     notify_commands,
     prefs_commands,
     worker_commands,
+    audit_commands,
 ]
 
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [
