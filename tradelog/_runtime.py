@@ -139,7 +139,11 @@ class Runtime:
         self.errors = ErrorCapture(
             settings,
             self.engines.app(),
-            notifier=ErrorAlerts(settings.error_notify_window, send=self.notifications.notify),
+            notifier=ErrorAlerts(
+                settings.error_notify_window,
+                send=self.notifications.notify,
+                operators=settings.ops_user_ids,
+            ),
             clock=clock,
         )
         self.health = ServiceHealth(self.engines.app(), capture=self.errors, clock=clock)

@@ -137,8 +137,14 @@ class ErrorCapture:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.store = ErrorStore(self.engine, notifier=notifier)
         self.redactor = redactor or Redactor()
+        self.store = ErrorStore(
+            self.engine,
+            notifier=notifier,
+            snapshots=settings.error_snapshot,
+            redactor=self.redactor,
+            clock=clock,
+        )
         self.clock = clock
         self.retry_delays = tuple(retry_delays)
         self.replay_interval = replay_interval

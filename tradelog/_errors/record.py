@@ -11,6 +11,12 @@
   are only included when ``capture_locals`` is on, and then scrubbed the same way.
 * ``fingerprint``: :func:`tradelog._errors.fingerprint.fingerprint`.
 
+Severity (:attr:`ErrorRecord.level`): only an uncaught exception that ends the service
+process - ``sys.excepthook``, the main thread's last word - is ``critical``. A thread that
+died, an asyncio task nobody awaited, an exception a ``multiprocessing`` pool or a
+:func:`~tradelog.guard` caught and handed back to its caller: the process goes on, so they
+are ``error`` like any logged or captured exception.
+
 Building a record never raises: an exception whose ``__str__`` or traceback cannot be rendered
 still gives a row, with a marker in place of the part that failed.
 """
@@ -31,6 +37,7 @@ from tradelog._logs.sanitize import clean_text, to_jsonable
 __all__ = [
     "LAST_ERROR_LENGTH",
     "MESSAGE_LENGTH",
+    "PROCESS_CRASH_SOURCES",
     "TRACEBACK_LENGTH",
     "TYPE_LENGTH",
     "ErrorRecord",
@@ -45,6 +52,8 @@ TYPE_LENGTH: Final = 128
 MESSAGE_LENGTH: Final = 1024
 TRACEBACK_LENGTH: Final = 8192
 LAST_ERROR_LENGTH: Final = 512
+PROCESS_CRASH_SOURCES: Final = frozenset({"sys.excepthook"})
+"""``context["source"]`` values of exceptions that end the process."""
 _LOCALS_FRAMES: Final = 3
 _LOCALS_PER_FRAME: Final = 50
 _TRACEBACK_HEAD: Final = 2048
@@ -70,9 +79,15 @@ class ErrorRecord:
     uncaught: bool = False
 
     @property
+    def process_crash(self) -> bool:
+        """Whether this exception ended the service process (see the module docstring)."""
+        source = (self.context or {}).get("source")
+        return self.uncaught and source in PROCESS_CRASH_SOURCES
+
+    @property
     def level(self) -> str:
-        """Notification level: ``critical`` for an uncaught crash, else ``error``."""
-        return "critical" if self.uncaught else "error"
+        """Severity: ``critical`` for a crash of the service process, else ``error``."""
+        return "critical" if self.process_crash else "error"
 
     @property
     def last_error(self) -> str:
