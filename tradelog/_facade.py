@@ -212,17 +212,19 @@ def heartbeat(user_id: int) -> bool:
     return _write("record a heartbeat", lambda h: h.heartbeat(user_id))
 
 
-def mark_running(user_id: int) -> bool:
-    """Mark ``user_id``'s service running (and record a heartbeat)."""
-    return _write("mark a service running", lambda h: h.mark_running(user_id))
+def mark_running(user_id: int, *, notify: bool = True) -> bool:
+    """Mark ``user_id``'s service running (and record a heartbeat); the owner gets a
+    ``service`` notification unless ``notify=False`` (or their preferences say no)."""
+    return _write("mark a service running", lambda h: h.mark_running(user_id, notify=notify))
 
 
-def mark_stopped(user_id: int) -> bool:
-    """Mark ``user_id``'s service stopped."""
-    return _write("mark a service stopped", lambda h: h.mark_stopped(user_id))
+def mark_stopped(user_id: int, *, notify: bool = True) -> bool:
+    """Mark ``user_id``'s service stopped; the owner is told as for :func:`mark_running`."""
+    return _write("mark a service stopped", lambda h: h.mark_stopped(user_id, notify=notify))
 
 
-def track_task(user_id: int, task_name: str) -> _tasks.track_task:
+def track_task(user_id: int, task_name: str, *, notify_success: bool = False) -> _tasks.track_task:
     """Record one run of a task in ``service_task_execution``: a context manager (sync and
-    async) and a decorator. See :class:`tradelog.health.track_task`."""
-    return _tasks.track_task(user_id, task_name, health=_health)
+    async) and a decorator. A failure notifies the owner (type ``service``); a success only
+    with ``notify_success=True``. See :class:`tradelog.health.track_task`."""
+    return _tasks.track_task(user_id, task_name, health=_health, notify_success=notify_success)

@@ -10,7 +10,8 @@ it needs - its engine, its settings, its clock, the redactor - explicitly:
     ├── LogWriter            queue → files + service_logs (own connection), spool, dead letters
     ├── EventSink            the last structlog processor and the stdlib handler's target
     ├── ErrorCapture         error_logs rows; alerts → ErrorAlerts → NotificationService.notify
-    ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture
+    ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture;
+    │                        started/stopped/failed → ServiceNotices → NotificationService
     ├── NotificationService  notify()/anotify(); rings Wakeups after each commit
     ├── DeliveryWorker       (worker on) claims the outbox; subscribed to the same Wakeups
     └── DailyRetention       (worker on) retention once a day
@@ -76,6 +77,7 @@ from tradelog._errors.alerts import ErrorAlerts
 from tradelog._errors.hooks import InstalledHooks, install_hooks
 from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
 from tradelog._errors.pipeline import ErrorCapture
+from tradelog._health.lifecycle import ServiceNotices
 from tradelog._health.writer import ServiceHealth
 from tradelog._logs.inserters import make_inserter
 from tradelog._logs.levels import level_number
@@ -146,7 +148,17 @@ class Runtime:
             ),
             clock=clock,
         )
-        self.health = ServiceHealth(self.engines.app(), capture=self.errors, clock=clock)
+        self.health = ServiceHealth(
+            self.engines.app(),
+            capture=self.errors,
+            clock=clock,
+            notices=ServiceNotices(
+                self.engines.app,
+                send=self.notifications.notify,
+                window=settings.error_notify_window,
+                operators=settings.ops_user_ids,
+            ),
+        )
         self.writer = self._new_writer()
         self._observers: list[ExceptionObserver] = [self.errors.observe]
         self.sink = EventSink(
