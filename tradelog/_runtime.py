@@ -14,6 +14,7 @@ it needs - its engine, its settings, its clock, the redactor - explicitly:
     │                        started/stopped/failed → ServiceNotices → NotificationService
     ├── NotificationService  notify()/anotify(); rings Wakeups after each commit
     ├── DeliveryWorker       (worker on) claims the outbox; subscribed to the same Wakeups
+    ├── StaleMonitor         (worker on) heartbeats: stale episodes → operators and owners
     └── DailyRetention       (worker on) retention once a day
 
 Nothing below this module looks it up: parts never import the runtime, and the module-level
@@ -78,6 +79,7 @@ from tradelog._errors.hooks import InstalledHooks, install_hooks
 from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
 from tradelog._errors.pipeline import ErrorCapture
 from tradelog._health.lifecycle import ServiceNotices
+from tradelog._health.stale import StaleMonitor
 from tradelog._health.writer import ServiceHealth
 from tradelog._logs.inserters import make_inserter
 from tradelog._logs.levels import level_number
@@ -169,6 +171,7 @@ class Runtime:
             zone=settings.zone,
         )
         self.worker: DeliveryWorker | None = None
+        self.stale: StaleMonitor | None = None
         self.retention: DailyRetention | None = None
         self._hooks: InstalledHooks | None = None
         self._handler: TradelogHandler | None = None
@@ -250,6 +253,7 @@ class Runtime:
         self.errors.after_fork()
         self.wakeups.after_fork()
         self.worker = None  # the parent's background jobs stay the parent's
+        self.stale = None
         self.retention = None
         self.writer = self._new_writer()
         self.sink.attach(self.writer)
@@ -328,7 +332,8 @@ class Runtime:
         self._handler = None
 
     def _start_background(self) -> None:
-        """The delivery worker and daily retention (a process with ``worker`` on)."""
+        """The delivery worker, the stale-service monitor and daily retention (a process with
+        ``worker`` on)."""
         engine = self.engines.background()
         try:
             worker = DeliveryWorker(
@@ -344,6 +349,14 @@ class Runtime:
         else:
             worker.start()
             self.worker = worker
+        self.stale = StaleMonitor(
+            engine,
+            send=self.notifications.notify,
+            threshold=self.settings.stale_heartbeat_seconds,
+            interval=self.settings.stale_check_interval,
+            clock=self.clock,
+            operators=self.settings.ops_user_ids,
+        ).start()
         self.retention = DailyRetention(RetentionJob.from_settings(self.settings, engine)).start()
 
     def _shutdown(self, timeout: float) -> bool:
@@ -368,6 +381,9 @@ class Runtime:
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
+        if self.stale is not None:
+            self.stale.stop()
+            self.stale = None
         if self.retention is not None:
             self.retention.stop()
             self.retention = None
