@@ -32,6 +32,7 @@ from tradelog._cli import db as db_commands
 from tradelog._cli import errors as errors_commands
 from tradelog._cli import importer as import_commands
 from tradelog._cli import logs as logs_commands
+from tradelog._cli import ml as ml_commands
 from tradelog._cli import notify as notify_commands
 from tradelog._cli import prefs as prefs_commands
 from tradelog._cli import retention as retention_commands
@@ -63,6 +64,7 @@ _GROUPS = [
     prefs_commands,
     worker_commands,
     audit_commands,
+    ml_commands,
 ]
 
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [
