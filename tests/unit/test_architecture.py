@@ -169,6 +169,7 @@ PUBLIC: dict[str, list[str]] = {
         "DEFAULT_BATCH_SIZE",
         "DEFAULT_DAILY_AT",
         "LOG_FILE_PATTERN",
+        "ROW_CATEGORIES",
         "DailyRetention",
         "Progress",
         "RetentionJob",
