@@ -77,9 +77,20 @@ def test_started_and_stopped_notify_the_owner(
     )
 
 
-def _fail(user_id: int, **options: Any) -> None:
-    with pytest.raises(ConnectionError), tradelog.track_task(user_id, "sell_monitor", **options):
+def _monitor(user_id: int) -> None:
+    with tradelog.track_task(user_id, "sell_monitor"):
         raise ConnectionError("broker session expired")
+
+
+def _fail(user_id: int) -> None:
+    """The exception leaves the task and two more frames before it is caught, while the error
+    writer may be building its row: both must see the traceback of the moment of capture."""
+
+    def service_loop() -> None:
+        _monitor(user_id)
+
+    with pytest.raises(ConnectionError):
+        service_loop()
 
 
 def test_a_failed_task_tells_the_owner_once(

@@ -72,6 +72,8 @@ class _Item:
     frame_locals: list[dict[str, Any]] | None
     occurred_at: datetime
     uncaught: bool
+    traceback: TracebackType | None = None
+    """``exc.__traceback__`` when captured (it grows as the exception propagates on)."""
 
 
 def _claim(exc: BaseException) -> bool:
@@ -233,6 +235,7 @@ class ErrorCapture:
                 frame_locals=capture_frame_locals(exc) if self.capture_locals else None,
                 occurred_at=self.clock(),
                 uncaught=uncaught,
+                traceback=exc.__traceback__,
             )
             self._count("captured")
             if sync or self._closed:
@@ -330,6 +333,7 @@ class ErrorCapture:
             context=item.context,
             frame_locals=item.frame_locals,
             uncaught=item.uncaught,
+            traceback=item.traceback,
         )
 
     def _write_batch(self, records: list[ErrorRecord], *, retry: bool) -> bool:

@@ -28,6 +28,7 @@ import traceback as tb_module
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Final
 
 from tradelog._errors.fingerprint import fingerprint, qualified_name
@@ -137,9 +138,9 @@ def _safe_str(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__} object>"
 
 
-def _format_traceback(exc: BaseException) -> str:
+def _format_traceback(exc: BaseException, tb: TracebackType | None) -> str:
     try:
-        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+        return "".join(tb_module.format_exception(type(exc), exc, tb or exc.__traceback__))
     except Exception:
         try:
             return "".join(tb_module.format_exception_only(type(exc), exc))
@@ -191,8 +192,10 @@ def build_record(
     context: Mapping[str, Any] | None = None,
     frame_locals: list[dict[str, Any]] | None = None,
     uncaught: bool = False,
+    traceback: TracebackType | None = None,
 ) -> ErrorRecord:
-    """Build the row content for ``exc``; never raises."""
+    """Build the row content for ``exc``; never raises. ``traceback`` is ``exc``'s traceback
+    as it was when captured (it grows while the exception propagates; default: as it is now)."""
     kind = type(exc)
     try:
         error_type = qualified_name(kind)
@@ -201,9 +204,9 @@ def build_record(
     if len(error_type) > TYPE_LENGTH:
         error_type = "…" + error_type[-(TYPE_LENGTH - 1) :]
     message = truncate_message(clean_text(redactor.redact_text(_safe_str(exc))))
-    text = truncate_traceback(clean_text(redactor.redact_text(_format_traceback(exc))))
+    text = truncate_traceback(clean_text(redactor.redact_text(_format_traceback(exc, traceback))))
     try:
-        print_ = fingerprint(exc)
+        print_ = fingerprint(exc, traceback)
     except Exception:  # pragma: no cover - fingerprint walks plain attributes
         print_ = "0" * 64
     data: dict[str, Any] = {}
