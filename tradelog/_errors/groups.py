@@ -188,8 +188,11 @@ def record_occurrences(session: Session, rows: Sequence[ErrorLog]) -> dict[int, 
     changes: dict[int, Change] = {}
     for print_ in sorted(by_print):  # one lock order for every writer
         batch = sorted(by_print[print_], key=lambda r: (r.occurred_at, r.id))
-        created = _created(session, batch)
-        group = locked_group(session, print_)
+        group = locked_group(session, print_)  # the common case: the group exists
+        created = False
+        if group is None:
+            created = _created(session, batch)
+            group = locked_group(session, print_)
         if group is None:  # pragma: no cover - inserted or found just above
             continue
         for index, row in enumerate(batch):
