@@ -366,3 +366,45 @@ def test_cli(
     code, jobs = run("jobs", "--status", "completed")
     assert [j["id"] for j in jobs] == [job["id"]]
     assert db.scalar("SELECT count(*) FROM audit_logs WHERE resource_type LIKE 'ml_%'") == 5
+
+
+def test_two_processes_finishing_one_job(db: MigratedDatabase, users: dict[str, int]) -> None:
+    """Completing and failing the same running job at once: exactly one wins, the other gets a
+    conflict, and the job holds the winner's outcome."""
+    admin = users["admin"]
+    with db.session() as session:
+        job = ml.start_job(session, admin, model_type=KIND, algorithm="x", training_data_path="d")
+        ml.mark_running(session, admin, job.id)
+        session.commit()
+        job_id = job.id
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def finish(how: str) -> None:
+        with db.session() as session:
+            start.wait()
+            try:
+                if how == "complete":
+                    ml.complete_job(session, admin, job_id, accuracy=0.7, model_path="m")
+                else:
+                    ml.fail_job(session, admin, job_id, error_message="killed")
+                session.commit()
+                outcomes.append(how)
+            except ConflictError:
+                session.rollback()
+                outcomes.append("conflict")
+
+    threads = [threading.Thread(target=finish, args=(how,)) for how in ("complete", "fail")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) in (["complete", "conflict"], ["conflict", "fail"])
+    winner = next(o for o in outcomes if o != "conflict")
+    status = db.scalar("SELECT status FROM ml_training_jobs WHERE id = :i", i=job_id)
+    assert status == {"complete": "completed", "fail": "failed"}[winner]
+    audited = db.scalar(
+        "SELECT count(*) FROM audit_logs WHERE resource_type = 'ml_training_job' "
+        "AND action IN ('complete', 'fail')"
+    )
+    assert audited == 1

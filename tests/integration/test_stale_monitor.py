@@ -183,3 +183,29 @@ def test_cli_worker_once_checks_heartbeats(
     [stats] = json.loads(capsys.readouterr().out)
     assert stats["stale_opened"] == 1
     assert [n["title"] for n in notes(db, users["alice"])] == ["Service not responding"]
+
+
+def test_an_alert_that_cannot_be_written_is_tried_again(
+    db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """The episode and its alerts are one transaction: when sending fails nothing is kept, the
+    failure is counted, and the next check opens the episode and alerts."""
+    ServiceHealth(db.engine).mark_running(users["alice"], now=T0)
+    clock = testing.FrozenClock(T0 + timedelta(minutes=30))
+    real = NotificationService(db.engine, Wakeups()).notify
+    broken = {"on": True}
+
+    def send(*args: Any, **kwargs: Any) -> Any:
+        if broken["on"]:
+            raise RuntimeError("notification store unavailable")
+        return real(*args, **kwargs)
+
+    checks = StaleMonitor(db.engine, send=send, threshold=300, clock=clock)
+    assert checks.run_check() is None
+    assert checks.failures == 1
+    assert db.scalar("SELECT count(*) FROM service_stale_episodes") == 0
+    broken["on"] = False
+    result = checks.run_check()
+    assert result is not None
+    assert len(result.opened) == 1
+    assert len(notes(db, users["alice"])) == 1
