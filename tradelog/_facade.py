@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast, overload
 
 import structlog
@@ -79,6 +79,7 @@ def notify(
     *,
     dedupe_key: str | None = None,
     session: Session | None = None,
+    channels: Iterable[str] | None = None,
 ) -> NotifyResult:
     """Notify ``user_id``; returns what happened on each channel.
 
@@ -87,9 +88,18 @@ def notify(
     ``dedupe_key``: a second notification with the same key for the same user returns the
     first one as a duplicate and sends nothing. ``session``: write inside the caller's
     transaction (the caller commits or rolls back; nothing is sent after a rollback).
+    ``channels``: the channels this call may use, within what the user's preferences allow
+    (``channels=("in_app",)`` records in the inbox and sends nothing out).
     """
     return require().notifications.notify(
-        user_id, type, level, title, message, dedupe_key=dedupe_key, session=session
+        user_id,
+        type,
+        level,
+        title,
+        message,
+        dedupe_key=dedupe_key,
+        session=session,
+        channels=channels,
     )
 
 
@@ -102,12 +112,20 @@ async def anotify(
     *,
     dedupe_key: str | None = None,
     session: Any = None,
+    channels: Iterable[str] | None = None,
 ) -> NotifyResult:
     """The ``async`` form of :func:`notify` (``session`` may be an ``AsyncSession``); the event
     loop is never blocked."""
     service = (await asyncio.to_thread(require)).notifications
     return await service.anotify(
-        user_id, type, level, title, message, dedupe_key=dedupe_key, session=session
+        user_id,
+        type,
+        level,
+        title,
+        message,
+        dedupe_key=dedupe_key,
+        session=session,
+        channels=channels,
     )
 
 
@@ -205,36 +223,42 @@ def heartbeat(user_id: int | None = None) -> bool:
     return _write("record a heartbeat", lambda h: h.heartbeat(uid))
 
 
-def mark_running(user_id: int | None = None) -> bool:
-    """Mark ``user_id``'s service running (and record a heartbeat); default as
-    :func:`heartbeat`."""
+def mark_running(user_id: int | None = None, *, notify: bool = True) -> bool:
+    """Mark ``user_id``'s service running (and record a heartbeat); the owner gets a
+    ``service`` notification unless ``notify=False`` (or their preferences say no). Without
+    ``user_id``: as for :func:`heartbeat`."""
     uid = _bound(user_id)
-    return _write("mark a service running", lambda h: h.mark_running(uid))
+    return _write("mark a service running", lambda h: h.mark_running(uid, notify=notify))
 
 
-def mark_stopped(user_id: int | None = None) -> bool:
-    """Mark ``user_id``'s service stopped; default as :func:`heartbeat`."""
+def mark_stopped(user_id: int | None = None, *, notify: bool = True) -> bool:
+    """Mark ``user_id``'s service stopped; the owner is told as for :func:`mark_running`."""
     uid = _bound(user_id)
-    return _write("mark a service stopped", lambda h: h.mark_stopped(uid))
+    return _write("mark a service stopped", lambda h: h.mark_stopped(uid, notify=notify))
 
 
 @overload
-def track_task(task_name: str, /) -> _tasks.track_task: ...
+def track_task(task_name: str, /, *, notify_success: bool = False) -> _tasks.track_task: ...
 
 
 @overload
-def track_task(user_id: int, task_name: str, /) -> _tasks.track_task: ...
+def track_task(
+    user_id: int, task_name: str, /, *, notify_success: bool = False
+) -> _tasks.track_task: ...
 
 
-def track_task(first: int | str, second: str | None = None, /) -> _tasks.track_task:
+def track_task(
+    first: int | str, second: str | None = None, /, *, notify_success: bool = False
+) -> _tasks.track_task:
     """Record one run of a task in ``service_task_execution``: a context manager (sync and
     async) and a decorator. ``track_task(user_id, name)``, or ``track_task(name)`` for the
     user bound where each run starts (``tradelog.bind_user``; none bound: the system user).
-    See :class:`tradelog.health.track_task`."""
+    A failure notifies the owner (type ``service``); a success only with
+    ``notify_success=True``. See :class:`tradelog.health.track_task`."""
     if second is None:
         if not isinstance(first, str):
             raise TypeError("track_task(name) or track_task(user_id, name)")
-        return _tasks.track_task(None, first, health=_health)
+        return _tasks.track_task(None, first, health=_health, notify_success=notify_success)
     if isinstance(first, bool) or not isinstance(first, int):
         raise TypeError(f"track_task(user_id, name): user_id must be an int, got {first!r}")
-    return _tasks.track_task(first, second, health=_health)
+    return _tasks.track_task(first, second, health=_health, notify_success=notify_success)

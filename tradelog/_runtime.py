@@ -10,9 +10,11 @@ it needs - its engine, its settings, its clock, the redactor - explicitly:
     ├── LogWriter            queue → files + service_logs (own connection), spool, dead letters
     ├── EventSink            the last structlog processor and the stdlib handler's target
     ├── ErrorCapture         error_logs rows; alerts → ErrorAlerts → NotificationService.notify
-    ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture
+    ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture;
+    │                        started/stopped/failed → ServiceNotices → NotificationService
     ├── NotificationService  notify()/anotify(); rings Wakeups after each commit
     ├── DeliveryWorker       (worker on) claims the outbox; subscribed to the same Wakeups
+    ├── StaleMonitor         (worker on) heartbeats: stale episodes → operators and owners
     └── DailyRetention       (worker on) retention once a day
 
 Nothing below this module looks it up: parts never import the runtime, and the module-level
@@ -81,6 +83,8 @@ from tradelog._errors.alerts import ErrorAlerts
 from tradelog._errors.hooks import InstalledHooks, install_hooks
 from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
 from tradelog._errors.pipeline import ErrorCapture
+from tradelog._health.lifecycle import ServiceNotices
+from tradelog._health.stale import StaleMonitor
 from tradelog._health.writer import ServiceHealth, describe_failure
 from tradelog._logs.host_chain import StructlogFeed, insert_feed, remove_feed
 from tradelog._logs.inserters import make_inserter
@@ -163,12 +167,25 @@ class Runtime:
         self.errors = ErrorCapture(
             settings,
             self.engines.app(),
-            notifier=ErrorAlerts(settings.error_notify_window, send=self.notifications.notify),
+            notifier=ErrorAlerts(
+                settings.error_notify_window,
+                send=self.notifications.notify,
+                operators=settings.ops_user_ids,
+            ),
             clock=clock,
             users=self.users,
         )
         self.health = ServiceHealth(
-            self.engines.app(), capture=self.errors, clock=clock, users=self.users
+            self.engines.app(),
+            capture=self.errors,
+            clock=clock,
+            users=self.users,
+            notices=ServiceNotices(
+                self.engines.app,
+                send=self.notifications.notify,
+                window=settings.error_notify_window,
+                operators=settings.ops_user_ids,
+            ),
         )
         self.writer = self._new_writer()
         self._observers: list[ExceptionObserver] = [self.errors.observe]
@@ -185,6 +202,7 @@ class Runtime:
         self.bridge = RecordBridge(self.sink, self.levels, on_error=self.internal_errors)
         """What turns stdlib records into events (``tradelog.Handler``, the take-over)."""
         self.worker: DeliveryWorker | None = None
+        self.stale: StaleMonitor | None = None
         self.retention: DailyRetention | None = None
         self._hooks: InstalledHooks | None = None
         self._stdlib: StdlibTakeOver | None = None
@@ -269,6 +287,7 @@ class Runtime:
         self.errors.after_fork()
         self.wakeups.after_fork()
         self.worker = None  # the parent's background jobs stay the parent's
+        self.stale = None
         self.retention = None
         self.writer = self._new_writer()
         self.sink.attach(self.writer)
@@ -360,7 +379,8 @@ class Runtime:
         return previous
 
     def _start_background(self) -> None:
-        """The delivery worker and daily retention (a process with ``worker`` on)."""
+        """The delivery worker, the stale-service monitor and daily retention (a process with
+        ``worker`` on)."""
         engine = self.engines.background()
         try:
             worker = DeliveryWorker(
@@ -376,6 +396,14 @@ class Runtime:
         else:
             worker.start()
             self.worker = worker
+        self.stale = StaleMonitor(
+            engine,
+            send=self.notifications.notify,
+            threshold=self.settings.stale_heartbeat_seconds,
+            interval=self.settings.stale_check_interval,
+            clock=self.clock,
+            operators=self.settings.ops_user_ids,
+        ).start()
         self.retention = DailyRetention(RetentionJob.from_settings(self.settings, engine)).start()
 
     def _shutdown(self, timeout: float) -> bool:
@@ -401,6 +429,9 @@ class Runtime:
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
+        if self.stale is not None:
+            self.stale.stop()
+            self.stale = None
         if self.retention is not None:
             self.retention.stop()
             self.retention = None

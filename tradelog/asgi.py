@@ -24,8 +24,8 @@ For each HTTP request :class:`TradelogMiddleware`:
   id, never the body, cookies or headers - under that user, then lets it propagate unchanged
   (the server answers 500 as before). The server logging the same exception again does not
   make a second row;
-* makes the client's ip address and user agent the :func:`tradelog.audit.request_context`, so
-  ``record_audit`` rows made while serving the request carry them.
+* serves the request inside :func:`tradelog.audit.request_context` with the client's ip
+  address and user agent, so ``record_audit`` rows made while serving it carry them.
 
 Other scopes (``lifespan``, ``websocket``) pass through untouched.
 """
@@ -50,8 +50,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from structlog.contextvars import bound_contextvars
 
 from tradelog._facade import capture_exception
-from tradelog._request import bind_request
 from tradelog._users.context import bind_user
+from tradelog.audit import request_context
 
 __all__ = ["TradelogMiddleware", "UserResolver"]
 
@@ -102,12 +102,9 @@ class TradelogMiddleware:
         with ExitStack() as stack:
             stack.enter_context(bound_contextvars(request_id=request_id))
             stack.enter_context(
-                bind_request(
+                request_context(
                     ip_address=client[0] if client else None,
                     user_agent=headers.get("user-agent"),
-                    request_id=request_id,
-                    method=method,
-                    path=path,
                 )
             )
             user_id = await self._resolve(scope, request_id, method, path)

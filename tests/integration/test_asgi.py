@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
@@ -16,7 +17,7 @@ from tests.support.asgi_server import serve
 from tests.support.db import MigratedDatabase
 from tests.support.logs import running
 from tradelog.asgi import TradelogMiddleware
-from tradelog.audit import record_audit, request_context
+from tradelog.audit import current_request, record_audit
 
 SECRETS = ("COOKIE-SECRET-1", "AUTH-SECRET-2", "BODY-SECRET-3", "QUERY-SECRET-4")
 
@@ -35,7 +36,9 @@ def _app() -> FastAPI:
     @app.get("/ok")
     async def ok() -> dict[str, Any]:
         log.info("served async")
-        return {"context": request_context().request_id if request_context() else None}
+        request = current_request()
+        bound = structlog.contextvars.get_contextvars()
+        return {"request_id": bound.get("request_id"), "ip": request and request.ip_address}
 
     @app.get("/sync")
     def sync_endpoint() -> dict[str, str]:
@@ -102,7 +105,7 @@ def test_requests_are_bound_and_crashes_recorded(
             )
         assert runtime.flush(10)
     assert given.headers["x-request-id"] == "req-abc.1"
-    assert given.json() == {"context": "req-abc.1"}
+    assert given.json() == {"request_id": "req-abc.1", "ip": "127.0.0.1"}
     assert len(made.headers["x-request-id"]) == 32
     assert odd.headers["x-request-id"] != "bad id\twith space"
     assert crash.status_code == 500

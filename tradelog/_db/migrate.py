@@ -60,12 +60,13 @@ __all__ = [
 VERSION_TABLE: Final = "tradelog_alembic_version"
 """tradelog's own Alembic version table (in its schema when one is configured)."""
 LEGACY_VERSION_TABLE: Final = "alembic_version"
-"""Alembic's default table: the host's; tradelog's revision sat there before 0005."""
+"""Alembic's default table: the host's; tradelog's revision sat there before 0006."""
 _LEGACY_TABLES: Final = {
     "0001_initial": ("users", "orders", "activity"),
     "0002_phase1": ("users", "service_logs", "error_logs", "service_status"),
     "0003_error_fingerprint": ("users", "service_logs", "error_logs"),
     "0004_notification_outbox": ("users", "service_logs", "notification_deliveries"),
+    "0005_error_groups": ("users", "service_logs", "error_groups"),
 }
 """Tables that must exist for a legacy ``alembic_version`` revision to be taken as tradelog's."""
 

@@ -9,8 +9,11 @@ minute or so) and cost a few milliseconds; on PostgreSQL each transaction runs u
 ``service_status`` has one row per user, created on first use by an upsert
 (:func:`tradelog._db.upsert.upsert_status`), so concurrent writers never collide and
 ``error_count`` increments are never lost. A user id ``users`` does not hold yet is registered in
-the same transaction, or the write is refused with a warning (``unknown_users``, see
-:mod:`tradelog._users.registry`).
+the same transaction, or the write is refused (``unknown_users``, see
+:mod:`tradelog._users.registry`); a user id of None is the system user.
+
+With ``notices`` (the runtime passes :class:`tradelog._health.lifecycle.ServiceNotices`),
+``mark_running`` and ``mark_stopped`` also tell the owner, after their write committed.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from tradelog._logs.sanitize import to_jsonable
 from tradelog._users.registry import KnownUsers
 from tradelog._users.store import system_user_id
 
-__all__ = ["TASK_STATUSES", "ExceptionRecorder", "ServiceHealth", "describe_failure"]
+__all__ = [
+    "TASK_STATUSES",
+    "ExceptionRecorder",
+    "LifecycleNotices",
+    "ServiceHealth",
+    "describe_failure",
+]
 
 TASK_STATUSES: Final = ("success", "failed", "skipped")
 TASK_NAME_LENGTH: Final = 64
@@ -48,6 +57,18 @@ class ExceptionRecorder(Protocol):
     ) -> bool: ...
 
 
+class LifecycleNotices(Protocol):
+    """Who tells the owner about their service (see :mod:`tradelog._health.lifecycle`)."""
+
+    def started(self, user_id: int, at: datetime) -> bool: ...
+
+    def stopped(self, user_id: int, at: datetime) -> bool: ...
+
+    def task_failed(self, user_id: int, task: str, at: datetime, exc: BaseException) -> bool: ...
+
+    def task_succeeded(self, user_id: int, task: str, at: datetime, duration: float) -> bool: ...
+
+
 def describe_failure(exc: BaseException) -> str:
     """One scrubbed line naming a database failure."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -58,7 +79,8 @@ class ServiceHealth:
     """Heartbeats, running state and task rows written with an explicit engine.
 
     ``capture`` receives the exceptions of failed tasks (so they land in ``error_logs``);
-    ``users`` decides what an unknown user id becomes.
+    ``users`` decides what an unknown user id becomes; ``notices`` tells owners that their
+    service started, stopped or a task failed.
     """
 
     def __init__(
@@ -68,11 +90,13 @@ class ServiceHealth:
         capture: ExceptionRecorder | None = None,
         clock: Callable[[], datetime] = utcnow,
         users: KnownUsers | None = None,
+        notices: LifecycleNotices | None = None,
     ) -> None:
         self.engine = engine
         self.capture = capture
         self.clock = clock
         self.users = users
+        self.notices = notices
 
     def _write(
         self, action: str, work: Callable[[Session, int], None], user_id: int | None
@@ -102,23 +126,35 @@ class ServiceHealth:
             user_id,
         )
 
-    def mark_running(self, user_id: int | None, *, now: datetime | None = None) -> bool:
-        """Mark ``user_id``'s service as running; counts as a heartbeat too."""
+    def mark_running(
+        self, user_id: int | None, *, now: datetime | None = None, notify: bool = True
+    ) -> bool:
+        """Mark ``user_id``'s service as running; counts as a heartbeat too. With ``notify``
+        (and notices wired) the owner is told it started."""
         at = now or self.clock()
-        return self._write(
+        written = self._write(
             f"mark the service of user {_who(user_id)} running",
             lambda s, uid: upsert_status(s, uid, now=at, running=True, heartbeat=at),
             user_id,
         )
+        if written and notify and self.notices is not None and user_id is not None:
+            self.notices.started(user_id, at)
+        return written
 
-    def mark_stopped(self, user_id: int | None, *, now: datetime | None = None) -> bool:
-        """Mark ``user_id``'s service as stopped (a stopped service is never stale)."""
+    def mark_stopped(
+        self, user_id: int | None, *, now: datetime | None = None, notify: bool = True
+    ) -> bool:
+        """Mark ``user_id``'s service as stopped (a stopped service is never stale). With
+        ``notify`` (and notices wired) the owner is told it stopped."""
         at = now or self.clock()
-        return self._write(
+        written = self._write(
             f"mark the service of user {_who(user_id)} stopped",
             lambda s, uid: upsert_status(s, uid, now=at, running=False),
             user_id,
         )
+        if written and notify and self.notices is not None and user_id is not None:
+            self.notices.stopped(user_id, at)
+        return written
 
     def record_task(
         self,

@@ -12,7 +12,7 @@ hold yet is registered in the same transaction (``unknown_users=register``); wit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -61,17 +61,19 @@ class NotificationService:
         *,
         dedupe_key: str | None = None,
         session: Session | None = None,
+        channels: Iterable[str] | None = None,
     ) -> NotifyResult:
         """Notify ``user_id``; see :func:`tradelog.notify`."""
+        options: dict[str, Any] = {"dedupe_key": dedupe_key, "channels": channels}
         if session is not None:
             self._known(session, user_id)
-            result = dispatch(session, user_id, type, level, title, message, dedupe_key=dedupe_key)
+            result = dispatch(session, user_id, type, level, title, message, **options)
             if result.created:
                 event.listen(session, "after_commit", self._ring, once=True)
             return result
         with session_factory(self.engine)() as own:
             self._known(own, user_id)
-            result = dispatch(own, user_id, type, level, title, message, dedupe_key=dedupe_key)
+            result = dispatch(own, user_id, type, level, title, message, **options)
             own.commit()
         if result.created:
             self._ring()
@@ -94,6 +96,7 @@ class NotificationService:
         *,
         dedupe_key: str | None = None,
         session: Any = None,
+        channels: Iterable[str] | None = None,
     ) -> NotifyResult:
         """The ``async`` form of :meth:`notify`.
 
@@ -109,7 +112,14 @@ class NotificationService:
 
             def run(sync: Session) -> NotifyResult:
                 return self.notify(
-                    user_id, type, level, title, message, dedupe_key=dedupe_key, session=sync
+                    user_id,
+                    type,
+                    level,
+                    title,
+                    message,
+                    dedupe_key=dedupe_key,
+                    session=sync,
+                    channels=channels,
                 )
 
             result: NotifyResult = await session.run_sync(run)
@@ -123,4 +133,5 @@ class NotificationService:
             message,
             dedupe_key=dedupe_key,
             session=session,
+            channels=channels,
         )

@@ -1,5 +1,5 @@
 """``users``, ``orders`` and ``activity`` (``0001_initial``, amended by ``0002_phase1`` and
-``0005_system_user_flag``)."""
+``0006_system_user_flag``)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ ROLES = ("admin", "user")
 class User(Base):
     """An account of the trading service; ``role`` is ``admin`` or ``user``.
 
-    ``is_system`` marks tradelog's own system user (``0005_system_user_flag``): at most one row,
+    ``is_system`` marks tradelog's own system user (``0006_system_user_flag``): at most one row,
     never a host account.
     """
 

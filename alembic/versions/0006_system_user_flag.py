@@ -4,8 +4,8 @@ At most one row may carry it (a partial unique index, on SQLite and PostgreSQL).
 earlier installs created - the inactive admin ``system@tradelog.invalid`` with the unusable
 password hash ``!`` - gets the flag; a host account that merely uses that e-mail does not.
 
-Revision ID: 0005_system_user_flag
-Revises: 0004_notification_outbox
+Revision ID: 0006_system_user_flag
+Revises: 0005_error_groups
 Create Date: 2026-11-30
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0005_system_user_flag"
-down_revision: str | None = "0004_notification_outbox"
+revision: str = "0006_system_user_flag"
+down_revision: str | None = "0005_error_groups"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -24,10 +24,11 @@ _ONLY_FLAGGED = sa.text("is_system")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(
-            sa.Column("is_system", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+    # ALTER TABLE ... ADD COLUMN in place on both databases: a batch copy of users (SQLite)
+    # would drop the table every other table refers to.
+    op.add_column(
+        "users", sa.Column("is_system", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
     op.create_index(
         "uq_users_is_system",
         "users",
@@ -58,5 +59,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("uq_users_is_system", table_name="users")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("is_system")
+    if op.get_bind().dialect.name == "sqlite":
+        # In place (SQLite 3.35+): a batch copy of users would have to drop the table every
+        # other table refers to, which foreign keys forbid while rows refer to it.
+        op.execute("ALTER TABLE users DROP COLUMN is_system")
+        return
+    op.drop_column("users", "is_system")
