@@ -58,7 +58,11 @@ _FRAMEWORK: Final = (
 """Modules whose frames are skipped when looking for the module that logs."""
 
 
-def caller_module(skip: tuple[str, ...] = _FRAMEWORK) -> str:
+_SKIP_NAMES: Final = frozenset(_FRAMEWORK)
+_SKIP_PREFIXES: Final = tuple(f"{name}." for name in _FRAMEWORK)
+
+
+def caller_module() -> str:
     """The ``__name__`` of the nearest calling module outside structlog, tradelog's logging
     code and :mod:`logging` (``"root"`` when there is none)."""
     try:
@@ -67,10 +71,12 @@ def caller_module(skip: tuple[str, ...] = _FRAMEWORK) -> str:
         return "root"
     while frame is not None:
         name = frame.f_globals.get("__name__")
-        if isinstance(name, str) and not any(
-            name == prefix or name.startswith(prefix + ".") for prefix in skip
+        if (
+            name.__class__ is str
+            and name not in _SKIP_NAMES
+            and not name.startswith(_SKIP_PREFIXES)
         ):
-            return name
+            return str(name)
         frame = frame.f_back  # type: ignore[assignment]
     return "root"
 
