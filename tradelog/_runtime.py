@@ -12,7 +12,9 @@ it needs - its engine, its settings, its clock, the redactor - explicitly:
     ├── ErrorCapture         error_logs rows; alerts → ErrorAlerts → NotificationService.notify
     ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture
     ├── NotificationService  notify()/anotify(); rings Wakeups after each commit
-    ├── DeliveryWorker       (worker on) claims the outbox; subscribed to the same Wakeups
+    ├── DeliveryWorker       (worker auto + a channel configured, or on) claims the outbox;
+    │                        subscribed to the same Wakeups; at exit, due deliveries get
+    │                        worker_exit_timeout seconds
     └── DailyRetention       (worker on) retention once a day
 
 Nothing below this module looks it up: parts never import the runtime, and the module-level
@@ -168,17 +170,16 @@ class Runtime:
         writer: bool = True,
     ) -> Runtime:
         """Start the parts: point structlog and the stdlib root logger here (``logging_``),
-        install the exception hooks (``hooks``), start the delivery worker and daily retention
-        (``background``, default: the ``worker`` setting) and the log writer (``writer=False``
-        leaves it stopped - events queue up - for measurements)."""
+        install the exception hooks (``hooks``), start the background jobs (``background``,
+        default: the ``worker`` setting; see :meth:`_start_background`) and the log writer
+        (``writer=False`` leaves it stopped - events queue up - for measurements)."""
         if logging_:
             self._install_logging()
         if hooks:
             self._hooks = install_hooks(self.errors)
         if writer:
             self.writer.start()
-        if self.settings.worker if background is None else background:
-            self._start_background()
+        self._start_background(self.settings.worker if background is None else background)
         return self
 
     @property
@@ -301,8 +302,16 @@ class Runtime:
             root.setLevel(self._saved_root_level)
         self._handler = None
 
-    def _start_background(self) -> None:
-        """The delivery worker and daily retention (a process with ``worker`` on)."""
+    def _start_background(self, mode: bool | str) -> None:
+        """The background jobs ``mode`` asks for: ``True`` runs the delivery worker and daily
+        retention; ``"auto"`` runs the delivery worker when a channel is configured (a bot
+        token or an SMTP host), so ``notify()`` reaches Telegram and email without a separate
+        ``tradelog worker``; ``False`` runs neither."""
+        settings = self.settings
+        if mode is False or (
+            mode == "auto" and not (settings.telegram_bot_token or settings.smtp_host)
+        ):
+            return
         engine = self.engines.background()
         try:
             worker = DeliveryWorker(engine, self.settings, clock=self.clock, wakeups=self.wakeups)
@@ -312,12 +321,17 @@ class Runtime:
         else:
             worker.start()
             self.worker = worker
-        self.retention = DailyRetention(RetentionJob.from_settings(self.settings, engine)).start()
+        if mode is True:
+            self.retention = DailyRetention(RetentionJob.from_settings(settings, engine)).start()
 
     def _shutdown(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
         self.flush(_remaining(deadline))
-        for stop in (self._stop_background, self._uninstall_hooks, self.errors.close):
+
+        def stop_background() -> None:
+            self._stop_background(_remaining(deadline))
+
+        for stop in (stop_background, self._uninstall_hooks, self.errors.close):
             try:
                 stop()
             except Exception as exc:
@@ -332,9 +346,11 @@ class Runtime:
         self.engines.dispose()  # only idle connections: a call still stuck keeps its own
         return ok
 
-    def _stop_background(self) -> None:
+    def _stop_background(self, time_left: float) -> None:
+        """Stop the worker, giving due deliveries up to ``worker_exit_timeout`` seconds (but
+        no more than the shutdown has left), then the retention thread."""
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(drain=min(self.settings.worker_exit_timeout, time_left))
             self.worker = None
         if self.retention is not None:
             self.retention.stop()

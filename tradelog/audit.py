@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from tradelog._access import ActorLike, resolve_actor, scoped
 from tradelog._db.models import AuditLog
-from tradelog._logs.sanitize import to_jsonable
+from tradelog._logs.redact import redact_jsonable
 
 __all__ = ["diff", "list_audit", "record_audit"]
 
@@ -36,13 +36,17 @@ def record_audit(
     ip_address: str | None = None,
     user_agent: str | None = None,
 ) -> AuditLog:
-    """Add an audit row to ``session`` (the caller's transaction decides whether it lands)."""
+    """Add an audit row to ``session`` (the caller's transaction decides whether it lands).
+
+    ``changes`` is made JSON-safe and scrubbed like a log value: values under secret keys
+    (``password``, ``api_key``, nested tokens ...) and secrets inside text are masked.
+    """
     row = AuditLog(
         user_id=user_id,
         action=action[:32],
         resource_type=resource_type[:64],
         resource_id=resource_id,
-        changes=to_jsonable(dict(changes)) if changes is not None else None,
+        changes=redact_jsonable(dict(changes)) if changes is not None else None,
         ip_address=ip_address[:45] if ip_address else None,
         user_agent=user_agent[:512] if user_agent else None,
     )

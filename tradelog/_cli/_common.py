@@ -15,12 +15,15 @@ from typing import Any, TextIO
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from tradelog._access import Actor, resolve_actor
 from tradelog._db.engine import check_connection, create_tradelog_engine, session_factory
 from tradelog.config import Settings
+from tradelog.users import ensure_system_user
 
 __all__ = [
     "CommandError",
     "Context",
+    "acting_user",
     "add_global_options",
     "emit",
     "positive_float",
@@ -59,6 +62,15 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
+
+
+def acting_user(session: Session, given: int | None) -> Actor:
+    """Who a command acts as: ``--as USER_ID`` (its role and active flag read from the
+    database), else the system administrator account, which acts as an admin (whoever runs
+    the CLI against the database already holds everything it could show)."""
+    if given is not None:
+        return resolve_actor(session, given)
+    return Actor(ensure_system_user(session), is_admin=True)
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:

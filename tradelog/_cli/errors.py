@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from tradelog._access import ActorLike, require_admin, resolve_actor
-from tradelog._cli._common import CommandError, Context, emit, positive_int
+from tradelog._cli._common import CommandError, Context, acting_user, emit, positive_int
 from tradelog._db.base import utcnow
 from tradelog._db.models import ErrorLog, User
 from tradelog._errors.workflow import (
@@ -31,7 +31,6 @@ from tradelog._errors.workflow import (
     resolve,
 )
 from tradelog.exceptions import NotFound
-from tradelog.users import ensure_system_user
 
 __all__ = ["parse_when", "register"]
 
@@ -122,7 +121,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 
 
 def _actor(session: Session, args: argparse.Namespace) -> ActorLike:
-    return args.actor if args.actor is not None else ensure_system_user(session)
+    return acting_user(session, args.actor)
 
 
 def _require_user(session: Session, user_id: int | None) -> None:

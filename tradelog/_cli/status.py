@@ -22,11 +22,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tradelog._access import resolve_actor
-from tradelog._cli._common import Context, positive_float, print_table
+from tradelog._cli._common import Context, acting_user, positive_float, print_table
 from tradelog._db.base import utcnow
 from tradelog._health.status import service_overview
-from tradelog.users import ensure_system_user
 
 __all__ = ["register"]
 
@@ -94,9 +92,7 @@ def _status(args: argparse.Namespace, context: Context) -> int:
     threshold = args.threshold if args.threshold is not None else settings.stale_heartbeat_seconds
     now = utcnow()
     with context.session() as session:
-        actor = resolve_actor(
-            session, args.actor if args.actor is not None else ensure_system_user(session)
-        )
+        actor = acting_user(session, args.actor)
         services = service_overview(session, actor, now, threshold)
         outbox: Any = NOT_AVAILABLE
         summary = _optional("tradelog._notify.outbox", "backlog_summary")

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from tradelog._access import ActorLike, require_admin, resolve_actor, scoped
 from tradelog._db.base import utcnow
 from tradelog._db.models import ErrorLog
+from tradelog._logs.redact import redact_text
 from tradelog.audit import record_audit
 from tradelog.exceptions import ConflictError, NotFound
 
@@ -260,7 +261,7 @@ def resolve(
     who = resolve_actor(session, admin)
     require_admin(who, "resolve errors")
     at = now or utcnow()
-    text = notes.strip()[:NOTES_LENGTH] if notes and notes.strip() else None
+    text = redact_text(notes.strip())[:NOTES_LENGTH] if notes and notes.strip() else None
     values = {"resolved": True, "resolved_at": at, "resolved_by": who.id, "resolution_notes": text}
     if isinstance(target, bool) or not isinstance(target, int | str):
         raise TypeError("target must be an error id (int) or a fingerprint (str)")

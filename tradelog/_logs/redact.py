@@ -67,16 +67,31 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, overload
 
+from tradelog._logs.sanitize import JSONValue, to_jsonable
+
 if TYPE_CHECKING:
     from structlog.typing import EventDict, WrappedLogger
 
-__all__ = ["CYCLE_MARKER", "DEFAULT_MASK", "RedactProcessor", "Redactor", "redact_text"]
+__all__ = [
+    "CYCLE_MARKER",
+    "DEFAULT_MASK",
+    "REDACT_MARGIN",
+    "RedactProcessor",
+    "Redactor",
+    "redact_jsonable",
+    "redact_text",
+    "redact_value",
+]
 
 DEFAULT_MASK: Final = "[REDACTED]"
 """Replacement for secret values."""
 
 CYCLE_MARKER: Final = "<cycle>"
 """Replaces a container that contains itself."""
+
+REDACT_MARGIN: Final = 4096
+"""Characters beyond a cut that are still scrubbed before the cut is made (see
+:func:`redact_jsonable`): a secret shorter than this is never split by a cut."""
 
 _MAX_DEPTH: Final = 64
 """Containers nested deeper than this are replaced by the mask as a whole."""
@@ -598,3 +613,31 @@ _DEFAULT: Final = Redactor()
 def redact_text(s: str) -> str:
     """Apply the text rules (not the key rules) to ``s`` with the default mask."""
     return _DEFAULT.redact_text(s)
+
+
+def redact_value(value: object) -> object:
+    """Scrub ``value`` (key and text rules) with the default mask."""
+    return _DEFAULT(value)
+
+
+def redact_jsonable(
+    value: object,
+    *,
+    max_str: int = 8192,
+    max_depth: int = 8,
+    max_items: int = 1000,
+    redactor: Redactor | None = None,
+) -> JSONValue:
+    """A JSON-safe, scrubbed copy of ``value`` whose strings are cut to ``max_str`` characters.
+
+    Redaction runs before the cut: strings are first made JSON-safe with ``max_str`` plus
+    :data:`REDACT_MARGIN` characters, scrubbed, and only then cut, so a cut never leaves the
+    beginning of a secret readable (a token split by a cut is no longer recognisable).
+    """
+    scrub = redactor or _DEFAULT
+    wide = to_jsonable(
+        value, max_depth=max_depth, max_items=max_items, max_str=max_str + REDACT_MARGIN
+    )
+    return to_jsonable(
+        scrub(wide), max_depth=max_depth + 1, max_items=max_items + 1, max_str=max_str
+    )
