@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from tradelog._access import ActorLike, require_admin, resolve_actor
-from tradelog._cli._common import CommandError, Context, acting_user, emit, positive_int
+from tradelog._cli._common import CommandError, Context, acting_user, emit, positive_int, safe_text
 from tradelog._db.base import utcnow
 from tradelog._db.models import ErrorLog, User
 from tradelog._errors.workflow import (
@@ -225,7 +225,7 @@ def _show(args: argparse.Namespace, context: Context) -> int:
     traceback = detail.pop("traceback")
     emit(context, [{"field": key, "value": value} for key, value in detail.items()])
     if traceback:
-        context.out.write("\n" + traceback.rstrip("\n") + "\n")
+        context.out.write("\n" + safe_text(traceback.rstrip("\n"), lines=True) + "\n")
     return 0
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tradelog._cli._common import CommandError, Context, print_table
+from tradelog._cli._common import CommandError, Context, print_table, safe_text
 from tradelog._cli._progress import ProgressBar
 from tradelog.retention import DEFAULT_BATCH_SIZE, RetentionJob, RetentionPolicy
 
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     if result.files:
         context.out.write(f"\nlog files{' that would go' if result.dry_run else ' removed'}:\n")
         for path in result.files:
-            context.out.write(f"  {path}\n")
+            context.out.write(f"  {safe_text(str(path))}\n")
     for problem in result.file_errors:
-        context.out.write(f"could not remove {problem}\n")
+        context.out.write(f"could not remove {safe_text(str(problem))}\n")
     return 1 if result.file_errors else 0

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tradelog._cli._common import Context, acting_user, positive_float, print_table
+from tradelog._cli._common import Context, acting_user, positive_float, print_table, safe_text
 from tradelog._db.base import utcnow
 from tradelog._health.status import service_overview
 from tradelog._notify.breaker import paused_channels
@@ -180,13 +180,13 @@ def _status(args: argparse.Namespace, context: Context) -> int:
             out.write("\nrecent delivery failures\n")
             print_table(failures, None, out)
     else:
-        out.write(f"{outbox}\n")
+        out.write(f"{safe_text(str(outbox))}\n")
     out.write("\nlog writers\n")
     if isinstance(writers, list):
         shown = [c for c in _WRITER_COLUMNS if any(c in w for w in writers)] or None
         print_table(writers, shown, out)
     else:
-        out.write(f"{writers}\n")
+        out.write(f"{safe_text(str(writers))}\n")
     if problems:
         out.write("\n" + "".join(f"{line}\n" for line in problems))
     return code
