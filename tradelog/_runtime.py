@@ -328,10 +328,7 @@ class Runtime:
         deadline = time.monotonic() + max(0.0, timeout)
         self.flush(_remaining(deadline))
 
-        def stop_background() -> None:
-            self._stop_background(_remaining(deadline))
-
-        for stop in (stop_background, self._uninstall_hooks, self.errors.close):
+        for stop in (self._stop_background, self._uninstall_hooks, self.errors.close):
             try:
                 stop()
             except Exception as exc:
@@ -346,11 +343,11 @@ class Runtime:
         self.engines.dispose()  # only idle connections: a call still stuck keeps its own
         return ok
 
-    def _stop_background(self, time_left: float) -> None:
-        """Stop the worker, giving due deliveries up to ``worker_exit_timeout`` seconds (but
-        no more than the shutdown has left), then the retention thread."""
+    def _stop_background(self) -> None:
+        """Stop the worker, giving due deliveries up to ``worker_exit_timeout`` seconds of
+        their own (on top of the flush), then the retention thread."""
         if self.worker is not None:
-            self.worker.stop(drain=min(self.settings.worker_exit_timeout, time_left))
+            self.worker.stop(drain=self.settings.worker_exit_timeout)
             self.worker = None
         if self.retention is not None:
             self.retention.stop()

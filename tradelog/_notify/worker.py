@@ -77,6 +77,7 @@ from tradelog._notify.channels.in_app import telegram_blocked_notice
 from tradelog._notify.outbox import ClaimedDelivery
 from tradelog._notify.prepare import Job, prepare
 from tradelog._notify.retry import RetryPolicy
+from tradelog._notify.threads import DaemonExecutor
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.wiring import CHANNEL_SETTINGS, build_channels
 from tradelog.config import Settings
@@ -241,6 +242,8 @@ class DeliveryWorker:
 
     async def _serve(self, *, until_idle: bool) -> None:
         self._loop = asyncio.get_running_loop()
+        executor = DaemonExecutor(self.concurrency + 4)
+        self._loop.set_default_executor(executor)
         self._event = asyncio.Event()
         unsubscribe = self.wakeups.subscribe(self.wake) if self.wakeups is not None else None
         channels = await asyncio.to_thread(lambda: self.channels)
@@ -278,6 +281,7 @@ class DeliveryWorker:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            executor.shutdown(wait=False)
 
     def _poll_wait(self) -> float:
         """How long to sleep before looking again: the poll interval, or less when a paused
