@@ -64,7 +64,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -86,6 +86,7 @@ from tradelog._logs.processors import EventSink, ExceptionObserver
 from tradelog._logs.redact import RedactProcessor
 from tradelog._logs.stdlib import TradelogHandler
 from tradelog._logs.writer import LogWriter
+from tradelog._notify.channels.base import Channel
 from tradelog._notify.service import NotificationService
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.worker import DeliveryWorker
@@ -117,12 +118,21 @@ class Runtime:
     """One configured tradelog: every part, built from ``settings`` (see the module docstring).
 
     ``clock`` gives the current UTC time to error capture, service health and the delivery
-    worker. Building a runtime starts nothing; :meth:`start` does.
+    worker; ``channels`` replaces the channels the delivery worker would build from the
+    settings (your own :class:`~tradelog.notifications.Channel`, or the recording channels of
+    :mod:`tradelog.testing`). Building a runtime starts nothing; :meth:`start` does.
     """
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        channels: Mapping[str, Channel] | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.channels = dict(channels) if channels is not None else None
         self.internal_errors = InternalErrors()
         self.engines = Engines(settings.database_url, writer_timeout=settings.db_write_timeout)
         self.redactor = RedactProcessor()
@@ -314,7 +324,13 @@ class Runtime:
             return
         engine = self.engines.background()
         try:
-            worker = DeliveryWorker(engine, self.settings, clock=self.clock, wakeups=self.wakeups)
+            worker = DeliveryWorker(
+                engine,
+                self.settings,
+                channels=self.channels,
+                clock=self.clock,
+                wakeups=self.wakeups,
+            )
             worker.channels  # noqa: B018 - build the channels now so bad settings show at startup
         except (ConfigurationError, MissingExtraError) as exc:
             _worker_log.error("the delivery worker cannot start: %s", exc)
@@ -406,12 +422,20 @@ class _State:
 _state = _State()
 
 
-def configure(settings: Settings | None = None, /, **options: Any) -> Runtime:
+def configure(
+    settings: Settings | None = None,
+    /,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    channels: Mapping[str, Channel] | None = None,
+    **options: Any,
+) -> Runtime:
     """Configure tradelog for this process and return the :class:`Runtime`.
 
     ``options`` are :class:`~tradelog.config.Settings` fields; anything not given comes from
-    ``TRADELOG_*`` variables (or from ``settings`` when passed). A previous runtime is shut
-    down first. Raises :class:`~tradelog.exceptions.ConfigurationError` for invalid options.
+    ``TRADELOG_*`` variables (or from ``settings`` when passed). ``clock`` and ``channels`` are
+    handed to the :class:`Runtime` (see there). A previous runtime is shut down first. Raises
+    :class:`~tradelog.exceptions.ConfigurationError` for invalid options.
     """
     if settings is None:
         resolved = Settings.from_env(**options)
@@ -423,7 +447,7 @@ def configure(settings: Settings | None = None, /, **options: Any) -> Runtime:
     for old in (previous, standalone):
         if old is not None:
             old.shutdown()
-    runtime = Runtime(resolved)
+    runtime = Runtime(resolved, clock=clock, channels=channels)
     with _state.lock:
         _state.current = runtime
         _install_process_hooks()
@@ -479,6 +503,19 @@ def shutdown(timeout: float = DEFAULT_TIMEOUT) -> bool:
         if runtime is not None:
             ok = runtime.shutdown(timeout) and ok
     return ok
+
+
+def live_processors() -> list[Any]:
+    """The processor list every tradelog-configured structlog logger holds (changed in place)."""
+    return _PROCESSORS
+
+
+def replace_processors(processors: list[Any]) -> list[Any]:
+    """Swap the processors of every tradelog-configured structlog logger (cached ones
+    included) in place; returns the previous list (for :func:`tradelog.testing.capture_logs`)."""
+    previous = list(_PROCESSORS)
+    _PROCESSORS[:] = processors
+    return previous
 
 
 def reset() -> None:

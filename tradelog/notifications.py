@@ -13,11 +13,16 @@ The inbox (user-scoped: a user reads their own, an admin anyone's)::
 
 Preferences (types, channels, quiet hours in the user's timezone) are read by every
 ``notify()`` at the moment it runs.
+
+A channel of your own implements :class:`Channel` (render and send one
+:class:`OutgoingMessage`, raise a ``DeliveryError`` on failure) and is handed to
+``tradelog.configure(channels={...})``.
 """
 
 from __future__ import annotations
 
 from tradelog._facade import anotify, notify
+from tradelog._notify.channels.base import Channel, OutgoingMessage, SendReceipt
 from tradelog._notify.dispatch import ChannelOutcome, NotifyResult
 from tradelog._notify.inbox import Page, list_notifications, mark_all_read, mark_read, unread_count
 from tradelog._notify.preferences import (
@@ -29,9 +34,12 @@ from tradelog._notify.preferences import (
 
 __all__ = [
     "EDITABLE_FIELDS",
+    "Channel",
     "ChannelOutcome",
     "NotifyResult",
+    "OutgoingMessage",
     "Page",
+    "SendReceipt",
     "anotify",
     "get_preferences",
     "list_notifications",

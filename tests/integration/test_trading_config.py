@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from tests.support.db import MigratedDatabase
 from tradelog._access import Actor
@@ -153,12 +155,29 @@ def test_concurrent_first_reads_create_one_row(db: MigratedDatabase, users: dict
             except BaseException as exc:
                 errors.append(exc)
 
+    inserting = threading.Event()
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread() is thread and statement.lstrip().upper().startswith("INSERT"):
+            inserting.set()
+
+    event.listen(db.engine, "before_cursor_execute", watch)
     thread = threading.Thread(target=second)
-    thread.start()
-    time.sleep(0.3)
-    first.commit()
-    first.close()
-    thread.join(30)
+    try:
+        thread.start()
+        assert inserting.wait(30), "the second session never reached its INSERT"
+        time.sleep(0.2)
+        # It cannot finish while the first transaction holds the conflicting row (PostgreSQL)
+        # or the write lock (SQLite): it is waiting, not failing.
+        assert thread.is_alive()
+        assert found == []
+        assert errors == []
+        first.commit()
+        first.close()
+        thread.join(30)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", watch)
+    assert not thread.is_alive()
     assert errors == []
     assert found == [created.id]
     assert db.scalar("SELECT count(*) FROM user_trading_config") == 1
