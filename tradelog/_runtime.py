@@ -315,12 +315,11 @@ class Runtime:
     def _start_background(self, mode: bool | str) -> None:
         """The background jobs ``mode`` asks for: ``True`` runs the delivery worker and daily
         retention; ``"auto"`` runs the delivery worker when a channel is configured (a bot
-        token or an SMTP host), so ``notify()`` reaches Telegram and email without a separate
-        ``tradelog worker``; ``False`` runs neither."""
+        token, an SMTP host, or ``channels`` given), so ``notify()`` reaches Telegram and email
+        without a separate ``tradelog worker``; ``False`` runs neither."""
         settings = self.settings
-        if mode is False or (
-            mode == "auto" and not (settings.telegram_bot_token or settings.smtp_host)
-        ):
+        configured = settings.telegram_bot_token or settings.smtp_host or self.channels
+        if mode is False or (mode == "auto" and not configured):
             return
         engine = self.engines.background()
         try:
