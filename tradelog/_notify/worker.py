@@ -646,7 +646,10 @@ class DeliveryWorker:
             job.carrier.id,
             extra=self._extra(job),
         )
-        await self._wait_out(job, exc, max(0.0, state.paused_until - now))
+        # Due again at once: no worker claims the channel while it is paused, and every
+        # worker does as soon as the probe closes the breaker (a wait timed from the pause,
+        # or from a probe in progress, would hold it back after the recovery).
+        await self._wait_out(job, exc, 0.0)
 
     async def _wait_out(self, job: Job, exc: RetryableDeliveryError, seconds: float) -> None:
         """Hand the delivery back for ``seconds`` without spending an attempt."""
