@@ -1,28 +1,39 @@
-"""A simulated NSE trading day for three users, recorded by tradelog on embedded SQLite.
+"""A simulated NSE trading day for three users and their operator, recorded by tradelog on
+embedded SQLite.
 
-Run it with ``make demo`` (or ``.venv/bin/python examples/trading_day.py``). It takes well under
-a minute and leaves everything it wrote in ``./.tradelog/`` (``--dir`` to choose another place):
+Run it with ``make demo`` (or ``.venv/bin/python examples/trading_day.py``). It takes a few
+seconds and leaves everything it wrote in ``./.tradelog/`` (``--dir`` to choose another place):
 
-* ``demo.db``: a SQLite database with ``service_logs``, ``error_logs``, ``service_status``,
-  ``service_task_execution``, ``notifications`` and their deliveries;
+* ``demo.db``: a SQLite database with ``service_logs``, ``error_logs`` and ``error_groups``,
+  ``service_status``, ``service_task_execution``, ``notifications`` and their deliveries,
+  ``audit_logs``;
 * ``logs/users/<id>/service-YYYY-MM-DD.jsonl``: one JSON line per event, per user.
 
-The day, for Asha, Ravi and Meera (one thread each, as a multi-user service runs them):
+The day, for Asha, Ravi and Meera (one thread each, as a multi-user service runs them), with
+Dev as the operator (an admin) who runs the service for them:
 
 ====== =============================================================================
-09:05  pre-market retry of yesterday's rejected AMO orders (one transient broker error)
+09:00  each service starts (``mark_running``: a "Service started" notice to its owner)
+09:05  pre-market retry of yesterday's rejected AMO orders (one transient broker error);
+       the summary goes to the in-app inbox only (``notify(..., channels=("in_app",))``)
 09:15  market open: AMO fills, then the sell monitor watches targets until 15:30;
-       Ravi's broker connection drops mid-day: the task fails and the error is captured
+       Ravi's broker connection drops mid-day: the task fails, Ravi is told in one plain
+       sentence and Dev gets the error's detail; Ravi's service then hangs (no heartbeat)
 15:35  end of day: P&L summary (Asha's report trips over a zero and logs the exception)
 16:05  AMO buy orders for tomorrow from the day's RSI signals, with order ids
+16:10  Asha's and Meera's services stop (``mark_stopped``)
 ====== =============================================================================
 
-Every step logs with symbols and order ids, records a task execution and a heartbeat, and
-notifies the user: in-app always; by Telegram when ``TRADELOG_TELEGRAM_BOT_TOKEN`` and
-``DEMO_TELEGRAM_CHAT_ID`` are set, by email when ``TRADELOG_SMTP_HOST`` and ``DEMO_EMAIL_TO``
-are set. Meera is in quiet hours (set around the real current time, since quiet hours are
-judged by the clock at delivery), so her Telegram and email messages are deferred to the end of
-her window, except the critical margin call, which goes out at once.
+Then the demo's clock jumps three hours: Meera's quiet hours are over, so what they held goes
+out as one digest per channel, and Ravi's silent service is reported stale to Dev and to Ravi.
+
+Notifications travel the whole way: a ``notifications`` row (the in-app inbox) and one outbox
+delivery per external channel, sent by the delivery worker, which sets ``telegram_sent`` /
+``email_sent``. With ``TRADELOG_TELEGRAM_BOT_TOKEN`` + ``DEMO_TELEGRAM_CHAT_ID`` and/or
+``TRADELOG_SMTP_HOST`` + ``DEMO_EMAIL_TO`` set they go to that Telegram chat and mailbox. With
+neither, they go to the *recording channels* of :mod:`tradelog.testing`, which keep the
+messages exactly as Telegram and e-mail would receive them and send nothing off this machine;
+the demo prints what they recorded.
 
 Log rows carry real UTC timestamps; the simulated market time is in each event's ``sim_time``.
 """
@@ -34,6 +45,7 @@ import contextlib
 import os
 import random
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -48,6 +60,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 import tradelog
+from tradelog import testing
 from tradelog.notifications import update_preferences
 from tradelog.trading_config import as_dict, get_config, update_config
 from tradelog.users import create_user
@@ -58,8 +71,10 @@ TABLES = (
     "user_trading_config",
     "service_status",
     "service_task_execution",
+    "service_stale_episodes",
     "service_logs",
     "error_logs",
+    "error_groups",
     "notifications",
     "notification_deliveries",
     "audit_logs",
@@ -85,18 +100,49 @@ class Trader:
     email: str
     symbols: list[str]
     user_id: int = 0
+    chat: str = ""
+    role: str = "user"
     quiet: bool = False
     broker_drops_at: str | None = None
     report_bug: bool = False
+    hangs: bool = False
     orders: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
 TRADERS = [
-    Trader("Asha", "asha@example.com", ["RELIANCE", "TCS", "INFY"], report_bug=True),
-    Trader("Ravi", "ravi@example.com", ["HDFCBANK", "ICICIBANK", "SBIN"], broker_drops_at="13:40"),
-    Trader("Meera", "meera@example.com", ["TATAMOTORS", "ITC", "LT"], quiet=True),
+    Trader("Asha", "asha@example.com", ["RELIANCE", "TCS", "INFY"], chat="1001", report_bug=True),
+    Trader(
+        "Ravi",
+        "ravi@example.com",
+        ["HDFCBANK", "ICICIBANK", "SBIN"],
+        chat="1002",
+        broker_drops_at="13:40",
+        hangs=True,
+    ),
+    Trader("Meera", "meera@example.com", ["TATAMOTORS", "ITC", "LT"], chat="1003", quiet=True),
 ]
+OPERATOR = Trader("Dev", "dev@example.com", [], chat="9000", role="admin")
+"""The operator: an admin, so errors and stale services are reported to him in detail."""
+
+
+class DemoClock:
+    """The clock tradelog is given: real time, plus however far the demo has jumped ahead.
+
+    Heartbeats, task rows, error rows and the delivery worker read it, so jumping it past
+    Meera's quiet hours releases what they held, and past the stale threshold makes Ravi's
+    silent service stale, without waiting three hours.
+    """
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+    def jump(self, delta: timedelta) -> None:
+        self.ahead += delta
+
 
 PRICES = {
     "RELIANCE": 2950.0,
@@ -213,6 +259,10 @@ class Day:
         self.at("16:05")
         self.place_amo_orders()
         self.at("16:10")
+        if self.t.hangs:
+            self.log.warning("shutdown hangs on the broker socket", sim_time="16:10")
+            self.say(self.t.name, "16:10", "shutdown hangs: the service sends no more heartbeats")
+            return
         self.log.info("service stopping", sim_time="16:10")
         tradelog.mark_stopped(self.uid)
 
@@ -252,6 +302,7 @@ class Day:
             "Pre-market retry done",
             f"Re-placed {len(placed)} AMO orders: {', '.join(placed)}",
             dedupe=f"premarket:{datetime.now(IST):%Y-%m-%d}",
+            channels=("in_app",),  # a summary for the inbox; no Telegram or e-mail
         )
 
     # 09:15-15:30 ----------------------------------------------------------------------------
@@ -385,9 +436,18 @@ class Day:
         return values
 
     def notify(
-        self, kind: str, level: str, title: str, message: str, *, dedupe: str | None = None
+        self,
+        kind: str,
+        level: str,
+        title: str,
+        message: str,
+        *,
+        dedupe: str | None = None,
+        channels: tuple[str, ...] | None = None,
     ) -> None:
-        result = tradelog.notify(self.uid, kind, level, title, message, dedupe_key=dedupe)
+        result = tradelog.notify(
+            self.uid, kind, level, title, message, dedupe_key=dedupe, channels=channels
+        )
         external = [c.describe() for c in result.channels if c.channel != "in_app"]
         if external:  # only when Telegram or email is set up
             self.t.notes.append(f"{title}: " + "; ".join(external))
@@ -409,70 +469,87 @@ def setup(base: Path, keep: bool) -> tuple[str, Path]:
     return url, log_dir
 
 
-def create_traders(url: str) -> None:
-    """Users, trading configs and notification preferences (the host application's job)."""
-    engine = create_engine(url)
+@dataclass
+class Delivery:
+    """Where notifications go in this run."""
+
+    telegram: str | None
+    email: str | None
+
+    @property
+    def recording(self) -> bool:
+        """Neither Telegram nor e-mail is set up: the recording channels stand in for both."""
+        return self.telegram is None and self.email is None
+
+
+def channels_from_env() -> Delivery:
     chat_id = os.environ.get("DEMO_TELEGRAM_CHAT_ID")
     email_to = os.environ.get("DEMO_EMAIL_TO")
-    telegram = bool(os.environ.get("TRADELOG_TELEGRAM_BOT_TOKEN") and chat_id)
-    email = bool(os.environ.get("TRADELOG_SMTP_HOST") and email_to)
+    telegram = chat_id if os.environ.get("TRADELOG_TELEGRAM_BOT_TOKEN") and chat_id else None
+    email = email_to if os.environ.get("TRADELOG_SMTP_HOST") and email_to else None
+    return Delivery(telegram, email)
+
+
+def create_people(url: str, delivery: Delivery) -> None:
+    """Users, trading configs and notification preferences (the host application's job)."""
+    engine = create_engine(url)
     with Session(engine, expire_on_commit=False) as session:
-        for trader in TRADERS:
+        for person in (*TRADERS, OPERATOR):
             found = session.execute(
-                text("SELECT id FROM users WHERE email = :e"), {"e": trader.email}
+                text("SELECT id FROM users WHERE email = :e"), {"e": person.email}
             ).scalar()
-            trader.user_id = found or create_user(session, email=trader.email, name=trader.name).id
-            update_config(session, trader.user_id, trader.user_id, default_target_pct=0.08)
+            person.user_id = found or (
+                create_user(session, email=person.email, name=person.name, role=person.role).id
+            )
+            if person.role == "user":
+                update_config(session, person.user_id, person.user_id, default_target_pct=0.08)
             prefs: dict[str, object] = {}
-            if telegram:
-                prefs |= {"telegram_chat_id": chat_id, "telegram_enabled": True}
-            if email:
-                prefs |= {"email_address": email_to, "email_enabled": True}
-            if trader.quiet:
+            chat = person.chat if delivery.recording else delivery.telegram
+            address = person.email if delivery.recording else delivery.email
+            if chat:
+                prefs |= {"telegram_chat_id": chat, "telegram_enabled": True}
+            if address:
+                prefs |= {"email_address": address, "email_enabled": True}
+            if person.quiet:
                 now = datetime.now(IST)
                 start = (now - timedelta(hours=1)).time().replace(second=0, microsecond=0)
                 end = (now + timedelta(hours=2)).time().replace(second=0, microsecond=0)
                 prefs |= {"quiet_hours_start": start, "quiet_hours_end": end}
-                held = "wait" if telegram or email else "(not set up in this run) would wait"
-                trader.notes.append(
+                person.notes.append(
                     f"quiet hours {start:%H:%M}-{end:%H:%M} IST (in force now): Telegram and"
-                    f" email {held} until {end:%H:%M} IST and go out as one digest; critical"
-                    " messages go at once; in-app records everything"
+                    f" e-mail wait until {end:%H:%M} IST and go out as one digest per channel;"
+                    " critical messages go at once; in-app records everything"
                 )
-            update_preferences(session, trader.user_id, trader.user_id, **prefs)
+            update_preferences(session, person.user_id, person.user_id, **prefs)
         session.commit()
     engine.dispose()
-    channels = ["in-app"] + (["telegram"] if telegram else []) + (["email"] if email else [])
-    print(f"channels: {', '.join(channels)}")
-    if not telegram:
-        print("  (Telegram: set TRADELOG_TELEGRAM_BOT_TOKEN and DEMO_TELEGRAM_CHAT_ID)")
-    if not email:
-        print("  (email: set TRADELOG_SMTP_HOST, TRADELOG_SMTP_FROM, ... and DEMO_EMAIL_TO)")
+    if delivery.recording:
+        print(
+            "channels: in-app, and Telegram and e-mail through tradelog.testing's RECORDING"
+            " channels\n  (no bot token or SMTP host is set: messages are rendered exactly as"
+            " Telegram and e-mail\n   would receive them and kept here; nothing leaves this"
+            " machine)"
+        )
+        print("  (real Telegram: TRADELOG_TELEGRAM_BOT_TOKEN and DEMO_TELEGRAM_CHAT_ID;")
+        print("   real e-mail: TRADELOG_SMTP_HOST, TRADELOG_SMTP_FROM, ... and DEMO_EMAIL_TO)")
+        return
+    used = (
+        ["in-app"]
+        + (["telegram"] if delivery.telegram else [])
+        + (["email"] if delivery.email else [])
+    )
+    print(f"channels: {', '.join(used)}")
 
 
-def wait_for_deliveries(url: str, timeout: float) -> None:
-    """Let the background worker send what is not held by quiet hours (rate limits allowing)."""
-    engine = create_engine(url)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            with engine.connect() as c:
-                due = c.execute(
-                    text(
-                        "SELECT count(*) FROM notification_deliveries "
-                        "WHERE status IN ('pending', 'sending') "
-                        "AND (not_before IS NULL OR not_before <= :now)"
-                    ),
-                    {"now": datetime.now(UTC).replace(tzinfo=None)},
-                ).scalar()
-            if not due:
-                return
-            time.sleep(0.25)
-    finally:
-        engine.dispose()
+def drain(timeout: float) -> None:
+    """Let the delivery worker send everything due (rate limits allowing)."""
+    if not testing.drain(timeout):
+        print(f"  (some deliveries were still due after {timeout:.0f} s)")
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    if not rows:
+        return "  (none)"
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
@@ -483,8 +560,34 @@ def _yes(flag: object) -> str:
     return "sent" if flag else "-"
 
 
+def inbox(connection: Any, where: str) -> list[tuple[str, ...]]:
+    return [
+        (str(r[0]), str(r[1]), str(r[2]), str(r[3]), _yes(r[4]), _yes(r[5]))
+        for r in connection.execute(
+            text(
+                "SELECT u.name, n.type, n.level, n.title, n.telegram_sent, n.email_sent "
+                f"FROM notifications n JOIN users u ON u.id = n.user_id WHERE {where} "
+                "ORDER BY u.id, n.id"
+            )
+        )
+    ]
+
+
+def cli(url: str, *command: str) -> str:
+    """The output of ``python -m tradelog --database-url URL COMMAND`` (as an operator types it)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tradelog", "--database-url", url, *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    return (result.stdout + result.stderr).rstrip()
+
+
 def summary(url: str, log_dir: Path) -> None:
     engine = create_engine(url)
+    operator = OPERATOR.user_id
     with engine.connect() as c:
         counts = [(t, str(c.execute(text(f"SELECT count(*) FROM {t}")).scalar())) for t in TABLES]
         deliveries = [
@@ -497,15 +600,8 @@ def summary(url: str, log_dir: Path) -> None:
             )
         ]
         in_app = c.execute(text("SELECT count(*) FROM notifications")).scalar()
-        inbox = [
-            (str(r[0]), str(r[1]), str(r[2]), str(r[3]), _yes(r[4]), _yes(r[5]))
-            for r in c.execute(
-                text(
-                    "SELECT u.name, n.type, n.level, n.title, n.telegram_sent, n.email_sent "
-                    "FROM notifications n JOIN users u ON u.id = n.user_id ORDER BY u.id, n.id"
-                )
-            )
-        ]
+        owners = inbox(c, f"n.user_id != {operator}")
+        ops = inbox(c, f"n.user_id = {operator}")
         tasks = [
             (str(r[0]), str(r[1]), str(r[2]))
             for r in c.execute(
@@ -521,9 +617,13 @@ def summary(url: str, log_dir: Path) -> None:
     print(table(counts, ("table", "rows")))
     print("\ntask executions")
     print(table(tasks, ("user", "task", "status")))
-    print("\nin-app inboxes (telegram/email: sent flags)")
-    print(table(inbox, ("user", "type", "level", "title", "telegram", "email")))
-    print("\ndeliveries")
+    print("\nthe owners' inboxes: plain sentences, never internals (telegram/email: sent flags)")
+    print(table(owners, ("user", "type", "level", "title", "telegram", "email")))
+    print(f"\nthe operator's inbox ({OPERATOR.name}, an admin): the detail of every error group")
+    print(table(ops, ("user", "type", "level", "title", "telegram", "email")))
+    print("\nthe operator's view of the errors: tradelog errors groups")
+    print("\n".join("  " + line for line in cli(url, "errors", "groups").splitlines()))
+    print("\nthe outbox: one delivery per notification and external channel")
     print(table([("in_app", "recorded", str(in_app)), *deliveries], ("channel", "status", "count")))
     print(f"\nfiles written under {log_dir}")
     rows = []
@@ -531,6 +631,36 @@ def summary(url: str, log_dir: Path) -> None:
         lines = sum(1 for _ in path.open("rb")) if path.suffix == ".jsonl" else "-"
         rows.append((str(path.relative_to(log_dir)), str(lines)))
     print(table(rows, ("file", "lines")))
+
+
+def show_recorded(channels: dict[str, Any]) -> None:
+    """What the recording channels received, per chat and mailbox; Meera's digests in full."""
+    names = {p.chat: p.name for p in (*TRADERS, OPERATOR)} | {
+        p.email: p.name for p in (*TRADERS, OPERATOR)
+    }
+    print("\nmessages the RECORDING channels received (tradelog.testing; nothing was sent out)")
+    for kind in ("telegram", "email"):
+        recorder: testing.RecordingChannel = channels[kind]
+        for address in sorted({m.address for m in recorder.sent}):
+            sent = recorder.messages(address)
+            who = f"{names.get(address, '?')} ({'chat ' if kind == 'telegram' else ''}{address})"
+            print(f"  {kind:<8} -> {who}: {len(sent)} message(s)")
+            for message in sent:
+                label = message.subject if kind == "email" else message.title
+                print(f"      {message.level:<8} {label}{'  [silent]' if message.silent else ''}")
+    meera = next(t for t in TRADERS if t.quiet)
+    digests = [
+        m for m in channels["telegram"].messages(meera.chat) if "during quiet hours" in m.title
+    ]
+    if digests:
+        print(f"\n  {meera.name}'s quiet-hours digest, as sent to Telegram (HTML):")
+        for line in digests[-1].text.splitlines():
+            print(f"    | {line}")
+    mails = channels["email"].messages(OPERATOR.email)
+    if mails:
+        print(f"\n  the first e-mail to {OPERATOR.name} (subject: {mails[0].subject}):")
+        for line in mails[0].text.splitlines()[:8]:
+            print(f"    | {line}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -546,9 +676,19 @@ def main(argv: list[str] | None = None) -> int:
     url, log_dir = setup(args.dir.resolve(), args.keep)
     print(f"tradelog demo: database {url}")
     print(f"               logs     {log_dir}/users/<id>/service-YYYY-MM-DD.jsonl")
-    create_traders(url)
-    tradelog.configure(
-        database_url=url, log_dir=log_dir, console=args.console, level="INFO", worker=True
+    delivery = channels_from_env()
+    create_people(url, delivery)
+    clock = DemoClock()
+    recording = testing.recording_channels() if delivery.recording else None
+    runtime = tradelog.configure(
+        database_url=url,
+        log_dir=log_dir,
+        console=args.console,
+        level="INFO",
+        worker=True,
+        worker_poll_interval=0.05,
+        clock=clock,
+        channels=recording,
     )
     lock = threading.Lock()
 
@@ -569,35 +709,51 @@ def main(argv: list[str] | None = None) -> int:
     market.run(args.pace)
     for thread in threads:
         thread.join()
+    wait = 15.0 if delivery.recording else 90.0
     tradelog.flush(timeout=10)
-    wait_for_deliveries(url, timeout=20)
+    drain(wait)
+    print(f"\nsimulated day done in {time.monotonic() - started:.1f} s")
+    print(
+        "\nthree hours later (the demo's clock jumps): Meera's quiet hours are over, and Ravi's"
+        " service\nhas sent no heartbeat since 16:10"
+    )
+    clock.jump(timedelta(hours=3))
+    if runtime.stale is not None:
+        check = runtime.stale.run_check()  # the worker process checks every minute; now, here
+        if check is not None and check.opened:
+            print(f"  stale services reported: {len(check.opened)} (to the operator and the owner)")
+    drain(wait)
     tradelog.shutdown()
     engine.dispose()
-    print(f"\nsimulated day done in {time.monotonic() - started:.1f} s")
     for trader in TRADERS:
         if trader.notes:
             print(f"\nwhere {trader.name}'s notifications went (user {trader.user_id}):")
             for note in trader.notes:
                 print(f"  - {note}")
     summary(url, log_dir)
-    first = TRADERS[1].user_id
+    if recording is not None:
+        show_recorded(recording)
     python = Path(sys.executable)
     with contextlib.suppress(ValueError):
         python = python.relative_to(Path.cwd())
-    cli = f"{python} -m tradelog --database-url {url}"
+    cli_prefix = f"{python} -m tradelog --database-url {url}"
     print("\nlook at what it wrote (the log directory lets status and retention see the files):")
     print(f"  export TRADELOG_LOG_DIR={log_dir}")
     for command in (
         "logs --min-level warning",
         f"logs --user {TRADERS[0].user_id} --grep AMO-",
-        "errors list",
+        "logs --module trad",
         "errors groups",
+        "errors list",
         "status",
+        f"notify list --user {OPERATOR.user_id}",
         f"notify list --user {TRADERS[2].user_id}",
-        f"config show --user {first}",
+        "notify deliveries",
+        f"config show --user {TRADERS[1].user_id}",
+        "audit",
         "retention run --dry-run",
     ):
-        print(f"  {cli} {command}")
+        print(f"  {cli_prefix} {command}")
     return 0
 
 

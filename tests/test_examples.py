@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,28 +51,58 @@ def test_every_example_is_tested() -> None:
 
 
 def test_trading_day(tmp_path: Path) -> None:
-    """The demo finishes, writes logs, errors, tasks and notifications for three users."""
+    """The demo finishes in seconds and shows the whole path through the recording channels:
+    logs, errors and their groups, tasks, the owners' and the operator's notifications, the
+    outbox sent by the worker, a quiet-hours digest and a stale service."""
+    started = time.monotonic()
     result = run_example("trading_day.py", tmp_path, "--pace", "0.01")
+    elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
+    assert elapsed < 60
     db = tmp_path / "demo.db"
-    assert f"sqlite:///{db}" in result.stdout
+    out = result.stdout
+    assert f"sqlite:///{db}" in out
     assert count(db, "SELECT count(DISTINCT user_id) FROM service_logs") == 3
     assert count(db, "SELECT count(*) FROM service_logs WHERE context LIKE '%order_id%'") >= 6
     assert count(db, "SELECT count(*) FROM error_logs") >= 2
+    assert count(db, "SELECT count(*) FROM error_groups WHERE substatus = 'new'") >= 2
     assert count(db, "SELECT count(*) FROM service_task_execution WHERE status = 'failed'") == 1
-    assert count(db, "SELECT count(*) FROM service_status WHERE service_running") == 0
+    assert count(db, "SELECT count(*) FROM service_status WHERE service_running") == 1  # Ravi
     assert count(db, "SELECT count(*) FROM service_status WHERE last_heartbeat IS NOT NULL") == 3
-    assert count(db, "SELECT count(DISTINCT user_id) FROM notifications") == 3
+    assert count(db, "SELECT count(*) FROM service_stale_episodes") == 1
+    assert count(db, "SELECT count(DISTINCT user_id) FROM notifications") == 4
+    dev = "(SELECT id FROM users WHERE name = 'Dev')"
+    ravi = "(SELECT id FROM users WHERE name = 'Ravi')"
+    assert count(db, f"SELECT count(*) FROM notifications WHERE user_id = {dev}") == 3
+    assert (
+        count(
+            db,
+            f"SELECT count(*) FROM notifications WHERE user_id = {ravi}"
+            " AND title = 'sell_monitor failed'",
+        )
+        == 1
+    )
+    assert count(db, "SELECT count(*) FROM notification_deliveries WHERE status = 'pending'") == 0
+    assert count(db, "SELECT count(*) FROM notification_deliveries WHERE status = 'digested'") >= 2
+    assert count(db, "SELECT count(*) FROM notifications WHERE telegram_sent AND email_sent") >= 10
+    assert "RECORDING channels" in out
+    assert "notifications during quiet hours" in out
+    assert "quiet-hours digest" in out
+    assert "unresolved  new" in out  # tradelog errors groups, as the operator sees it
+    assert "the operator's inbox" in out
+    assert "Service stale: user" in out
     files = list((tmp_path / "logs" / "users").glob("*/service-*.jsonl"))
     assert len(files) == 3
-    assert "rows written" in result.stdout
-    assert "errors list" in result.stdout
+    assert "rows written" in out
+    assert "errors list" in out
     assert "Traceback" not in result.stderr
 
 
 def test_trading_day_with_telegram_and_email(tmp_path: Path) -> None:
-    """With channels configured, everything due is sent; the quiet-hours user gets only the
-    critical message now, the rest stays deferred; the bot token is in no file or row."""
+    """With channels configured, everything is sent for real (the fake Bot API and an SMTP
+    server); the quiet-hours user gets only the critical message during her quiet hours and
+    the rest as one digest per channel after the clock jump; the bot token is in no file or
+    row."""
     with FakeBotApi(enforce_limits=True) as bot, SmtpServer(security="none") as smtp:
         result = run_example(
             "trading_day.py",
@@ -93,17 +124,20 @@ def test_trading_day_with_telegram_and_email(tmp_path: Path) -> None:
         telegram = [m.text for m in bot.sent_messages("424242")]
         emails = [m.subject for m in smtp.messages]
     db = tmp_path / "demo.db"
-    sent = count(db, "SELECT count(*) FROM notifications WHERE telegram_sent AND email_sent")
-    assert sent == len(telegram) == len(emails)
+    sent = "SELECT count(*) FROM notification_deliveries WHERE status = 'sent' AND channel = "
+    assert count(db, sent + "'telegram'") == len(telegram)
+    assert count(db, sent + "'email'") == len(emails)
+    assert count(db, "SELECT count(*) FROM notification_deliveries WHERE status = 'pending'") == 0
     meera = "(SELECT id FROM users WHERE name = 'Meera')"
-    assert count(db, f"SELECT count(*) FROM notifications WHERE user_id = {meera}") == 5
+    assert count(db, f"SELECT count(*) FROM notifications WHERE user_id = {meera}") == 7
     assert (
         count(db, f"SELECT count(*) FROM notifications WHERE user_id = {meera} AND telegram_sent")
-        == 1
+        == 6
     )
     assert sum("Margin shortfall" in text for text in telegram) == 1
-    assert count(db, "SELECT count(*) FROM notification_deliveries WHERE status = 'pending'") == 8
+    assert sum("notifications during quiet hours" in text for text in telegram) == 1
     assert "deferred until" in result.stdout
+    assert "RECORDING" not in result.stdout
     secret = DEFAULT_TOKEN.split(":")[1].encode()
     written = [p for p in tmp_path.rglob("*") if p.is_file()]  # database, WAL, log files
     assert len(written) >= 4

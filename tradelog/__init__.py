@@ -9,6 +9,7 @@ The public API is what this package exports and the public modules:
 * :mod:`tradelog.health` - heartbeats, running state, stale services, task tracking;
 * :mod:`tradelog.users` - accounts and the acting user;
 * :mod:`tradelog.audit`, :mod:`tradelog.trading_config`, :mod:`tradelog.retention`;
+* :mod:`tradelog.ml` - the ML registry: training jobs, model versions, the active model;
 * :mod:`tradelog.db` - migrations and sessions; :mod:`tradelog.config` - :class:`Settings`;
 * :mod:`tradelog.exceptions` - the error tree; :mod:`tradelog.testing` - for your own tests.
 
@@ -23,6 +24,7 @@ from tradelog import (
     exceptions,
     health,
     logs,
+    ml,
     notifications,
     retention,
     trading_config,
@@ -94,6 +96,7 @@ __all__ = [
     "logs",
     "mark_running",
     "mark_stopped",
+    "ml",
     "notifications",
     "notify",
     "retention",

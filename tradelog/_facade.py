@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, overload
 
 import structlog
@@ -76,6 +76,7 @@ def notify(
     *,
     dedupe_key: str | None = None,
     session: Session | None = None,
+    channels: Iterable[str] | None = None,
 ) -> NotifyResult:
     """Notify ``user_id``; returns what happened on each channel.
 
@@ -84,9 +85,18 @@ def notify(
     ``dedupe_key``: a second notification with the same key for the same user returns the
     first one as a duplicate and sends nothing. ``session``: write inside the caller's
     transaction (the caller commits or rolls back; nothing is sent after a rollback).
+    ``channels``: the channels this call may use, within what the user's preferences allow
+    (``channels=("in_app",)`` records in the inbox and sends nothing out).
     """
     return require().notifications.notify(
-        user_id, type, level, title, message, dedupe_key=dedupe_key, session=session
+        user_id,
+        type,
+        level,
+        title,
+        message,
+        dedupe_key=dedupe_key,
+        session=session,
+        channels=channels,
     )
 
 
@@ -99,12 +109,20 @@ async def anotify(
     *,
     dedupe_key: str | None = None,
     session: Any = None,
+    channels: Iterable[str] | None = None,
 ) -> NotifyResult:
     """The ``async`` form of :func:`notify` (``session`` may be an ``AsyncSession``); the event
     loop is never blocked."""
     service = (await asyncio.to_thread(require)).notifications
     return await service.anotify(
-        user_id, type, level, title, message, dedupe_key=dedupe_key, session=session
+        user_id,
+        type,
+        level,
+        title,
+        message,
+        dedupe_key=dedupe_key,
+        session=session,
+        channels=channels,
     )
 
 
@@ -194,17 +212,19 @@ def heartbeat(user_id: int) -> bool:
     return _write("record a heartbeat", lambda h: h.heartbeat(user_id))
 
 
-def mark_running(user_id: int) -> bool:
-    """Mark ``user_id``'s service running (and record a heartbeat)."""
-    return _write("mark a service running", lambda h: h.mark_running(user_id))
+def mark_running(user_id: int, *, notify: bool = True) -> bool:
+    """Mark ``user_id``'s service running (and record a heartbeat); the owner gets a
+    ``service`` notification unless ``notify=False`` (or their preferences say no)."""
+    return _write("mark a service running", lambda h: h.mark_running(user_id, notify=notify))
 
 
-def mark_stopped(user_id: int) -> bool:
-    """Mark ``user_id``'s service stopped."""
-    return _write("mark a service stopped", lambda h: h.mark_stopped(user_id))
+def mark_stopped(user_id: int, *, notify: bool = True) -> bool:
+    """Mark ``user_id``'s service stopped; the owner is told as for :func:`mark_running`."""
+    return _write("mark a service stopped", lambda h: h.mark_stopped(user_id, notify=notify))
 
 
-def track_task(user_id: int, task_name: str) -> _tasks.track_task:
+def track_task(user_id: int, task_name: str, *, notify_success: bool = False) -> _tasks.track_task:
     """Record one run of a task in ``service_task_execution``: a context manager (sync and
-    async) and a decorator. See :class:`tradelog.health.track_task`."""
-    return _tasks.track_task(user_id, task_name, health=_health)
+    async) and a decorator. A failure notifies the owner (type ``service``); a success only
+    with ``notify_success=True``. See :class:`tradelog.health.track_task`."""
+    return _tasks.track_task(user_id, task_name, health=_health, notify_success=notify_success)

@@ -10,11 +10,13 @@ it needs - its engine, its settings, its clock, the redactor - explicitly:
     ├── LogWriter            queue → files + service_logs (own connection), spool, dead letters
     ├── EventSink            the last structlog processor and the stdlib handler's target
     ├── ErrorCapture         error_logs rows; alerts → ErrorAlerts → NotificationService.notify
-    ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture
+    ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture;
+    │                        started/stopped/failed → ServiceNotices → NotificationService
     ├── NotificationService  notify()/anotify(); rings Wakeups after each commit
     ├── DeliveryWorker       (worker auto + a channel configured, or on) claims the outbox;
     │                        subscribed to the same Wakeups; at exit, due deliveries get
     │                        worker_exit_timeout seconds
+    ├── StaleMonitor         (worker on) heartbeats: stale episodes → operators and owners
     └── DailyRetention       (worker on) retention once a day
 
 Nothing below this module looks it up: parts never import the runtime, and the module-level
@@ -78,6 +80,8 @@ from tradelog._errors.alerts import ErrorAlerts
 from tradelog._errors.hooks import InstalledHooks, install_hooks
 from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
 from tradelog._errors.pipeline import ErrorCapture
+from tradelog._health.lifecycle import ServiceNotices
+from tradelog._health.stale import StaleMonitor
 from tradelog._health.writer import ServiceHealth
 from tradelog._logs.inserters import make_inserter
 from tradelog._logs.levels import level_number
@@ -141,10 +145,24 @@ class Runtime:
         self.errors = ErrorCapture(
             settings,
             self.engines.app(),
-            notifier=ErrorAlerts(settings.error_notify_window, send=self.notifications.notify),
+            notifier=ErrorAlerts(
+                settings.error_notify_window,
+                send=self.notifications.notify,
+                operators=settings.ops_user_ids,
+            ),
             clock=clock,
         )
-        self.health = ServiceHealth(self.engines.app(), capture=self.errors, clock=clock)
+        self.health = ServiceHealth(
+            self.engines.app(),
+            capture=self.errors,
+            clock=clock,
+            notices=ServiceNotices(
+                self.engines.app,
+                send=self.notifications.notify,
+                window=settings.error_notify_window,
+                operators=settings.ops_user_ids,
+            ),
+        )
         self.writer = self._new_writer()
         self._observers: list[ExceptionObserver] = [self.errors.observe]
         self.sink = EventSink(
@@ -155,6 +173,7 @@ class Runtime:
             zone=settings.zone,
         )
         self.worker: DeliveryWorker | None = None
+        self.stale: StaleMonitor | None = None
         self.retention: DailyRetention | None = None
         self._hooks: InstalledHooks | None = None
         self._handler: TradelogHandler | None = None
@@ -235,6 +254,7 @@ class Runtime:
         self.errors.after_fork()
         self.wakeups.after_fork()
         self.worker = None  # the parent's background jobs stay the parent's
+        self.stale = None
         self.retention = None
         self.writer = self._new_writer()
         self.sink.attach(self.writer)
@@ -313,10 +333,11 @@ class Runtime:
         self._handler = None
 
     def _start_background(self, mode: bool | str) -> None:
-        """The background jobs ``mode`` asks for: ``True`` runs the delivery worker and daily
-        retention; ``"auto"`` runs the delivery worker when a channel is configured (a bot
-        token, an SMTP host, or ``channels`` given), so ``notify()`` reaches Telegram and email
-        without a separate ``tradelog worker``; ``False`` runs neither."""
+        """The background jobs ``mode`` asks for: ``True`` runs the delivery worker, the
+        stale-service monitor and daily retention; ``"auto"`` runs the delivery worker when a
+        channel is configured (a bot token, an SMTP host, or ``channels`` given), so
+        ``notify()`` reaches Telegram and email without a separate ``tradelog worker``;
+        ``False`` runs none of them."""
         settings = self.settings
         configured = settings.telegram_bot_token or settings.smtp_host or self.channels
         if mode is False or (mode == "auto" and not configured):
@@ -336,8 +357,17 @@ class Runtime:
         else:
             worker.start()
             self.worker = worker
-        if mode is True:
-            self.retention = DailyRetention(RetentionJob.from_settings(settings, engine)).start()
+        if mode is not True:
+            return
+        self.stale = StaleMonitor(
+            engine,
+            send=self.notifications.notify,
+            threshold=settings.stale_heartbeat_seconds,
+            interval=settings.stale_check_interval,
+            clock=self.clock,
+            operators=settings.ops_user_ids,
+        ).start()
+        self.retention = DailyRetention(RetentionJob.from_settings(settings, engine)).start()
 
     def _shutdown(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -364,6 +394,9 @@ class Runtime:
         if self.worker is not None:
             self.worker.stop(drain=self.settings.worker_exit_timeout)
             self.worker = None
+        if self.stale is not None:
+            self.stale.stop()
+            self.stale = None
         if self.retention is not None:
             self.retention.stop()
             self.retention = None

@@ -151,6 +151,20 @@ def _path(raw: str, variable: str) -> Path:
     return Path(raw)
 
 
+def _user_ids(raw: str, variable: str) -> tuple[int, ...]:
+    """``"3, 7"`` -> ``(3, 7)``: user ids separated by commas (or spaces)."""
+    ids: list[int] = []
+    for part in raw.replace(",", " ").split():
+        if not part.isdigit() or int(part) < 1:
+            raise ConfigurationError(
+                f"{variable} must be user ids separated by commas (e.g. 3,7), got {raw!r}",
+                variable=variable,
+            )
+        if int(part) not in ids:
+            ids.append(int(part))
+    return tuple(ids)
+
+
 def _checked(name: str, value: Any, parse: Any) -> Any:
     """Validate a value given in code (keyword options) the way the environment's text is.
 
@@ -194,6 +208,13 @@ def _checked(name: str, value: Any, parse: Any) -> Any:
         if not isinstance(value, os.PathLike):
             raise wrong("a path")
         return Path(value)
+    if parse is _user_ids:
+        items = list(value) if isinstance(value, tuple | list | set | frozenset) else None
+        if items is None or any(
+            isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in items
+        ):
+            raise wrong("user ids (positive integers)")
+        return tuple(dict.fromkeys(items))
     return value
 
 
@@ -249,11 +270,22 @@ class Settings:
     unserved_delivery_timeout: float = _setting(900.0, _number(float, 0))
     error_notify_window: float = _setting(900.0, _number(float, 0))
     stale_heartbeat_seconds: float = _setting(300.0, _number(float, 1))
+    stale_check_interval: float = _setting(60.0, _number(float, 0.01))  # worker checks heartbeats
     capture_locals: bool = _setting(False, _parse_bool)  # error rows include scrubbed locals
+    error_snapshot: bool = _setting(True, _parse_bool)  # error rows carry the user's config/status
+    #: Operators: besides the active admins, these users get error and stale-service alerts
+    ops_user_ids: tuple[int, ...] = _setting((), _user_ids)
     #: Retention (days)
     service_logs_retention_days: int = _setting(30, _number(int, 1))
     log_files_retention_days: int = _setting(90, _number(int, 1))
     resolved_errors_retention_days: int = _setting(90, _number(int, 1))
+    read_notifications_retention_days: int = _setting(30, _number(int, 1))
+    unread_notifications_retention_days: int = _setting(180, _number(int, 1))
+    deliveries_retention_days: int = _setting(30, _number(int, 1))
+    task_executions_retention_days: int = _setting(90, _number(int, 1))
+    audit_logs_retention_days: int = _setting(365, _number(int, 1))
+    dead_letter_retention_days: int = _setting(90, _number(int, 1))
+    spill_files_retention_days: int = _setting(30, _number(int, 1))
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):

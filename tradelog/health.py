@@ -7,6 +7,12 @@ Writes (each a short transaction on tradelog's own engine; a failure is logged, 
     with tradelog.health.track_task(7, "sell_monitor") as task:
         task["orders"] = 3
 
+The owner hears of it (a ``service`` notification, their preferences permitting): a service
+that starts or stops, a task that fails, and a task that succeeds when the call asks
+(``track_task(..., notify_success=True)``). The worker process (``TRADELOG_WORKER=true`` or
+``tradelog worker``) checks heartbeats: a service stale past ``TRADELOG_STALE_HEARTBEAT_SECONDS``
+is reported to the operators and its owner once per stale episode, and again when it ends.
+
 Reads (user-scoped: a user sees their own row, an admin everyone's)::
 
     with tradelog.session() as s:

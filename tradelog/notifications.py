@@ -3,6 +3,7 @@
 Sending (``tradelog.notify`` is the same function)::
 
     result = tradelog.notifications.notify(7, "trading", "info", "Sold TCS", "at 3,912.50")
+    tradelog.notify(7, "trading", "info", "Pre-market summary", "3 re-placed", channels=("in_app",))
 
 The inbox (user-scoped: a user reads their own, an admin anyone's)::
 

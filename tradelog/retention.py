@@ -1,15 +1,28 @@
 """Retention: what is old enough to go, and deleting it without getting in the writers' way.
 
-The rules (from the schema spec, each period a setting):
+The rules (each period a setting, ``TRADELOG_<NAME>_RETENTION_DAYS``):
 
-* ``service_logs`` rows older than ``service_logs_retention_days`` (30) by ``timestamp``;
-* per-user log files older than ``log_files_retention_days`` (90) by the date in their name:
-  ``{log_dir}/users/{id}/service-YYYY-MM-DD.jsonl``, rotated segments
-  ``service-YYYY-MM-DD.N.jsonl.gz`` and the same names under ``{log_dir}/system/``. A file dated
-  D goes once D is more than the period before today's date in the configured timezone. Files
-  with other names are never touched;
-* resolved ``error_logs`` rows ``resolved_errors_retention_days`` (90) after ``resolved_at``;
-  unresolved errors are kept forever (deleted by :func:`tradelog._errors.workflow.purge_resolved`).
+==========================  ==========================================================  ====
+category                    goes when                                                   days
+==========================  ==========================================================  ====
+``service_logs``            ``timestamp`` is older than the period                       30
+``error_logs``              resolved, and ``resolved_at`` is older (unresolved: never)   90
+``deliveries``              finished (sent, failed, suppressed, digested) and last       30
+                            changed (``updated_at``) before the period
+``read_notifications``      read, created before the period, nothing left to deliver     30
+``unread_notifications``    unread, created before the period, nothing left to deliver  180
+``task_executions``         ``executed_at`` is older (and ended stale-service episodes   90
+                            by ``ended_at``)
+``audit_logs``              ``timestamp`` is older                                      365
+``log_files``               the date in the name (``service-YYYY-MM-DD[.N].jsonl[.gz]``   90
+                            under ``users/*/`` and ``system/``) is older, local date
+``dead_letters``            ``_dead_letter/<table>-YYYY-MM-DD.jsonl`` dated before       90
+``spill_files``             a spool or error spill untouched for the period and held by   30
+                            no live process (:mod:`tradelog._retention_files`)
+==========================  ==========================================================  ====
+
+A notification's dedupe key expires with it: once the notification is deleted the key may be
+used again. Deleting a notification deletes its (finished) deliveries with it.
 
 :class:`RetentionPolicy` is pure: it takes ``now`` and answers with cut-offs. :class:`RetentionJob`
 applies it: rows go in bounded batches (``batch_size`` ids, one short transaction each, so a log
@@ -24,17 +37,26 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Engine, delete, func, select
+from sqlalchemy import ColumnElement, Engine, delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from tradelog._db.models import ErrorLog, ServiceLog
+from tradelog._db.models import (
+    AuditLog,
+    ErrorLog,
+    Notification,
+    NotificationDelivery,
+    ServiceLog,
+    ServiceStaleEpisode,
+    ServiceTaskExecution,
+)
 from tradelog._errors.workflow import purge_resolved
+from tradelog._retention_files import RuntimeFile, expired, remove
 
 if TYPE_CHECKING:
     from tradelog.config import Settings
@@ -43,6 +65,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_DAILY_AT",
     "LOG_FILE_PATTERN",
+    "ROW_CATEGORIES",
     "DailyRetention",
     "Progress",
     "RetentionJob",
@@ -60,6 +83,21 @@ DEFAULT_DAILY_AT: Final = time(3, 30)
 LOG_FILE_PATTERN: Final = re.compile(
     r"^service-(?P<date>\d{4}-\d{2}-\d{2})(?:\.(?P<segment>\d+))?\.jsonl(?:\.gz)?$"
 )
+
+#: Row categories in the order a run deletes them, and the policy period each follows.
+ROW_CATEGORIES: Final[dict[str, str]] = {
+    "service_logs": "service_logs_days",
+    "error_logs": "resolved_errors_days",
+    "deliveries": "deliveries_days",
+    "read_notifications": "read_notifications_days",
+    "unread_notifications": "unread_notifications_days",
+    "task_executions": "task_executions_days",
+    "stale_episodes": "task_executions_days",
+    "audit_logs": "audit_logs_days",
+}
+FILE_CATEGORIES: Final = ("log_files", "dead_letters", "spill_files")
+_FINISHED: Final = ("sent", "failed", "suppressed", "digested")
+_UNFINISHED: Final = ("pending", "sending")
 
 #: ``progress(category, done, total)``: called after each batch (rows) or file deleted.
 Progress = Callable[[str, int, int], None]
@@ -86,17 +124,24 @@ def _aware(now: datetime) -> datetime:
 
 @dataclass(frozen=True, kw_only=True)
 class RetentionPolicy:
-    """The retention periods and the cut-offs they give at a moment ``now`` (pure)."""
+    """The retention periods (days) and the cut-offs they give at a moment ``now`` (pure)."""
 
     service_logs_days: int = 30
     log_files_days: int = 90
     resolved_errors_days: int = 90
+    read_notifications_days: int = 30
+    unread_notifications_days: int = 180
+    deliveries_days: int = 30
+    task_executions_days: int = 90
+    audit_logs_days: int = 365
+    dead_letter_days: int = 90
+    spill_files_days: int = 30
     timezone: str = "Asia/Kolkata"
 
     def __post_init__(self) -> None:
-        for name in ("service_logs_days", "log_files_days", "resolved_errors_days"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for spec in fields(self):
+            if spec.name.endswith("_days") and getattr(self, spec.name) < 1:
+                raise ValueError(f"{spec.name} must be at least 1, got {getattr(self, spec.name)}")
         ZoneInfo(self.timezone)
 
     @classmethod
@@ -106,21 +151,43 @@ class RetentionPolicy:
             service_logs_days=settings.service_logs_retention_days,
             log_files_days=settings.log_files_retention_days,
             resolved_errors_days=settings.resolved_errors_retention_days,
+            read_notifications_days=settings.read_notifications_retention_days,
+            unread_notifications_days=settings.unread_notifications_retention_days,
+            deliveries_days=settings.deliveries_retention_days,
+            task_executions_days=settings.task_executions_retention_days,
+            audit_logs_days=settings.audit_logs_retention_days,
+            dead_letter_days=settings.dead_letter_retention_days,
+            spill_files_days=settings.spill_files_retention_days,
             timezone=settings.timezone,
         )
 
+    def cutoff(self, category: str, now: datetime) -> datetime:
+        """Rows of ``category`` (a key of :data:`ROW_CATEGORIES`) older than this go."""
+        return _aware(now) - timedelta(days=getattr(self, ROW_CATEGORIES[category]))
+
     def service_logs_cutoff(self, now: datetime) -> datetime:
         """Rows with ``timestamp`` strictly before this go."""
-        return _aware(now) - timedelta(days=self.service_logs_days)
+        return self.cutoff("service_logs", now)
 
     def resolved_errors_cutoff(self, now: datetime) -> datetime:
         """Resolved errors with ``resolved_at`` strictly before this go."""
-        return _aware(now) - timedelta(days=self.resolved_errors_days)
+        return self.cutoff("error_logs", now)
+
+    def _local_cutoff(self, now: datetime, days: int) -> date:
+        today = _aware(now).astimezone(ZoneInfo(self.timezone)).date()
+        return today - timedelta(days=days)
 
     def log_files_cutoff(self, now: datetime) -> date:
         """Log files dated strictly before this local date go."""
-        today = _aware(now).astimezone(ZoneInfo(self.timezone)).date()
-        return today - timedelta(days=self.log_files_days)
+        return self._local_cutoff(now, self.log_files_days)
+
+    def dead_letter_cutoff(self, now: datetime) -> date:
+        """Dead-letter files dated strictly before this local date go."""
+        return self._local_cutoff(now, self.dead_letter_days)
+
+    def spill_files_cutoff(self, now: datetime) -> datetime:
+        """Spill files not modified since this instant (and held by nobody) go."""
+        return _aware(now) - timedelta(days=self.spill_files_days)
 
     def file_expired(self, name: str, now: datetime) -> bool:
         """True when ``name`` is a tradelog log file dated before the cut-off."""
@@ -128,28 +195,79 @@ class RetentionPolicy:
         return day is not None and day < self.log_files_cutoff(now)
 
 
+def _condition(category: str, cutoff: datetime) -> tuple[Any, ColumnElement[bool]]:
+    """The id column and the "expired" condition of a row category (error_logs aside)."""
+    if category == "service_logs":
+        return ServiceLog.id, ServiceLog.timestamp < cutoff
+    if category == "deliveries":
+        return NotificationDelivery.id, (
+            NotificationDelivery.status.in_(_FINISHED) & (NotificationDelivery.updated_at < cutoff)
+        )
+    if category in ("read_notifications", "unread_notifications"):
+        pending = exists().where(
+            NotificationDelivery.notification_id == Notification.id,
+            NotificationDelivery.status.in_(_UNFINISHED),
+        )
+        return Notification.id, (
+            Notification.read.is_(category == "read_notifications")
+            & (Notification.created_at < cutoff)
+            & ~pending
+        )
+    if category == "task_executions":
+        return ServiceTaskExecution.id, ServiceTaskExecution.executed_at < cutoff
+    if category == "stale_episodes":
+        return ServiceStaleEpisode.id, (
+            ServiceStaleEpisode.ended_at.is_not(None) & (ServiceStaleEpisode.ended_at < cutoff)
+        )
+    if category == "audit_logs":
+        return AuditLog.id, AuditLog.timestamp < cutoff
+    if category == "error_logs":
+        return ErrorLog.id, ErrorLog.resolved.is_(True) & (ErrorLog.resolved_at < cutoff)
+    raise ValueError(f"unknown retention category {category!r}")
+
+
 @dataclass
 class RetentionResult:
-    """What one run deleted (or, with ``dry_run``, would delete)."""
+    """What one run deleted (or, with ``dry_run``, would delete).
+
+    ``rows`` counts rows per category of :data:`ROW_CATEGORIES`; ``files`` are the log files,
+    ``runtime_files`` the dead letters and spills.
+    """
 
     dry_run: bool
     now: datetime
-    service_logs_cutoff: datetime
-    resolved_errors_cutoff: datetime
-    log_files_cutoff: date
-    service_logs: int = 0
-    error_logs: int = 0
-    log_files: int = 0
-    log_file_bytes: int = 0
+    cutoffs: dict[str, datetime | date]
+    rows: dict[str, int] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    log_file_bytes: int = 0
+    runtime_files: list[RuntimeFile] = field(default_factory=list)
     file_errors: list[str] = field(default_factory=list)
 
+    @property
+    def service_logs(self) -> int:
+        """``service_logs`` rows."""
+        return self.rows.get("service_logs", 0)
+
+    @property
+    def error_logs(self) -> int:
+        """Resolved ``error_logs`` rows."""
+        return self.rows.get("error_logs", 0)
+
+    @property
+    def log_files(self) -> int:
+        """Log files."""
+        return len(self.files)
+
+    def _runtime(self, kind: str) -> int:
+        return sum(1 for item in self.runtime_files if item.kind == kind)
+
     def counts(self) -> dict[str, int]:
-        """Rows and files per category."""
+        """Rows and files per category, in the order a run handles them."""
         return {
-            "service_logs": self.service_logs,
-            "error_logs": self.error_logs,
+            **{name: self.rows.get(name, 0) for name in ROW_CATEGORIES},
             "log_files": self.log_files,
+            "dead_letters": self._runtime("dead_letters"),
+            "spill_files": self._runtime("spill_files"),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,14 +275,11 @@ class RetentionResult:
         return {
             "dry_run": self.dry_run,
             "now": self.now.isoformat(),
-            "cutoffs": {
-                "service_logs": self.service_logs_cutoff.isoformat(),
-                "error_logs": self.resolved_errors_cutoff.isoformat(),
-                "log_files": self.log_files_cutoff.isoformat(),
-            },
+            "cutoffs": {name: moment.isoformat() for name, moment in self.cutoffs.items()},
             **self.counts(),
             "log_file_bytes": self.log_file_bytes,
             "files": [str(p) for p in self.files],
+            "runtime_files": [str(item.path) for item in self.runtime_files],
             "file_errors": list(self.file_errors),
         }
 
@@ -212,27 +327,23 @@ class RetentionJob:
     ) -> RetentionResult:
         """Delete (or only count, with ``dry_run``) everything the policy says has expired."""
         report = progress or _noop
-        result = RetentionResult(
-            dry_run=dry_run,
-            now=_aware(now),
-            service_logs_cutoff=self.policy.service_logs_cutoff(now),
-            resolved_errors_cutoff=self.policy.resolved_errors_cutoff(now),
-            log_files_cutoff=self.policy.log_files_cutoff(now),
-        )
-        logs_expired = ServiceLog.timestamp < result.service_logs_cutoff
-        errors_expired = ErrorLog.resolved.is_(True) & (
-            ErrorLog.resolved_at < result.resolved_errors_cutoff
-        )
-        result.service_logs = self._rows(
-            "service_logs", ServiceLog.id, logs_expired, dry_run, report
-        )
-        if dry_run:
-            result.error_logs = self._rows(
-                "error_logs", ErrorLog.id, errors_expired, dry_run, report
-            )
-        else:
-            result.error_logs = self._purge_errors(result.now, report)
+        at = _aware(now)
+        cutoffs: dict[str, datetime | date] = {
+            name: self.policy.cutoff(name, at) for name in ROW_CATEGORIES
+        }
+        cutoffs["log_files"] = self.policy.log_files_cutoff(at)
+        cutoffs["dead_letters"] = self.policy.dead_letter_cutoff(at)
+        cutoffs["spill_files"] = self.policy.spill_files_cutoff(at)
+        result = RetentionResult(dry_run=dry_run, now=at, cutoffs=cutoffs)
+        for name in ROW_CATEGORIES:
+            cutoff = self.policy.cutoff(name, at)
+            if name == "error_logs" and not dry_run:
+                result.rows[name] = self._purge_errors(at, report)
+                continue
+            id_column, condition = _condition(name, cutoff)
+            result.rows[name] = self._rows(name, id_column, condition, dry_run, report)
         self._files(result, dry_run, report)
+        self._runtime_files(result, dry_run, report)
         return result
 
     # rows -----------------------------------------------------------------------------------
@@ -319,11 +430,32 @@ class RetentionJob:
                 result.file_errors.append(f"{path}: {exc.strerror or exc}")
                 continue
             result.files.append(path)
-            result.log_files += 1
             result.log_file_bytes += size
             report("log_files", result.log_files, total)
         if total == 0:
             report("log_files", 0, 0)
+
+    def _runtime_files(self, result: RetentionResult, dry_run: bool, report: Progress) -> None:
+        if self.log_dir is None:
+            return
+        candidates = list(
+            expired(
+                self.log_dir,
+                dead_letter_cutoff=self.policy.dead_letter_cutoff(result.now),
+                spill_cutoff=self.policy.spill_files_cutoff(result.now),
+            )
+        )
+        for item in candidates:
+            try:
+                if not dry_run:
+                    remove(item)
+            except (FileNotFoundError, BlockingIOError):  # gone, or a writer took the spool
+                continue
+            except OSError as exc:
+                result.file_errors.append(f"{item.path}: {exc.strerror or exc}")
+                continue
+            result.runtime_files.append(item)
+            report(item.kind, result._runtime(item.kind), len(candidates))
 
 
 def next_daily_run(now: datetime, at: time, timezone: str) -> datetime:

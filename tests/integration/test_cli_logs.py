@@ -77,6 +77,11 @@ def test_json_and_filters(
     assert [e["message"] for e in json.loads(capsys.readouterr().out)] == [
         "order rejected\nsecond line"
     ]
+    assert main(["--json", "--database-url", db.url, "logs", "--module", "BROK"]) == 0
+    assert [e["message"] for e in json.loads(capsys.readouterr().out)] == [
+        "slow NIFTY feed",
+        "order rejected\nsecond line",
+    ]
 
 
 def test_acting_as_a_user(

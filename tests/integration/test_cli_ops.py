@@ -162,7 +162,8 @@ def test_retention_dry_run_then_run(
     assert run(db, "retention", "run", "--dry-run", "--log-dir", str(log_dir)) == 0
     out = capsys.readouterr()
     assert "WOULD DELETE" in out.out
-    assert "log files that would go:" in out.out
+    assert "files that would go:" in out.out
+    assert "TRADELOG_AUDIT_LOGS_RETENTION_DAYS" in out.out
     assert " IST" in out.out  # cut-offs in the configured timezone, like every other time shown
     assert " UTC" not in out.out
     assert out.err == ""  # no progress bar when stderr is not a terminal

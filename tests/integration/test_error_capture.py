@@ -54,6 +54,11 @@ def _errors(db: MigratedDatabase) -> list[dict[str, Any]]:
     return db.rows("SELECT * FROM error_logs ORDER BY id")
 
 
+def _without_snapshot(context: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's context without the account snapshot (tested on its own)."""
+    return {k: v for k, v in (context or {}).items() if k != "snapshot"}
+
+
 def _status(db: MigratedDatabase, user_id: int) -> dict[str, Any]:
     rows = db.rows("SELECT * FROM service_status WHERE user_id = :u", u=user_id)
     assert len(rows) == 1
@@ -87,7 +92,7 @@ def test_captured_error_is_written_for_its_user(
 
         row = session.get(ErrorLog, rows[1]["id"])
         assert row is not None
-        assert row.context == {"symbol": "INFY", "secret": "[REDACTED]"}
+        assert _without_snapshot(row.context) == {"symbol": "INFY", "secret": "[REDACTED]"}
         assert row.occurred_at.tzinfo is not None
     assert capture.stats()["written"] == 2
 
@@ -149,7 +154,7 @@ def test_log_observer_records_error_events_only(
 
         stored = session.get(ErrorLog, row["id"])
         assert stored is not None
-        assert stored.context == {
+        assert _without_snapshot(stored.context) == {
             "event": "feed lost",
             "level": "error",
             "logger": "feeds",
@@ -180,10 +185,19 @@ def test_uncaught_errors_are_written_synchronously(
     assert [r["error_message"] for r in rows] == ["queued first", "crash"]
 
 
+def _notes(db: MigratedDatabase, user_id: int) -> list[dict[str, Any]]:
+    return db.rows(
+        "SELECT type, level, title, message FROM notifications WHERE user_id = :u ORDER BY id",
+        u=user_id,
+    )
+
+
 def test_error_notifications_are_throttled_per_fingerprint(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
-    """One ``error`` notification per fingerprint per window; crashes are critical."""
+    """Per fingerprint and window: one alert with the detail to the operators (the admin),
+    one plain sentence to the owner; a thread's uncaught exception is an ``error``, not a
+    ``critical``."""
     errors = _alerting(_settings(db, tmp_path, error_notify_window=3600), db.engine)
     try:
 
@@ -194,19 +208,36 @@ def test_error_notifications_are_throttled_per_fingerprint(
             try:
                 fail(n)
             except ValueError as exc:
-                errors.capture(exc, user_id=users["alice"])
-        errors.capture(_raise(KeyError("x")), user_id=users["alice"], uncaught=True)
+                errors.capture(exc, user_id=users["alice"], context={"task": "sell_monitor"})
+        errors.capture(
+            _raise(KeyError("x")),
+            user_id=users["alice"],
+            uncaught=True,
+            context={"source": "threading.excepthook"},
+        )
         assert errors.flush(10)
     finally:
         errors.close()
-    notes = db.rows(
-        "SELECT type, level, title FROM notifications WHERE user_id = :u ORDER BY id",
-        u=users["alice"],
-    )
-    assert notes == [
-        {"type": "error", "level": "error", "title": "Error: ValueError"},
-        {"type": "error", "level": "critical", "title": "Crash: KeyError"},
+    operator = _notes(db, users["admin"])
+    assert [(n["type"], n["level"], n["title"]) for n in operator] == [
+        ("error", "error", "New error: ValueError"),
+        ("error", "error", "New error: KeyError"),
     ]
+    first = str(operator[0]["message"])
+    assert "ValueError: order 0 failed" in first
+    assert "alice@example.com" in first
+    assert "task sell_monitor" in first
+    assert "tradelog errors show" in first
+    owner = _notes(db, users["alice"])
+    assert [(n["level"], n["title"]) for n in owner] == [
+        ("error", "sell_monitor hit an error"),
+        ("error", "Something went wrong"),
+    ]
+    for note in owner:
+        assert "ValueError" not in str(note["message"])
+        assert "KeyError" not in str(note["message"])
+        assert str(note["message"]).endswith("the operators have been told.")
+    assert " IST;" in str(owner[0]["message"])
     assert (
         db.scalar("SELECT error_count FROM service_status WHERE user_id = :u", u=users["alice"])
         == 4
@@ -235,6 +266,7 @@ def test_throttle_is_shared_through_the_database(
         first.close()
         second.close()
     assert db.scalar("SELECT count(*) FROM notifications WHERE user_id = :u", u=users["bob"]) == 1
+    assert len(_notes(db, users["admin"])) == 1
     assert db.scalar("SELECT count(*) FROM error_logs WHERE user_id = :u", u=users["bob"]) == 2
 
 
@@ -249,7 +281,11 @@ def test_window_zero_notifies_every_error(
         assert errors.flush(10)
     finally:
         errors.close()
-    assert db.scalar("SELECT count(*) FROM notifications") == 2
+    assert len(_notes(db, users["alice"])) == 2
+    assert [n["title"] for n in _notes(db, users["admin"])] == [
+        "New error: ValueError",
+        "Error: ValueError",
+    ]
 
 
 def test_unwritable_errors_are_spilled_and_replayed(
@@ -434,7 +470,7 @@ def test_locals_are_recorded_only_when_enabled(
     innermost = with_locals.context["locals"][-1]
     assert innermost["locals"] == {"broker_password": "[REDACTED]", "attempt": "2"}
     assert "pw-secret" not in str(with_locals.context)
-    assert without.context is None
+    assert "locals" not in _without_snapshot(without.context)
 
 
 def test_concurrent_captures_never_lose_a_count(

@@ -132,13 +132,22 @@ def test_multiprocessing_child_crash_is_recorded(
     )
 
 
-def test_child_crash_notifies_the_user_once_as_critical(
+def test_crashes_alert_at_their_real_severity(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
-    """The user owning a crashed child gets one critical ``error`` notification."""
+    """A child's crash that ``guard`` records and hands back is an ``error`` (the service
+    process goes on): the operators get the detail, the owner a sentence without internals.
+    Only the service process's own crash is ``critical``; without a user it goes to the
+    operators alone."""
     result = _run(db, tmp_path, "child-fork", users["alice"])
     assert "child exit code 1" in result.stderr, result.stderr
-    notes = db.rows(
-        "SELECT type, level, title FROM notifications WHERE user_id = :u", u=users["alice"]
-    )
-    assert notes == [{"type": "error", "level": "critical", "title": "Crash: MemoryError"}]
+    assert _run(db, tmp_path, "main", users["alice"]).returncode == 1
+    notes = db.rows("SELECT user_id, type, level, title, message FROM notifications ORDER BY id")
+    assert [(n["user_id"], n["type"], n["level"], n["title"]) for n in notes] == [
+        (users["admin"], "error", "error", "New error: MemoryError"),
+        (users["alice"], "error", "error", "Something went wrong"),
+        (users["admin"], "error", "critical", "Crash: ValueError"),
+    ]
+    assert "child crash" in str(notes[0]["message"])
+    assert "MemoryError" not in str(notes[1]["message"])
+    assert "the operators have been told" in str(notes[1]["message"])

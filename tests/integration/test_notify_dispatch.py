@@ -72,6 +72,28 @@ def test_notify_queues_every_enabled_channel(
     assert "notification" in str(result)
 
 
+def test_a_call_restricts_its_channels(env_db: MigratedDatabase, users: dict[str, int]) -> None:
+    """``notify(..., channels=("in_app",))`` records in the inbox and queues nothing, although
+    Telegram and email are on; ``channels=("email",)`` queues only email."""
+    configure(env_db, users["alice"], **BOTH)
+    summary = tradelog.notify(
+        users["alice"],
+        "trading",
+        "info",
+        "Pre-market summary",
+        "3 orders re-placed",
+        channels=("in_app",),
+    )
+    assert [(c.channel, c.status) for c in summary.channels] == [("in_app", "recorded")]
+    assert env_db.scalar("SELECT count(*) FROM notification_deliveries") == 0
+    mail = tradelog.notify(users["alice"], "trading", "info", "Fill", "x", channels=["email"])
+    assert [c.channel for c in mail.channels] == ["email", "in_app"]
+    assert env_db.rows("SELECT channel FROM notification_deliveries") == [{"channel": "email"}]
+    with pytest.raises(ValueError, match="invalid channel 'sms'"):
+        tradelog.notify(users["alice"], "trading", "info", "x", "y", channels=("sms",))
+    assert env_db.scalar("SELECT count(*) FROM notifications") == 2
+
+
 def test_in_app_only_by_default(env_db: MigratedDatabase, users: dict[str, int]) -> None:
     """Spec defaults: Telegram and email off, so only the inbox records."""
     result = tradelog.notify(users["bob"], "service", "warning", "Service restarted", "")
@@ -327,18 +349,27 @@ def test_dedupe_under_concurrency(db: MigratedDatabase, users: dict[str, int]) -
 def test_anotify(env_db: MigratedDatabase, users: dict[str, int]) -> None:
     """anotify() works without a session and inside a caller's session."""
 
+    configure(env_db, users["alice"], **BOTH)
+
     async def main() -> None:
         first = await tradelog.anotify(users["alice"], "system", "info", "Async", "x")
         assert first.created
         with env_db.session() as session:
             second = await tradelog.anotify(
-                users["alice"], "system", "info", "Async 2", "y", session=session
+                users["alice"],
+                "system",
+                "info",
+                "Async 2",
+                "y",
+                session=session,
+                channels=("telegram",),
             )
             session.commit()
-        assert second.created
+        assert [c.channel for c in second.channels] == ["telegram", "in_app"]
 
     asyncio.run(main())
     assert env_db.scalar("SELECT count(*) FROM notifications") == 2
+    assert env_db.scalar("SELECT count(*) FROM notification_deliveries") == 3
 
 
 def test_public_reexport() -> None:

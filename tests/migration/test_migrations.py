@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from tests.support.db import PostgresTemplate
 from tradelog._db import migrate
@@ -97,3 +97,52 @@ def test_alembic_cli_uses_env_url(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
     assert migrate.current(url) == migrate.head()
     assert migrate.check(url) == []
+
+
+def test_error_groups_are_backfilled(empty_url: str) -> None:
+    """Upgrading a database with errors makes one group per fingerprint: unresolved while any
+    occurrence is, else resolved at the latest resolution."""
+    migrate.upgrade(empty_url, "0004_notification_outbox")
+    engine = create_tradelog_engine(empty_url)
+    try:
+        with engine.begin() as c:
+            c.exec_driver_sql(
+                "INSERT INTO users (email, name, password_hash, role, is_active) "
+                "VALUES ('a@example.com', 'A', '!', 'user', true)"
+            )
+            rows = [
+                ("aaa", False, None, "2026-01-05 04:00:00+00:00"),
+                ("aaa", True, "2026-01-06 04:00:00+00:00", "2026-01-05 05:00:00+00:00"),
+                ("bbb", True, "2026-01-07 04:00:00+00:00", "2026-01-04 04:00:00+00:00"),
+                ("bbb", True, "2026-01-08 04:00:00+00:00", "2026-01-05 04:00:00+00:00"),
+            ]
+            for fingerprint, resolved, resolved_at, occurred_at in rows:
+                c.execute(
+                    text(
+                        "INSERT INTO error_logs (user_id, error_type, error_message, resolved,"
+                        " resolved_at, occurred_at, fingerprint) VALUES (1, 'ValueError', 'x',"
+                        " :resolved, :resolved_at, :occurred_at, :fingerprint)"
+                    ),
+                    {
+                        "resolved": resolved,
+                        "resolved_at": resolved_at,
+                        "occurred_at": occurred_at,
+                        "fingerprint": fingerprint,
+                    },
+                )
+        migrate.upgrade(empty_url)
+        with engine.connect() as c:
+            groups = [
+                tuple(r)
+                for r in c.execute(
+                    text(
+                        "SELECT fingerprint, status, substatus, times_seen FROM error_groups"
+                        " ORDER BY fingerprint"
+                    )
+                )
+            ]
+        assert groups == [("aaa", "unresolved", "ongoing", 2), ("bbb", "resolved", None, 2)]
+        migrate.downgrade(empty_url, "0004_notification_outbox")
+        assert "error_groups" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()

@@ -162,3 +162,38 @@ def test_non_finite_numbers_in_the_environment_are_refused() -> None:
     for raw in ("nan", "inf"):
         with pytest.raises(ConfigurationError, match="TRADELOG_FLUSH_INTERVAL"):
             Settings.from_env({"TRADELOG_FLUSH_INTERVAL": raw})
+
+
+def test_operator_ids_and_retention_periods() -> None:
+    """``TRADELOG_OPS_USER_IDS`` is a comma list (duplicates dropped); every retention period
+    has a default and a variable; bad values name the variable."""
+    settings = Settings.from_env(
+        {
+            "TRADELOG_OPS_USER_IDS": " 7, 3 7",
+            "TRADELOG_AUDIT_LOGS_RETENTION_DAYS": "400",
+            "TRADELOG_ERROR_SNAPSHOT": "off",
+        }
+    )
+    assert settings.ops_user_ids == (7, 3)
+    assert settings.audit_logs_retention_days == 400
+    assert settings.error_snapshot is False
+    defaults = Settings()
+    assert defaults.ops_user_ids == ()
+    assert defaults.error_snapshot is True
+    assert (
+        defaults.read_notifications_retention_days,
+        defaults.unread_notifications_retention_days,
+        defaults.deliveries_retention_days,
+        defaults.task_executions_retention_days,
+        defaults.audit_logs_retention_days,
+        defaults.dead_letter_retention_days,
+        defaults.spill_files_retention_days,
+    ) == (30, 180, 30, 90, 365, 90, 30)
+    assert Settings(ops_user_ids=[4, 4, 9]).ops_user_ids == (4, 9)
+    for bad in ("7,admin", "0", "-3"):
+        with pytest.raises(ConfigurationError, match="TRADELOG_OPS_USER_IDS"):
+            Settings.from_env({"TRADELOG_OPS_USER_IDS": bad})
+    with pytest.raises(ConfigurationError, match="TRADELOG_OPS_USER_IDS"):
+        Settings(ops_user_ids=(True,))
+    with pytest.raises(ConfigurationError, match="TRADELOG_DELIVERIES_RETENTION_DAYS"):
+        Settings.from_env({"TRADELOG_DELIVERIES_RETENTION_DAYS": "0"})

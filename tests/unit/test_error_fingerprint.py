@@ -203,3 +203,31 @@ def test_qualified_name_of_a_nested_class() -> None:
     assert qualified_name(Outer.Problem).endswith(
         "test_qualified_name_of_a_nested_class.<locals>.Outer.Problem"
     )
+
+
+def test_the_traceback_at_capture_time_decides() -> None:
+    """An exception's traceback grows as it propagates; the traceback taken when it was
+    captured gives the fingerprint it had then, however far it went since."""
+    captured: dict[str, Any] = {}
+
+    def inner() -> None:
+        raise ValueError("x")
+
+    def middle() -> None:
+        try:
+            inner()
+        except ValueError as exc:
+            captured["tb"] = exc.__traceback__
+            captured["early"] = fingerprint(exc)
+            raise
+
+    def outer() -> None:
+        middle()
+
+    try:
+        outer()
+    except ValueError as exc:
+        late = fingerprint(exc)
+        pinned = fingerprint(exc, captured["tb"])
+    assert late != captured["early"]
+    assert pinned == captured["early"]

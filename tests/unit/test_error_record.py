@@ -51,7 +51,27 @@ def test_row_fields_for_a_simple_error() -> None:
     assert len(record.fingerprint) == 64
     assert record.context is None
     assert record.level == "error"
-    assert _build(ValueError("x"), uncaught=True).level == "critical"
+
+
+@pytest.mark.parametrize(
+    ("source", "uncaught", "level"),
+    [
+        ("sys.excepthook", True, "critical"),  # the service process dies
+        ("threading.excepthook", True, "error"),  # one thread died; the process goes on
+        ("asyncio", True, "error"),
+        ("guard", True, "error"),  # a pool worker's exception, handed back to the caller
+        ("sys.unraisablehook", False, "error"),
+        ("sys.excepthook", False, "error"),
+        (None, True, "error"),
+    ],
+)
+def test_only_a_crash_of_the_process_is_critical(
+    source: str | None, uncaught: bool, level: str
+) -> None:
+    context = {"source": source} if source else None
+    record = _build(ValueError("x"), uncaught=uncaught, context=context)
+    assert record.level == level
+    assert record.process_crash is (level == "critical")
 
 
 def test_chained_causes_and_contexts_are_in_the_traceback() -> None:

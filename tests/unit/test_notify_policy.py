@@ -287,6 +287,35 @@ def test_disabled_channels_not_selected(telegram: bool, email: bool, expected: l
     assert list(actions(prefs)) == expected
 
 
+@pytest.mark.parametrize(
+    ("prefs_on", "requested", "expected"),
+    [
+        ((True, True), ("in_app",), ["in_app"]),
+        ((True, True), (), ["in_app"]),
+        ((True, True), ("telegram",), ["telegram", "in_app"]),
+        ((True, True), ("EMAIL ", "in_app"), ["email", "in_app"]),
+        ((True, True), "telegram", ["telegram", "in_app"]),
+        ((True, True), None, ["telegram", "email", "in_app"]),
+        ((False, True), ("telegram", "email"), ["email", "in_app"]),
+        ((False, False), ("telegram", "email"), ["in_app"]),
+    ],
+)
+def test_a_call_restricts_channels_within_the_preferences(
+    prefs_on: tuple[bool, bool], requested: Any, expected: list[str]
+) -> None:
+    """``channels=`` narrows what the preferences allow; it never adds a channel."""
+    telegram, email = prefs_on
+    prefs = replace(FULL, telegram_enabled=telegram, email_enabled=email)
+    decision = decide(prefs, "trading", "info", NOW_DAY, channels=requested)
+    assert [c.channel for c in decision.channels] == expected
+
+
+@pytest.mark.parametrize("bad", [("sms",), 3, ("telegram", None)])
+def test_unknown_channels_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="telegram, email, in_app"):
+        decide(FULL, "trading", "info", NOW_DAY, channels=bad)
+
+
 def test_in_app_cannot_be_disabled() -> None:
     assert actions(PreferenceSnapshot(in_app_enabled=False))["in_app"].action == "send"
 

@@ -26,11 +26,13 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from tradelog._cli import audit as audit_commands
 from tradelog._cli import config as config_commands
 from tradelog._cli import db as db_commands
 from tradelog._cli import errors as errors_commands
 from tradelog._cli import importer as import_commands
 from tradelog._cli import logs as logs_commands
+from tradelog._cli import ml as ml_commands
 from tradelog._cli import notify as notify_commands
 from tradelog._cli import prefs as prefs_commands
 from tradelog._cli import retention as retention_commands
@@ -61,6 +63,8 @@ _GROUPS = [
     notify_commands,
     prefs_commands,
     worker_commands,
+    audit_commands,
+    ml_commands,
 ]
 
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [

@@ -1,9 +1,12 @@
-"""``tradelog errors list | show | groups | resolve``: captured errors and their resolution.
+"""``tradelog errors list | show | groups | resolve | ignore | reopen``: captured errors, their
+groups and their resolution.
 
 Reads act as ``--as USER_ID`` (a user sees their own errors, an admin everyone's); without
 ``--as`` the command acts as the system administrator account, which sees everything.
-Resolving needs an explicit admin: ``--as ADMIN_ID`` is recorded as ``resolved_by`` and in the
-audit trail. Times are shown in the configured timezone (``TRADELOG_TIMEZONE``); ``--since``
+Resolving, ignoring and reopening need an explicit admin: ``--as ADMIN_ID`` is recorded as
+``resolved_by`` and in the audit trail. ``groups`` shows each fingerprint's status
+(unresolved, resolved, ignored) and, while unresolved, its substatus (new, ongoing,
+regressed). Times are shown in the configured timezone (``TRADELOG_TIMEZONE``); ``--since``
 and ``--until`` take ISO 8601 (a time without an offset is in that timezone) or a duration
 back from now such as ``90m``, ``24h`` or ``7d``.
 """
@@ -24,10 +27,13 @@ from tradelog._cli._common import CommandError, Context, acting_user, emit, posi
 from tradelog._db.base import utcnow
 from tradelog._db.models import ErrorLog, User
 from tradelog._errors.workflow import (
+    GROUP_STATUSES,
     error_groups,
     expand_fingerprint,
     get_error,
+    ignore_group,
     list_errors,
+    reopen_group,
     resolve,
 )
 from tradelog.exceptions import NotFound
@@ -72,12 +78,29 @@ def register(subparsers: Any) -> None:
     _actor_option(show)
     show.set_defaults(handler=_show)
 
-    groups = commands.add_parser("groups", help="errors grouped by fingerprint")
+    groups = commands.add_parser(
+        "groups", help="errors grouped by fingerprint, with each group's status"
+    )
     _filters(groups)
+    groups.add_argument("--status", choices=GROUP_STATUSES, help="only groups with this status")
     groups.add_argument(
         "--limit", type=positive_int, default=50, help="groups to show (default 50)"
     )
     groups.set_defaults(handler=_groups)
+
+    for name, handler, text in (
+        ("ignore", _ignore, "silence a group: still counted, alerts nobody"),
+        ("reopen", _reopen, "make a resolved or ignored group unresolved again"),
+    ):
+        change = commands.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.")
+        change.add_argument(
+            "fingerprint", metavar="FINGERPRINT", help="the 12 digits the tables show will do"
+        )
+        change.add_argument(
+            "--as", dest="actor", type=int, required=True, metavar="ADMIN_ID", help="the admin"
+        )
+        change.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        change.set_defaults(handler=handler)
 
     resolve_ = commands.add_parser(
         "resolve",
@@ -234,19 +257,24 @@ def _groups(args: argparse.Namespace, context: Context) -> int:
     with context.session() as session:
         actor = _actor(session, args)
         _require_user(session, args.user)
+        window = _window(args, context)
         groups = error_groups(
             session,
             actor,
             user_id=args.user,
             resolved=args.resolved,
             error_type=args.error_type,
+            status=args.status,
             limit=args.limit,
-            **_window(args, context),
+            since=window["since"],
+            until=window["until"],
         )
         session.commit()
     rows: list[dict[str, Any]] = [
         {
             "fingerprint": group.fingerprint,
+            "status": group.status,
+            "substatus": group.substatus,
             "error_type": group.error_type,
             "count": group.count,
             "users": group.users,
@@ -278,3 +306,30 @@ def _resolve(args: argparse.Namespace, context: Context) -> int:
         [{"resolved": len(ids), "error_ids": ids, "resolved_by": args.actor}],
     )
     return 0
+
+
+def _change_group(args: argparse.Namespace, context: Context, action: Any) -> int:
+    with context.session() as session:
+        admin = resolve_actor(session, args.actor)
+        require_admin(admin, "change error groups")
+        fingerprint = str(_fingerprint(session, admin, args.fingerprint))
+        group = action(session, fingerprint, admin)
+        row = {
+            "fingerprint": group.fingerprint,
+            "status": group.status,
+            "substatus": group.substatus,
+            "by": args.actor,
+        }
+        session.commit()
+    if not context.json:
+        row["fingerprint"] = str(row["fingerprint"])[:12]
+    emit(context, [row])
+    return 0
+
+
+def _ignore(args: argparse.Namespace, context: Context) -> int:
+    return _change_group(args, context, ignore_group)
+
+
+def _reopen(args: argparse.Namespace, context: Context) -> int:
+    return _change_group(args, context, reopen_group)

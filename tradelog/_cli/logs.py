@@ -49,7 +49,11 @@ def register(subparsers: Any) -> None:
     choices = [name.lower() for name in LEVEL_NAMES]
     levels.add_argument("--level", type=str.lower, choices=choices, help="exactly this level")
     levels.add_argument("--min-level", type=str.lower, choices=choices, help="this level and above")
-    parser.add_argument("--module", help="logger/module name (use * as a wildcard: broker.*)")
+    parser.add_argument(
+        "--module",
+        metavar="TEXT",
+        help="part of the logger/module name, any case (alpha finds strategy.Alpha; * = anything)",
+    )
     parser.add_argument("--since", metavar="TIME", help="from TIME (15m, 2h, 1d, today, ISO)")
     parser.add_argument("--until", metavar="TIME", help="before TIME")
     parser.add_argument("--grep", metavar="TEXT", help="TEXT in the message or the context")

@@ -1,4 +1,6 @@
-"""``tradelog worker``: deliver outbox notifications until stopped (or once with ``--once``).
+"""``tradelog worker``: deliver outbox notifications until stopped (or once with ``--once``),
+and watch heartbeats: a service stale past ``TRADELOG_STALE_HEARTBEAT_SECONDS`` alerts the
+operators and its owner once per episode (checked every ``TRADELOG_STALE_CHECK_INTERVAL``).
 
 Channels come from the environment: Telegram needs ``TRADELOG_TELEGRAM_BOT_TOKEN``, email
 ``TRADELOG_SMTP_HOST`` and friends. With neither the command refuses to start (exit 2). A
@@ -18,6 +20,9 @@ import sys
 from typing import Any
 
 from tradelog._cli._common import Context, emit, positive_float, positive_int
+from tradelog._health.stale import StaleMonitor
+from tradelog._notify.service import NotificationService
+from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.worker import DeliveryWorker
 from tradelog.exceptions import ConfigurationError
 
@@ -73,14 +78,32 @@ def _worker(args: argparse.Namespace, context: Context) -> int:
             "TRADELOG_SMTP_HOST (email)",
             variable="TRADELOG_TELEGRAM_BOT_TOKEN",
         )
+    settings = context.settings
+    wakeups = Wakeups()
+    stale = StaleMonitor(
+        context.engine,
+        send=NotificationService(context.engine, wakeups).notify,
+        threshold=settings.stale_heartbeat_seconds,
+        interval=settings.stale_check_interval,
+        operators=settings.ops_user_ids,
+    )
     if args.once:
+        check = stale.run_check()
         asyncio.run(worker.run_once())
+        opened = len(check.opened) if check else 0
     else:
         logging.getLogger("tradelog.notify").info(
             "delivery worker %s started (channels: %s)",
             worker.name,
             ", ".join(sorted(worker.channels)) or "none",
         )
-        asyncio.run(_run_forever(worker))
-    emit(context, [{"worker": worker.name, **worker.stats}])
+        unsubscribe = wakeups.subscribe(worker.wake)
+        stale.start()
+        try:
+            asyncio.run(_run_forever(worker))
+        finally:
+            stale.stop()
+            unsubscribe()
+        opened = 0
+    emit(context, [{"worker": worker.name, **worker.stats, "stale_opened": opened}])
     return 0

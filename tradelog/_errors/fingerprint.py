@@ -18,6 +18,11 @@ In-app frames are picked in tiers, the first non-empty one wins:
 Consecutive repeats of a frame are collapsed (a recursion error from depth 900 and from depth 1000
 groups together), and every exception of the ``__cause__``/``__context__`` chain contributes its
 own type and frames, in the order :func:`traceback.format_exception` prints them.
+
+An exception's traceback grows while it propagates (each frame it leaves is added at the
+outer end), so the capture passes the traceback as it was when the exception was captured
+(``tb``): a record built later on the writer thread then hashes the same frames, whatever the
+exception went through meanwhile.
 """
 
 from __future__ import annotations
@@ -140,13 +145,15 @@ def frame_signature(tb: TracebackType | None) -> list[str]:
     return entries[-_MAX_FRAMES:]
 
 
-def fingerprint(exc: BaseException) -> str:
-    """The 64-character hex fingerprint of ``exc`` (sha256; fits ``error_logs.fingerprint``)."""
+def fingerprint(exc: BaseException, tb: TracebackType | None = None) -> str:
+    """The 64-character hex fingerprint of ``exc`` (sha256; fits ``error_logs.fingerprint``);
+    ``tb`` stands for ``exc``'s own traceback when given (see the module docstring)."""
     digest = hashlib.sha256()
     for link in exception_chain(exc):
         digest.update(qualified_name(type(link)).encode())
         digest.update(b"\n")
-        for entry in frame_signature(link.__traceback__):
+        frames = tb if link is exc and tb is not None else link.__traceback__
+        for entry in frame_signature(frames):
             digest.update(entry.encode("utf-8", "surrogatepass"))
             digest.update(b"\n")
         digest.update(b"--\n")

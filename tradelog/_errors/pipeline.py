@@ -72,6 +72,8 @@ class _Item:
     frame_locals: list[dict[str, Any]] | None
     occurred_at: datetime
     uncaught: bool
+    traceback: TracebackType | None = None
+    """``exc.__traceback__`` when captured (it grows as the exception propagates on)."""
 
 
 def _claim(exc: BaseException) -> bool:
@@ -137,8 +139,14 @@ class ErrorCapture:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.store = ErrorStore(self.engine, notifier=notifier)
         self.redactor = redactor or Redactor()
+        self.store = ErrorStore(
+            self.engine,
+            notifier=notifier,
+            snapshots=settings.error_snapshot,
+            redactor=self.redactor,
+            clock=clock,
+        )
         self.clock = clock
         self.retry_delays = tuple(retry_delays)
         self.replay_interval = replay_interval
@@ -228,6 +236,7 @@ class ErrorCapture:
                 frame_locals=capture_frame_locals(exc) if self.capture_locals else None,
                 occurred_at=self.clock(),
                 uncaught=uncaught,
+                traceback=exc.__traceback__,
             )
             self._count("captured")
             if sync or self._closed:
@@ -325,6 +334,7 @@ class ErrorCapture:
             context=item.context,
             frame_locals=item.frame_locals,
             uncaught=item.uncaught,
+            traceback=item.traceback,
         )
 
     def _write_batch(self, records: list[ErrorRecord], *, retry: bool) -> bool:

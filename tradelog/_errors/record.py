@@ -13,6 +13,12 @@
   mask their values), each ``repr`` cut to 200 characters after scrubbing.
 * ``fingerprint``: :func:`tradelog._errors.fingerprint.fingerprint`.
 
+Severity (:attr:`ErrorRecord.level`): only an uncaught exception that ends the service
+process - ``sys.excepthook``, the main thread's last word - is ``critical``. A thread that
+died, an asyncio task nobody awaited, an exception a ``multiprocessing`` pool or a
+:func:`~tradelog.guard` caught and handed back to its caller: the process goes on, so they
+are ``error`` like any logged or captured exception.
+
 Building a record never raises: an exception whose ``__str__`` or traceback cannot be rendered
 still gives a row, with a marker in place of the part that failed.
 """
@@ -24,6 +30,7 @@ import traceback as tb_module
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Final
 
 from tradelog._errors.fingerprint import fingerprint, qualified_name
@@ -33,6 +40,7 @@ from tradelog._logs.sanitize import clean_text
 __all__ = [
     "LAST_ERROR_LENGTH",
     "MESSAGE_LENGTH",
+    "PROCESS_CRASH_SOURCES",
     "TRACEBACK_LENGTH",
     "TYPE_LENGTH",
     "ErrorRecord",
@@ -49,6 +57,8 @@ TRACEBACK_LENGTH: Final = 8192
 LAST_ERROR_LENGTH: Final = 512
 LOCAL_REPR_LENGTH: Final = 200
 """Characters kept of each local variable's ``repr`` (after scrubbing)."""
+PROCESS_CRASH_SOURCES: Final = frozenset({"sys.excepthook"})
+"""``context["source"]`` values of exceptions that end the process."""
 _LOCALS_FRAMES: Final = 3
 _LOCALS_PER_FRAME: Final = 50
 _TRACEBACK_HEAD: Final = 2048
@@ -76,9 +86,15 @@ class ErrorRecord:
     uncaught: bool = False
 
     @property
+    def process_crash(self) -> bool:
+        """Whether this exception ended the service process (see the module docstring)."""
+        source = (self.context or {}).get("source")
+        return self.uncaught and source in PROCESS_CRASH_SOURCES
+
+    @property
     def level(self) -> str:
-        """Notification level: ``critical`` for an uncaught crash, else ``error``."""
-        return "critical" if self.uncaught else "error"
+        """Severity: ``critical`` for a crash of the service process, else ``error``."""
+        return "critical" if self.process_crash else "error"
 
     @property
     def last_error(self) -> str:
@@ -128,9 +144,9 @@ def _safe_str(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__} object>"
 
 
-def _format_traceback(exc: BaseException) -> str:
+def _format_traceback(exc: BaseException, tb: TracebackType | None) -> str:
     try:
-        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+        return "".join(tb_module.format_exception(type(exc), exc, tb or exc.__traceback__))
     except Exception:
         try:
             return "".join(tb_module.format_exception_only(type(exc), exc))
@@ -183,8 +199,10 @@ def build_record(
     context: Mapping[str, Any] | None = None,
     frame_locals: list[dict[str, Any]] | None = None,
     uncaught: bool = False,
+    traceback: TracebackType | None = None,
 ) -> ErrorRecord:
-    """Build the row content for ``exc``; never raises."""
+    """Build the row content for ``exc``; never raises. ``traceback`` is ``exc``'s traceback
+    as it was when captured (it grows while the exception propagates; default: as it is now)."""
     kind = type(exc)
     try:
         error_type = qualified_name(kind)
@@ -193,9 +211,9 @@ def build_record(
     if len(error_type) > TYPE_LENGTH:
         error_type = "…" + error_type[-(TYPE_LENGTH - 1) :]
     message = truncate_message(clean_text(redactor.redact_text(_safe_str(exc))))
-    text = truncate_traceback(clean_text(redactor.redact_text(_format_traceback(exc))))
+    text = truncate_traceback(clean_text(redactor.redact_text(_format_traceback(exc, traceback))))
     try:
-        print_ = fingerprint(exc)
+        print_ = fingerprint(exc, traceback)
     except Exception:  # pragma: no cover - fingerprint walks plain attributes
         print_ = "0" * 64
     data: dict[str, Any] = {}

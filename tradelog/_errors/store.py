@@ -1,10 +1,14 @@
-"""Writing captured errors: ``error_logs`` rows and the owners' ``service_status`` counters.
+"""Writing captured errors: ``error_logs`` rows, their groups and the owners' ``service_status``
+counters.
 
-One batch is one transaction: the rows are inserted, and every user in the batch gets one
-``service_status`` upsert that adds the batch's count to ``error_count`` and sets ``last_error``
-to their latest error. Errors without a user (or naming a user id that does not exist) are
-kept under the system user (:func:`tradelog.users.ensure_system_user`); an unknown id is kept
-in ``context["unknown_user_id"]``. The ``error`` notifications are sent after the commit.
+One batch is one transaction: the owners' account snapshots are read
+(:mod:`tradelog._errors.snapshot`, when enabled), the rows are inserted, their groups move on
+(:mod:`tradelog._errors.groups`: new, ongoing, regressed ...), and every user in the batch gets
+one ``service_status`` upsert that adds the batch's count to ``error_count`` and sets
+``last_error`` to their latest error. Errors without a user (or naming a user id that does not
+exist) are kept under the system user (:func:`tradelog.users.ensure_system_user`); an unknown id
+is kept in ``context["unknown_user_id"]``. The notifier (operators' and owners' alerts) is
+called after the commit with what each row changed in its group.
 """
 
 from __future__ import annotations
@@ -12,15 +16,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from tradelog._db.base import utcnow
 from tradelog._db.engine import STATEMENT_TIMEOUT_MS
 from tradelog._db.models import ErrorLog, User
 from tradelog._db.upsert import upsert_status
+from tradelog._errors.groups import Change, record_occurrences
 from tradelog._errors.record import ErrorRecord
+from tradelog._errors.snapshot import Snapshots
+from tradelog._logs.redact import Redactor
 from tradelog.users import ensure_system_user
 
 __all__ = ["ErrorStore", "Notifier", "Written"]
@@ -30,12 +39,14 @@ _log: Final = logging.getLogger("tradelog.errors")
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """A record as stored: its row id and the user that owns it."""
+    """A record as stored: its row id, the user that owns it and what it did to its group
+    (``new``, ``ongoing``, ``regressed``, ``ignored`` or ``late``; None without a group)."""
 
     record: ErrorRecord
     error_id: int
     user_id: int
     system: bool
+    change: Change | None = None
 
 
 Notifier = Callable[[Engine, Sequence[Written]], None]
@@ -43,11 +54,25 @@ Notifier = Callable[[Engine, Sequence[Written]], None]
 
 
 class ErrorStore:
-    """Inserts error records with ``engine`` and hands the stored rows to ``notifier``."""
+    """Inserts error records with ``engine`` and hands the stored rows to ``notifier``.
 
-    def __init__(self, engine: Engine, *, notifier: Notifier | None = None) -> None:
+    ``snapshots`` adds the owner's trading config and service status to each fresh row's
+    context (scrubbed with ``redactor``); ``clock`` tells how fresh a row is.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        notifier: Notifier | None = None,
+        snapshots: bool = True,
+        redactor: Redactor | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.engine = engine
         self.notifier = notifier
+        self.snapshots = Snapshots(redactor or Redactor()) if snapshots else None
+        self.clock = clock
         self._system_user: int | None = None
 
     def reset(self) -> None:
@@ -69,9 +94,25 @@ class ErrorStore:
                 if wanted
                 else set()
             )
+            now = self.clock()
+            taken = (
+                self.snapshots.take(
+                    session,
+                    (
+                        r.user_id
+                        for r in records
+                        if r.user_id in known and Snapshots.fresh(r.occurred_at, now)
+                    ),
+                    now,
+                )
+                if self.snapshots is not None
+                else {}
+            )
             rows: list[tuple[ErrorRecord, ErrorLog, bool]] = []
             for record in records:
                 context = record.context
+                if record.user_id in taken and Snapshots.fresh(record.occurred_at, now):
+                    context = {**(context or {}), "snapshot": taken[record.user_id]}
                 if record.user_id is not None and record.user_id in known:
                     owner, system = record.user_id, False
                 else:
@@ -92,6 +133,7 @@ class ErrorStore:
                 rows.append((record, row, system))
             session.add_all([row for _, row, _ in rows])
             session.flush()
+            changes = record_occurrences(session, [row for _, row, _ in rows])
             latest: dict[int, tuple[int, ErrorRecord]] = {}
             for record, row, _ in rows:
                 count, newest = latest.get(row.user_id, (0, record))
@@ -106,7 +148,10 @@ class ErrorStore:
                     errors=count,
                     last_error=newest.last_error,
                 )
-            written = [Written(record, row.id, row.user_id, system) for record, row, system in rows]
+            written = [
+                Written(record, row.id, row.user_id, system, changes.get(row.id))
+                for record, row, system in rows
+            ]
         self._system_user = system_user  # only remembered once the transaction committed
         if self.notifier is not None:
             try:

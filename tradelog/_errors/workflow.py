@@ -6,6 +6,12 @@ for admins only and is audited; resolving an error that is already resolved rais
 why. Retention: unresolved errors are kept forever; resolved ones are deleted
 ``days`` (90) after ``resolved_at`` by :func:`purge_resolved`.
 
+Groups (:mod:`tradelog._errors.groups`) follow: resolving the last unresolved occurrence of a
+fingerprint (or the fingerprint itself) resolves its group, so a later occurrence reopens it
+as ``regressed``. :func:`ignore_group` silences a group (no alerts, counted still) and
+:func:`reopen_group` makes a resolved or ignored group unresolved again. Every status change is
+audited (resource ``error_group``) with the before/after of the changed fields.
+
 Functions that change rows add them to the caller's session and flush; the caller commits
 (except :func:`purge_resolved`, which commits each batch).
 """
@@ -23,11 +29,13 @@ from typing import Any, Final
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from tradelog._access import ActorLike, require_admin, resolve_actor, scoped
+from tradelog._access import Actor, ActorLike, require_admin, resolve_actor, scoped
 from tradelog._db.base import utcnow
+from tradelog._db.models import ErrorGroup as GroupRow
 from tradelog._db.models import ErrorLog
+from tradelog._errors.groups import effective_substatus, ensure_group
 from tradelog._logs.redact import redact_text
-from tradelog.audit import record_audit
+from tradelog.audit import diff, record_audit
 from tradelog.exceptions import ConflictError, NotFound
 
 __all__ = [
@@ -36,8 +44,10 @@ __all__ = [
     "error_groups",
     "expand_fingerprint",
     "get_error",
+    "ignore_group",
     "list_errors",
     "purge_resolved",
+    "reopen_group",
     "resolve",
     "resolved_cutoff",
 ]
@@ -46,6 +56,7 @@ MAX_LIMIT: Final = 1000
 NOTES_LENGTH: Final = 512
 FINGERPRINT_LENGTH: Final = 64
 MIN_FINGERPRINT_PREFIX: Final = 6
+GROUP_STATUSES: Final = ("unresolved", "resolved", "ignored")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -57,9 +68,16 @@ class ErrorPage:
     next_cursor: str | None
 
 
+GROUP_FIELDS: Final = ("status", "substatus", "resolved_at", "resolved_by")
+
+
 @dataclass(frozen=True)
 class ErrorGroup:
-    """All visible occurrences of one fingerprint."""
+    """All visible occurrences of one fingerprint, and the group's status.
+
+    ``status`` is ``unresolved``, ``resolved`` or ``ignored``; ``substatus`` (unresolved
+    only) ``new``, ``ongoing`` or ``regressed``, as of the time of reading.
+    """
 
     fingerprint: str | None
     error_type: str
@@ -69,6 +87,8 @@ class ErrorGroup:
     first_seen: datetime
     last_seen: datetime
     sample_message: str
+    status: str = "unresolved"
+    substatus: str | None = None
 
 
 def _encode_cursor(row: ErrorLog) -> str:
@@ -194,11 +214,20 @@ def error_groups(
     error_type: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    status: str | None = None,
     limit: int = 50,
+    now: datetime | None = None,
 ) -> list[ErrorGroup]:
-    """Occurrences grouped by fingerprint (rows without one by type), most recent first."""
+    """Occurrences grouped by fingerprint (rows without one by type), most recent first.
+
+    ``resolved`` filters occurrences; ``status`` filters groups (``unresolved``, ``resolved``,
+    ``ignored``; ``ValueError`` otherwise). Substatuses are as of ``now`` (default: now).
+    """
+    if status is not None and status not in GROUP_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(GROUP_STATUSES)}, got {status!r}")
     who = resolve_actor(session, actor)
     size = max(1, min(int(limit), MAX_LIMIT))
+    moment = now or utcnow()
     last_seen = func.max(ErrorLog.occurred_at)
     grouped: Any = select(
         ErrorLog.fingerprint,
@@ -208,16 +237,33 @@ def error_groups(
         func.sum(case((ErrorLog.resolved.is_(False), 1), else_=0)),
         func.min(ErrorLog.occurred_at),
         last_seen,
-    )
+        GroupRow.status,
+        GroupRow.substatus,
+        GroupRow.first_seen,
+        GroupRow.regressed_at,
+    ).outerjoin(GroupRow, GroupRow.fingerprint == ErrorLog.fingerprint)
     clauses = _filters(
         resolved=resolved, error_type=error_type, fingerprint=None, since=since, until=until
     )
+    if status is not None:
+        clauses.append(func.coalesce(GroupRow.status, "unresolved") == status)
     grouped = scoped(grouped, ErrorLog.user_id, who, user_id).where(*clauses)
-    grouped = grouped.group_by(ErrorLog.fingerprint, ErrorLog.error_type)
+    grouped = grouped.group_by(
+        ErrorLog.fingerprint,
+        ErrorLog.error_type,
+        GroupRow.status,
+        GroupRow.substatus,
+        GroupRow.first_seen,
+        GroupRow.regressed_at,
+    )
     grouped = grouped.order_by(last_seen.desc()).limit(size)
     groups = []
-    for print_, kind, count, users, unresolved, first, last in session.execute(grouped):
-        sample: Any = select(ErrorLog.error_message)
+    for row in session.execute(grouped):
+        print_, kind, count, users, unresolved, first, last = row[:7]
+        group_status, group_substatus, group_first, regressed_at = row[7:]
+        sample: Any = select(ErrorLog.error_message).outerjoin(
+            GroupRow, GroupRow.fingerprint == ErrorLog.fingerprint
+        )
         sample = scoped(sample, ErrorLog.user_id, who, user_id).where(
             *clauses,
             ErrorLog.error_type == kind,
@@ -226,6 +272,7 @@ def error_groups(
         message = session.scalars(
             sample.order_by(ErrorLog.occurred_at.desc(), ErrorLog.id.desc()).limit(1)
         ).first()
+        shown_status = group_status or ("unresolved" if unresolved else "resolved")
         groups.append(
             ErrorGroup(
                 fingerprint=print_,
@@ -236,9 +283,93 @@ def error_groups(
                 first_seen=first,
                 last_seen=last,
                 sample_message=message or "",
+                status=shown_status,
+                substatus=effective_substatus(
+                    shown_status,
+                    group_substatus,
+                    first_seen=group_first,
+                    regressed_at=regressed_at,
+                    now=moment,
+                ),
             )
         )
     return groups
+
+
+def _group_state(group: GroupRow) -> dict[str, Any]:
+    return {name: getattr(group, name) for name in GROUP_FIELDS}
+
+
+def _audit_group(
+    session: Session,
+    who: Actor,
+    action: str,
+    group: GroupRow,
+    before: dict[str, Any],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    changes = diff(before, _group_state(group)) | (extra or {})
+    if changes:
+        record_audit(
+            session,
+            user_id=who.id,
+            action=action,
+            resource_type="error_group",
+            resource_id=group.id,
+            changes=changes,
+        )
+
+
+def _resolve_groups(
+    session: Session, who: Actor, fingerprints: set[str], at: datetime, notes: str | None
+) -> None:
+    """Resolve the groups of ``fingerprints`` that have no unresolved occurrence left."""
+    for print_ in sorted(fingerprints):
+        left = session.scalar(
+            select(func.count(ErrorLog.id)).where(
+                ErrorLog.fingerprint == print_, ErrorLog.resolved.is_(False)
+            )
+        )
+        group = ensure_group(session, print_)
+        if left or group is None or group.status == "resolved":
+            continue
+        before = _group_state(group)
+        group.status, group.substatus = "resolved", None
+        group.resolved_at, group.resolved_by = at, who.id
+        extra = {"resolution_notes": {"before": None, "after": notes}} if notes else None
+        _audit_group(session, who, "resolve", group, before, extra=extra)
+
+
+def _set_group_status(
+    session: Session, fingerprint: str, admin: ActorLike, status: str, action: str
+) -> GroupRow:
+    who = resolve_actor(session, admin)
+    require_admin(who, f"{action} error groups")
+    group = ensure_group(session, fingerprint)
+    if group is None:
+        raise NotFound(f"no errors with fingerprint {fingerprint}")
+    if group.status == status:
+        raise ConflictError(f"error group {fingerprint[:12]} is already {status}")
+    before = _group_state(group)
+    group.status = status
+    group.substatus = "ongoing" if status == "unresolved" else None
+    _audit_group(session, who, action, group, before)
+    session.flush()
+    return group
+
+
+def ignore_group(session: Session, fingerprint: str, admin: ActorLike) -> GroupRow:
+    """Silence the group of ``fingerprint``: its occurrences are still stored and counted, but
+    alert nobody. Admins only; :class:`ConflictError` when it already is ignored; audited. The
+    caller commits."""
+    return _set_group_status(session, fingerprint, admin, "ignored", "ignore")
+
+
+def reopen_group(session: Session, fingerprint: str, admin: ActorLike) -> GroupRow:
+    """Make a resolved or ignored group unresolved (``ongoing``) again. Admins only;
+    :class:`ConflictError` when it is unresolved already; audited. The caller commits."""
+    return _set_group_status(session, fingerprint, admin, "unresolved", "reopen")
 
 
 def resolve(
@@ -296,19 +427,27 @@ def resolve(
             when = earlier[0].astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
             by = f" at {when} by user {earlier[1]}"
         raise ConflictError(f"{what} already resolved{by}")
-    record_audit(
-        session,
-        user_id=who.id,
-        action="resolve",
-        resource_type="error_log",
-        resource_id=ids[0] if isinstance(target, int) else None,
-        changes={
-            "resolved": {"before": False, "after": True},
-            "error_ids": ids,
-            "fingerprint": target if isinstance(target, str) else None,
-            "resolution_notes": text,
-        },
+    if isinstance(target, int):
+        record_audit(
+            session,
+            user_id=who.id,
+            action="resolve",
+            resource_type="error_log",
+            resource_id=target,
+            changes=diff(
+                {
+                    "resolved": False,
+                    "resolved_at": None,
+                    "resolved_by": None,
+                    "resolution_notes": None,
+                },
+                values,
+            ),
+        )
+    prints = set(
+        session.scalars(select(ErrorLog.fingerprint).where(ErrorLog.id.in_(ids)).distinct())
     )
+    _resolve_groups(session, who, {p for p in prints if p}, at, text)
     session.flush()
     return ids
 

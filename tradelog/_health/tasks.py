@@ -11,7 +11,9 @@
     async def premarket_retry() -> None: ...
 
 A task that raises is recorded as ``failed`` (the exception is captured into ``error_logs`` and
-counted in ``service_status.error_count``) and the exception propagates unchanged.
+counted in ``service_status.error_count``) and the exception propagates unchanged. The owner
+is told of a failure (a ``service`` notification, :mod:`tradelog._health.lifecycle`), and of a
+success only when the call asks for it (``notify_success=True``).
 
 The rows are written with a :class:`~tradelog._health.writer.ServiceHealth`, given directly or
 as a callable that returns the current one when a run ends (the module-level
@@ -101,9 +103,17 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
     decorated call gets its own run; recording never raises into the task.
     """
 
-    def __init__(self, user_id: int, task_name: str, *, health: HealthSource) -> None:
+    def __init__(
+        self,
+        user_id: int,
+        task_name: str,
+        *,
+        health: HealthSource,
+        notify_success: bool = False,
+    ) -> None:
         self.user_id = user_id
         self.task_name = task_name
+        self.notify_success = notify_success
         self._health = health
         self._stack: list[_Started] = []
 
@@ -141,7 +151,12 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
         def write() -> None:
             if health is None:
                 return
-            if status == "failed" and isinstance(exc, Exception) and health.capture is not None:
+            failed = status == "failed" and isinstance(exc, Exception)
+            notices = health.notices
+            if notices is not None and failed and exc is not None:
+                # before the capture: the owner's error alert then finds the key taken
+                notices.task_failed(self.user_id, self.task_name, health.clock(), exc)
+            if failed and isinstance(exc, Exception) and health.capture is not None:
                 health.capture.capture(
                     exc,
                     user_id=self.user_id,
@@ -155,6 +170,8 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
                 duration_seconds=duration,
                 details=details,
             )
+            if notices is not None and status == "success" and self.notify_success:
+                notices.task_succeeded(self.user_id, self.task_name, health.clock(), duration)
 
         return status == "skipped", write
 
@@ -184,19 +201,20 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
     def __call__(self, fn: _F) -> _F:
         """Decorate ``fn`` (sync or async): every call is tracked as one run."""
         user_id, name, health = self.user_id, self.task_name, self._health
+        loud = self.notify_success
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                async with track_task(user_id, name, health=health):
+                async with track_task(user_id, name, health=health, notify_success=loud):
                     return await fn(*args, **kwargs)
 
             return cast(_F, run_async)
 
         @functools.wraps(fn)
         def run_sync(*args: Any, **kwargs: Any) -> Any:
-            with track_task(user_id, name, health=health):
+            with track_task(user_id, name, health=health, notify_success=loud):
                 return fn(*args, **kwargs)
 
         return cast(_F, run_sync)

@@ -9,6 +9,9 @@ minute or so) and cost a few milliseconds; on PostgreSQL each transaction runs u
 ``service_status`` has one row per user, created on first use by an upsert
 (:func:`tradelog._db.upsert.upsert_status`), so concurrent writers never collide and
 ``error_count`` increments are never lost.
+
+With ``notices`` (the runtime passes :class:`tradelog._health.lifecycle.ServiceNotices`),
+``mark_running`` and ``mark_stopped`` also tell the owner, after their write committed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ from tradelog._db.models import ServiceTaskExecution
 from tradelog._db.upsert import upsert_status
 from tradelog._logs.redact import Redactor, redact_jsonable, redact_text
 
-__all__ = ["TASK_STATUSES", "ExceptionRecorder", "ServiceHealth", "describe_failure"]
+__all__ = [
+    "TASK_STATUSES",
+    "ExceptionRecorder",
+    "LifecycleNotices",
+    "ServiceHealth",
+    "describe_failure",
+]
 
 TASK_STATUSES: Final = ("success", "failed", "skipped")
 TASK_NAME_LENGTH: Final = 64
@@ -43,6 +52,18 @@ class ExceptionRecorder(Protocol):
     ) -> bool: ...
 
 
+class LifecycleNotices(Protocol):
+    """Who tells the owner about their service (see :mod:`tradelog._health.lifecycle`)."""
+
+    def started(self, user_id: int, at: datetime) -> bool: ...
+
+    def stopped(self, user_id: int, at: datetime) -> bool: ...
+
+    def task_failed(self, user_id: int, task: str, at: datetime, exc: BaseException) -> bool: ...
+
+    def task_succeeded(self, user_id: int, task: str, at: datetime, duration: float) -> bool: ...
+
+
 def describe_failure(exc: BaseException) -> str:
     """One scrubbed line naming a database failure."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -52,7 +73,8 @@ def describe_failure(exc: BaseException) -> str:
 class ServiceHealth:
     """Heartbeats, running state and task rows written with an explicit engine.
 
-    ``capture`` receives the exceptions of failed tasks (so they land in ``error_logs``).
+    ``capture`` receives the exceptions of failed tasks (so they land in ``error_logs``);
+    ``notices`` tells owners that their service started, stopped or a task failed.
     """
 
     def __init__(
@@ -61,10 +83,12 @@ class ServiceHealth:
         *,
         capture: ExceptionRecorder | None = None,
         clock: Callable[[], datetime] = utcnow,
+        notices: LifecycleNotices | None = None,
     ) -> None:
         self.engine = engine
         self.capture = capture
         self.clock = clock
+        self.notices = notices
 
     def _write(self, action: str, work: Callable[[Session], None]) -> bool:
         try:
@@ -85,21 +109,33 @@ class ServiceHealth:
             lambda s: upsert_status(s, user_id, now=at, heartbeat=at),
         )
 
-    def mark_running(self, user_id: int, *, now: datetime | None = None) -> bool:
-        """Mark ``user_id``'s service as running; counts as a heartbeat too."""
+    def mark_running(
+        self, user_id: int, *, now: datetime | None = None, notify: bool = True
+    ) -> bool:
+        """Mark ``user_id``'s service as running; counts as a heartbeat too. With ``notify``
+        (and notices wired) the owner is told it started."""
         at = now or self.clock()
-        return self._write(
+        written = self._write(
             f"mark the service of user {user_id} running",
             lambda s: upsert_status(s, user_id, now=at, running=True, heartbeat=at),
         )
+        if written and notify and self.notices is not None:
+            self.notices.started(user_id, at)
+        return written
 
-    def mark_stopped(self, user_id: int, *, now: datetime | None = None) -> bool:
-        """Mark ``user_id``'s service as stopped (a stopped service is never stale)."""
+    def mark_stopped(
+        self, user_id: int, *, now: datetime | None = None, notify: bool = True
+    ) -> bool:
+        """Mark ``user_id``'s service as stopped (a stopped service is never stale). With
+        ``notify`` (and notices wired) the owner is told it stopped."""
         at = now or self.clock()
-        return self._write(
+        written = self._write(
             f"mark the service of user {user_id} stopped",
             lambda s: upsert_status(s, user_id, now=at, running=False),
         )
+        if written and notify and self.notices is not None:
+            self.notices.stopped(user_id, at)
+        return written
 
     def record_task(
         self,

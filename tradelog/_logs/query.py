@@ -22,10 +22,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, Text, and_, cast, func, or_, select
+from sqlalchemy import ColumnElement, Select, Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from tradelog._access import Actor, ActorLike, resolve_actor, scoped
+from tradelog._db.functions import LIKE_ESCAPE, ascii_lower, ascii_lower_text, like_escape
 from tradelog._db.models import ServiceLog
 from tradelog._logs.levels import LEVEL_NAMES, level_number, levels_from
 
@@ -35,6 +36,7 @@ __all__ = [
     "LogFilter",
     "LogPage",
     "follow_logs",
+    "module_matches",
     "parse_moment",
     "query_logs",
 ]
@@ -45,7 +47,6 @@ MAX_LIMIT: Final = 10_000
 _FOLLOW_LOOKBACK: Final = timedelta(seconds=10)
 """How far back each poll looks again for rows that committed after later ones."""
 _FOLLOW_BATCH: Final = 1000
-_ESCAPE: Final = "\\"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +115,12 @@ class LogPage:
 @dataclass(frozen=True, kw_only=True)
 class LogFilter:
     """What to look for. ``level`` is exact, ``min_level`` includes everything above it;
-    ``module`` is exact unless it contains ``*`` (``broker.*``); ``keyword`` matches the
-    message or the context (its keys and values, as text), case-insensitively."""
+    ``module`` matches any part of the module name, ignoring case (``alpha`` finds
+    ``strategy.Alpha``; ``*`` stands for any characters: ``broker.*.orders``); ``keyword``
+    matches the message or the context (its keys and values, as text), case-insensitively.
+
+    The module match folds ASCII letters only, on SQLite and PostgreSQL alike
+    (:mod:`tradelog._db.functions`), so one filter gives the same rows on both."""
 
     user_id: int | None = None
     level: str | None = None
@@ -145,11 +150,7 @@ class LogFilter:
         if self.min_level is not None:
             statement = statement.where(ServiceLog.level.in_(levels_from(self.min_level)))
         if self.module:
-            if "*" in self.module:
-                pattern = _like_escape(self.module).replace("*", "%")
-                statement = statement.where(ServiceLog.module.like(pattern, escape=_ESCAPE))
-            else:
-                statement = statement.where(ServiceLog.module == self.module)
+            statement = statement.where(module_matches(self.module))
         if self.since is not None:
             statement = statement.where(ServiceLog.timestamp >= self.since)
         if self.until is not None:
@@ -158,9 +159,9 @@ class LogFilter:
             context = cast(ServiceLog.context, Text)
             statement = statement.where(
                 or_(
-                    ServiceLog.message.ilike(f"%{_like_escape(self.keyword)}%", escape=_ESCAPE),
+                    ServiceLog.message.ilike(f"%{like_escape(self.keyword)}%", escape=LIKE_ESCAPE),
                     *(
-                        context.ilike(f"%{_like_escape(form)}%", escape=_ESCAPE)
+                        context.ilike(f"%{like_escape(form)}%", escape=LIKE_ESCAPE)
                         for form in _json_forms(self.keyword)
                     ),
                 )
@@ -319,6 +320,13 @@ def parse_moment(text: str, *, now: datetime, zone: ZoneInfo) -> datetime:
     return moment.astimezone(UTC)
 
 
+def module_matches(fragment: str) -> ColumnElement[bool]:
+    """``service_logs.module`` contains ``fragment``, ignoring ASCII case; ``*`` in
+    ``fragment`` matches any run of characters."""
+    pattern = like_escape(ascii_lower_text(fragment)).replace("*", "%")
+    return ascii_lower(ServiceLog.module).like(f"%{pattern}%", escape=LIKE_ESCAPE)
+
+
 def _stored_level(level: str) -> str:
     number = level_number(level)
     for name in LEVEL_NAMES:
@@ -337,12 +345,6 @@ def _json_forms(keyword: str) -> list[str]:
         if escaped not in forms:
             forms.append(escaped)
     return forms
-
-
-def _like_escape(text: str) -> str:
-    return (
-        text.replace(_ESCAPE, _ESCAPE * 2).replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
-    )
 
 
 def _entry(row: ServiceLog) -> LogEntry:

@@ -9,6 +9,7 @@ delivery attempt (the transactional outbox pattern).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal
@@ -26,6 +27,7 @@ from tradelog._notify.policy import (
     DEFAULT_TIMEZONE,
     ChannelDecision,
     decide,
+    validate_channels,
     validate_level,
     validate_timezone,
     validate_type,
@@ -251,16 +253,20 @@ def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, mes
     dedupe_key: str | None = None,
     now: datetime | None = None,
     external: bool = True,
+    channels: Iterable[str] | None = None,
 ) -> NotifyResult:
     """Write a notification and its outbox deliveries into ``session`` (flushed, not committed).
 
     ``type_``/``level`` outside the valid values raise :class:`ValueError` listing them; an
     unknown user raises :class:`~tradelog.exceptions.NotFound`. With ``external=False`` only
     the in-app record is written (used for notices about delivery problems themselves).
-    The user's preferences are read now, inside the same transaction.
+    ``channels`` restricts the channels this call may use, within what the preferences allow
+    (``("in_app",)``: the inbox only). The user's preferences are read now, inside the same
+    transaction.
     """
     type_ = validate_type(type_)
     level = validate_level(level)
+    allowed = validate_channels(channels)
     title, stored, full = prepare_text(title, message)
     key = _check_dedupe_key(dedupe_key)
     now = now or utcnow()
@@ -272,7 +278,7 @@ def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, mes
         if found is not None:
             return _duplicate(session, found, timezone)
 
-    decision = decide(snapshot(prefs), type_, level, now)
+    decision = decide(snapshot(prefs), type_, level, now, channels=allowed)
     if not decision.create:
         return NotifyResult(user_id, None, created=False, reason=decision.reason, timezone=timezone)
     external_decisions = [d for d in decision.channels if d.channel != "in_app"] if external else []

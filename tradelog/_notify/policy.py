@@ -13,6 +13,9 @@ Rules applied by :func:`decide`:
   such as ``"missing telegram_chat_id"`` so the caller records a permanent delivery failure. This
   takes precedence over quiet hours: the configuration problem exists whatever the time.
 * ``critical`` notifications ignore quiet hours.
+* A call may restrict the channels it uses (``channels=("in_app",)``): external channels not
+  named are not selected, whatever the preferences say. It never adds a channel the preferences
+  leave off, and the in-app record is made in any case (it is the notification itself).
 * Inside quiet hours the user's ``quiet_hours_mode`` applies to external channels:
 
   ``"defer"``
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parseaddr
@@ -65,6 +69,7 @@ __all__ = [
     "PreferenceSnapshot",
     "decide",
     "quiet_window_end",
+    "validate_channels",
     "validate_chat_id",
     "validate_email_address",
     "validate_level",
@@ -136,6 +141,25 @@ def validate_level(value: object) -> str:
     Raises :class:`ValueError` listing the valid levels.
     """
     return _choice(value, LEVELS, "notification level")
+
+
+def validate_channels(value: object) -> frozenset[str] | None:
+    """Return the channels a call restricts itself to (None: no restriction).
+
+    ``value`` is None or an iterable of channel names (a single name is accepted too); case and
+    surrounding space are ignored. Raises :class:`ValueError` listing the valid channels.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items: list[object] = [value]
+    elif isinstance(value, Iterable):
+        items = list(value)
+    else:
+        raise ValueError(
+            f"channels must be a sequence of channel names ({', '.join(CHANNELS)}), got {value!r}"
+        )
+    return frozenset(_choice(item, CHANNELS, "channel") for item in items)
 
 
 def validate_quiet_mode(value: object) -> str:
@@ -293,15 +317,25 @@ def _external(
     return ChannelDecision(channel, "defer", not_before=quiet_end, reason=QUIET_HOURS_REASON)
 
 
-def decide(prefs: PreferenceSnapshot, type_: str, level: str, now: datetime) -> Decision:
+def decide(
+    prefs: PreferenceSnapshot,
+    type_: str,
+    level: str,
+    now: datetime,
+    *,
+    channels: Iterable[str] | None = None,
+) -> Decision:
     """Route one notification of ``type_`` and ``level`` for the user with ``prefs`` at ``now``.
 
     ``type_`` and ``level`` are validated (:class:`ValueError` when invalid); ``now`` must be
-    timezone-aware. Preferences are read leniently: an unknown ``quiet_hours_mode`` counts as
-    ``"defer"``, an unknown timezone as Asia/Kolkata, and a half-set quiet window as none.
+    timezone-aware. ``channels``, when given, is the set of channels this call may use (see
+    :func:`validate_channels`): the others are not selected. Preferences are read leniently:
+    an unknown ``quiet_hours_mode`` counts as ``"defer"``, an unknown timezone as
+    Asia/Kolkata, and a half-set quiet window as none.
     """
     type_ = validate_type(type_)
     level = validate_level(level)
+    allowed = validate_channels(channels)
     _require_aware(now)
     if not prefs.type_enabled(type_):
         return Decision(create=False, reason=f"{type_} notifications are turned off")
@@ -317,9 +351,12 @@ def decide(prefs: PreferenceSnapshot, type_: str, level: str, now: datetime) -> 
     except ValueError:
         mode = DEFAULT_QUIET_MODE
 
-    channels: list[ChannelDecision] = []
-    if prefs.telegram_enabled:
-        channels.append(
+    def wanted(channel: str) -> bool:
+        return allowed is None or channel in allowed
+
+    selected: list[ChannelDecision] = []
+    if prefs.telegram_enabled and wanted("telegram"):
+        selected.append(
             _external(
                 "telegram",
                 address=prefs.telegram_chat_id,
@@ -329,8 +366,8 @@ def decide(prefs: PreferenceSnapshot, type_: str, level: str, now: datetime) -> 
                 mode=mode,
             )
         )
-    if prefs.email_enabled:
-        channels.append(
+    if prefs.email_enabled and wanted("email"):
+        selected.append(
             _external(
                 "email",
                 address=prefs.email_address,
@@ -340,8 +377,8 @@ def decide(prefs: PreferenceSnapshot, type_: str, level: str, now: datetime) -> 
                 mode=mode,
             )
         )
-    channels.append(ChannelDecision("in_app", "send"))
-    return Decision(create=True, channels=tuple(channels))
+    selected.append(ChannelDecision("in_app", "send"))
+    return Decision(create=True, channels=tuple(selected))
 
 
 def validate_chat_id(value: str | int) -> str:

@@ -10,7 +10,7 @@ process look at the outbox at once instead of at their next poll.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -51,15 +51,17 @@ class NotificationService:
         *,
         dedupe_key: str | None = None,
         session: Session | None = None,
+        channels: Iterable[str] | None = None,
     ) -> NotifyResult:
         """Notify ``user_id``; see :func:`tradelog.notify`."""
+        options: dict[str, Any] = {"dedupe_key": dedupe_key, "channels": channels}
         if session is not None:
-            result = dispatch(session, user_id, type, level, title, message, dedupe_key=dedupe_key)
+            result = dispatch(session, user_id, type, level, title, message, **options)
             if result.created:
                 event.listen(session, "after_commit", self._ring, once=True)
             return result
         with session_factory(self.engine)() as own:
-            result = dispatch(own, user_id, type, level, title, message, dedupe_key=dedupe_key)
+            result = dispatch(own, user_id, type, level, title, message, **options)
             own.commit()
         if result.created:
             self._ring()
@@ -75,6 +77,7 @@ class NotificationService:
         *,
         dedupe_key: str | None = None,
         session: Any = None,
+        channels: Iterable[str] | None = None,
     ) -> NotifyResult:
         """The ``async`` form of :meth:`notify`.
 
@@ -90,7 +93,14 @@ class NotificationService:
 
             def run(sync: Session) -> NotifyResult:
                 return self.notify(
-                    user_id, type, level, title, message, dedupe_key=dedupe_key, session=sync
+                    user_id,
+                    type,
+                    level,
+                    title,
+                    message,
+                    dedupe_key=dedupe_key,
+                    session=sync,
+                    channels=channels,
                 )
 
             result: NotifyResult = await session.run_sync(run)
@@ -104,4 +114,5 @@ class NotificationService:
             message,
             dedupe_key=dedupe_key,
             session=session,
+            channels=channels,
         )

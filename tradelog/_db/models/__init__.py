@@ -2,17 +2,18 @@
 
 from tradelog._db.models.audit import AuditLog
 from tradelog._db.models.config import UserTradingConfig
-from tradelog._db.models.errors import ErrorLog
+from tradelog._db.models.errors import ErrorGroup, ErrorLog
 from tradelog._db.models.logs import ServiceLog
 from tradelog._db.models.ml import MLModel, MLTrainingJob
 from tradelog._db.models.notifications import Notification, UserNotificationPreferences
 from tradelog._db.models.outbox import NotificationDelivery, NotificationRateLimit
-from tradelog._db.models.service import ServiceStatus, ServiceTaskExecution
+from tradelog._db.models.service import ServiceStaleEpisode, ServiceStatus, ServiceTaskExecution
 from tradelog._db.models.users import Activity, Order, User
 
 __all__ = [
     "Activity",
     "AuditLog",
+    "ErrorGroup",
     "ErrorLog",
     "MLModel",
     "MLTrainingJob",
@@ -21,6 +22,7 @@ __all__ = [
     "NotificationRateLimit",
     "Order",
     "ServiceLog",
+    "ServiceStaleEpisode",
     "ServiceStatus",
     "ServiceTaskExecution",
     "User",

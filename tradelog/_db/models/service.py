@@ -1,11 +1,13 @@
-"""``service_status`` and ``service_task_execution``: per-user service health."""
+"""``service_status`` and ``service_task_execution``: per-user service health;
+``service_stale_episodes`` (added by ``0005_error_groups``): when a running service stopped
+sending heartbeats, and when that ended."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, String, false, func
+from sqlalchemy import JSON, Float, Index, Integer, String, UniqueConstraint, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tradelog._db.base import Base, UTCDateTime, created_at, intpk, updated_at, user_fk, utcnow
@@ -46,3 +48,23 @@ class ServiceTaskExecution(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     duration_seconds: Mapped[float] = mapped_column(Float)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON())
+
+
+class ServiceStaleEpisode(Base):
+    """One stretch of time a running service sent no heartbeat past the threshold.
+
+    An episode is named by the user and the heartbeat it went stale after (``since``), so
+    several monitoring processes agree on it: the first to insert it alerts, the others find it.
+    ``ended_at`` is set (once, by whoever sees it first) when heartbeats resume
+    (``ended_by = 'recovered'``) or the service is marked stopped (``'stopped'``).
+    """
+
+    __tablename__ = "service_stale_episodes"
+    __table_args__ = (UniqueConstraint("user_id", "since"),)
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = user_fk()
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    ended_by: Mapped[str | None] = mapped_column(String(16))
