@@ -44,6 +44,7 @@ from tradelog._cli._common import (
     Context,
     accept_global_options_anywhere,
     add_global_options,
+    safe_text,
 )
 from tradelog._db.engine import mask_url
 from tradelog._logs.redact import redact_text
@@ -144,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"tradelog: error: {redact_text(message)}", file=sys.stderr)
+    print(f"tradelog: error: {safe_text(redact_text(message))}", file=sys.stderr)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tradelog._access import require_admin
-from tradelog._cli._common import CommandError, Context, add_actor_option, emit
+from tradelog._cli._common import CommandError, Context, acting_user, add_actor_option, emit
 from tradelog._db.models.users import ROLES
 from tradelog._users.accounts_file import parse_accounts
 from tradelog._users.store import UserSpec, is_placeholder, upsert_users
@@ -59,7 +59,7 @@ def _add(args: argparse.Namespace, context: Context) -> int:
     except ValueError as exc:
         raise CommandError(str(exc), exit_code=2) from exc
     with context.session() as session:
-        require_admin(context.actor(session, args.actor), "add users")
+        require_admin(acting_user(session, args.actor), "add users")
         result = upsert_users(session, [spec])
         session.commit()
     action = "created" if result.created else "updated" if result.updated else "unchanged"
@@ -85,7 +85,7 @@ def _sync(args: argparse.Namespace, context: Context) -> int:
         listing = "; ".join(shown) + (f"; and {more} more" if more else "")
         raise CommandError(f"nothing written: {listing}", exit_code=2)
     with context.session() as session:
-        require_admin(context.actor(session, args.actor), "sync users")
+        require_admin(acting_user(session, args.actor), "sync users")
         result = upsert_users(session, parsed.accounts)
         session.commit()
     emit(
@@ -103,7 +103,7 @@ def _sync(args: argparse.Namespace, context: Context) -> int:
 
 def _list(args: argparse.Namespace, context: Context) -> int:
     with context.session() as session:
-        actor = context.actor(session, args.actor)
+        actor = acting_user(session, args.actor)
         rows = [
             {
                 "id": user.id,
