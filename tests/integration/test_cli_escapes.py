@@ -140,6 +140,8 @@ def test_no_command_writes_control_characters(
         str(hostile_data[k]) for k in ("alice", "admin", "error", "fingerprint", "job", "job_logs")
     )
     as_admin = ["--as", admin]
+    accounts = Path(job_logs).parent / "accounts.jsonl"
+    accounts.write_text(json.dumps({"id": 78, "name": HOSTILE}) + "\n")
     runs: dict[tuple[str, ...], list[str]] = {
         ("db", "upgrade"): ["db", "upgrade"],
         ("db", "downgrade"): ["db", "downgrade", "head"],
@@ -177,6 +179,9 @@ def test_no_command_writes_control_characters(
         ("prefs", "set"): ["prefs", "set", "--user", alice, "--timezone", "Asia/Kolkata"],
         ("worker",): ["worker", "--once"],
         ("audit",): ["audit"],
+        ("users", "add"): ["users", "add", "77", "--name", HOSTILE, *as_admin],
+        ("users", "sync"): ["users", "sync", str(accounts), *as_admin],
+        ("users", "list"): ["users", "list"],
         ("ml", "complete"): [
             "ml",
             "complete",

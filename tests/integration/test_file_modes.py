@@ -41,6 +41,7 @@ def _produce_everything(db_url: str, log_dir: Path, user_ids: list[int]) -> None
         console=False,
         file_max_bytes=1024,
         flush_interval=0.05,
+        unknown_users="reject",  # the unknown user's row goes to the dead-letter file
     )
     for batch in range(4):  # several writes per file: segments rotate and are compressed
         for user_id in user_ids:
