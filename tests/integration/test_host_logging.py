@@ -384,3 +384,15 @@ def test_http_client_chatter_stays_out_by_default(
         assert runtime.flush(10)
     assert [row[2:] for row in _rows(db)] == [("bot", "three calls made")]
     assert host_root.messages == []
+
+
+def test_an_unnamed_structlog_logger_is_named_after_the_calling_module(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """``structlog.get_logger()`` without a name (tradelog's own chain): the module column is
+    the module that logs, not "root"."""
+    with running(db.url, tmp_path) as runtime:
+        structlog.get_logger().info("from a plain logger", user_id=users["alice"])
+        runtime.get_logger().info("from the runtime's", user_id=users["alice"])
+        assert runtime.flush(10)
+    assert [row[2] for row in _rows(db)] == [HERE, HERE]
