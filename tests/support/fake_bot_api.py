@@ -362,6 +362,10 @@ def _truthy(value: Any) -> bool:
 # ---------------------------------------------------------------------------
 
 
+_EPSILON = 1e-9
+"""Seconds below which two window edges count as the same instant (float rounding)."""
+
+
 class SlidingWindowLimiter:
     """Exact sliding window counter: at most ``limit`` events in any ``(t - length, t]``.
 
@@ -383,7 +387,7 @@ class SlidingWindowLimiter:
         events = self._events.get(key)
         if not events:
             return 0.0
-        cutoff = now - self.length
+        cutoff = now - self.length + _EPSILON  # an event exactly one window ago has left it
         while events and events[0] <= cutoff:
             events.popleft()
         if len(events) < self.limit:

@@ -578,21 +578,20 @@ def test_sliding_window_boundaries() -> None:
     millis=st.lists(st.integers(min_value=0, max_value=4000), max_size=60),
 )
 def test_sliding_window_is_exact(limit: int, millis: list[int]) -> None:
-    length = 1.0
-    window = SlidingWindowLimiter(limit, length)
-    admitted: list[float] = []
-    for now in sorted(m / 1000 for m in millis):
-        in_window = [a for a in admitted if a > now - length]
-        wait = window.wait_time("k", now)
+    window = SlidingWindowLimiter(limit, 1.0)
+    admitted: list[int] = []  # the oracle counts in whole milliseconds, free of float rounding
+    for now in sorted(millis):
+        in_window = [a for a in admitted if a > now - 1000]
+        wait = window.wait_time("k", now / 1000)
         if wait == 0.0:
             assert len(in_window) < limit
-            window.admit("k", now)
+            window.admit("k", now / 1000)
             admitted.append(now)
         else:
             assert len(in_window) >= limit
-            assert wait == pytest.approx(in_window[0] + length - now)
+            assert wait == pytest.approx((in_window[0] + 1000 - now) / 1000)
     for end in admitted:
-        assert sum(1 for a in admitted if end - length < a <= end) <= limit
+        assert sum(1 for a in admitted if end - 1000 < a <= end) <= limit
 
 
 # ---------------------------------------------------------------------------
