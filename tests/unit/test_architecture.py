@@ -206,6 +206,7 @@ PUBLIC: dict[str, list[str]] = {
         "ensure_system_user",
         "resolve_actor",
     ],
+    "tradelog.web": ["TradelogRouter", "create_app", "create_router"],
 }
 """Each public module's ``__all__``: adding or removing a name is a deliberate change here."""
 
