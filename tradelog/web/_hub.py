@@ -9,7 +9,9 @@ subscribed and asks the database for notifications of the subscribed users:
   row), or by this process's own ``notify()`` calls (the runtime's
   :class:`~tradelog._notify.wakeup.Wakeups`);
 * and by polling: every ``poll_interval`` (0.5 s) on SQLite or while the listener is down,
-  every ``listen_poll_interval`` (5 s) as a safety net while it listens.
+  every ``listen_poll_interval`` (2 s) as a safety net while it listens. When the listener
+  loses its connection, and again when it listens anew, the hub looks at once: what was
+  committed while nobody listened is found by that look.
 
 One query per round serves every stream: ``user_id IN (subscribed) AND (id > floor OR id IN
 (named by wake-ups))``, ``floor`` being the highest id seen :data:`LOOKBACK` seconds ago, so a
@@ -45,8 +47,10 @@ from tradelog._db.models import Notification
 from tradelog._notify.listen import NOTIFICATIONS_CHANNEL, Listener
 from tradelog._notify.wakeup import Wakeups
 
-__all__ = ["IDLE_STOP", "LOOKBACK", "QUEUE_LIMIT", "StreamHub", "Subscription"]
+__all__ = ["IDLE_STOP", "LISTENER_NAME", "LOOKBACK", "QUEUE_LIMIT", "StreamHub", "Subscription"]
 
+LISTENER_NAME: Final = "tradelog-web-listen"
+"""The ``application_name`` of the listening connection (``pg_stat_activity`` shows it)."""
 LOOKBACK: Final = 10.0
 """Seconds a round looks back for rows that committed after later-numbered ones."""
 QUEUE_LIMIT: Final = 1000
@@ -102,7 +106,7 @@ class StreamHub:
         serialize: Callable[[Notification], dict[str, Any]],
         wakeups: Callable[[], Wakeups | None] = lambda: None,
         poll_interval: Callable[[], float] = lambda: 0.5,
-        listen_poll_interval: float = 5.0,
+        listen_poll_interval: float = 2.0,
     ) -> None:
         self._sessions = sessions
         self._engine = engine
@@ -162,6 +166,11 @@ class StreamHub:
                     self._hints.add(int(ident))
             self._wake.set()
 
+    def _listener_changed(self, connected: bool) -> None:
+        """Lost: poll at the fast rate from now. (Re)connected: look once more, for what was
+        committed while nobody listened."""
+        self._wake.set()
+
     @property
     def running(self) -> bool:
         """Whether the hub's thread runs."""
@@ -197,9 +206,14 @@ class StreamHub:
                 unsubscribe = wakeups.subscribe(self.wake)
             engine = self._engine()
             if engine.dialect.name == "postgresql":
-                listen_engine = create_tradelog_engine(engine.url, poolclass=NullPool)
+                named = engine.url.update_query_dict({"application_name": LISTENER_NAME})
+                listen_engine = create_tradelog_engine(named, poolclass=NullPool)
                 self._listener = Listener(
-                    listen_engine, [NOTIFICATIONS_CHANNEL], self.heard, name="tradelog-web-listen"
+                    listen_engine,
+                    [NOTIFICATIONS_CHANNEL],
+                    self.heard,
+                    on_state=self._listener_changed,
+                    name=LISTENER_NAME,
                 ).start()
             self._loop()
         except Exception:  # pragma: no cover - the loop itself survives database failures
