@@ -26,6 +26,7 @@ from tradelog._db.models import (
     ServiceTaskExecution,
     User,
 )
+from tradelog._errors.groups import record_occurrences
 from tradelog._notify.dispatch import dispatch
 from tradelog.users import create_user
 
@@ -105,6 +106,7 @@ def seed(db: MigratedDatabase, ids: dict[str, int]) -> tuple[dict[str, Any], ...
             ]
             session.add_all(rows)
             session.flush()
+            record_occurrences(session, rows)  # as the error pipeline does
             errors[name] = [row.id for row in rows]
             session.add(
                 ServiceStatus(user_id=user, service_running=True, last_heartbeat=NOW, error_count=2)

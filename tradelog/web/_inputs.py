@@ -44,9 +44,14 @@ def naming(field: str | None) -> Iterator[None]:
 
 
 def field_in(message: str, names: Iterable[str]) -> str | None:
-    """The first of ``names`` that ``message`` mentions (a validation message names its
-    field), or None."""
-    found = [(message.find(name), name) for name in names if name in message]
+    """The first of ``names`` that ``message`` mentions, as ``email_address`` or as ``email
+    address`` (a validation message names its field), or None."""
+    found = [
+        (message.find(form), name)
+        for name in names
+        for form in (name, name.replace("_", " "))
+        if form in message
+    ]
     return min(found)[1] if found else None
 
 

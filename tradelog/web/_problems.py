@@ -126,6 +126,13 @@ def _validation(exc: RequestValidationError) -> tuple[str, list[FieldError]]:
     return detail, errors
 
 
+def _naming(field: str | None, message: str) -> str:
+    """``message``, prefixed with ``field:`` unless it names the field already."""
+    if field is None or field in message or field.replace("_", " ") in message:
+        return message
+    return f"{field}: {message}"
+
+
 _UNAVAILABLE = (StorageError, OperationalError, DisconnectionError, PoolTimeout)
 
 
@@ -142,12 +149,10 @@ def problem_for(exc: BaseException) -> tuple[Problem, dict[str, str]]:
     if isinstance(exc, RequestValidationError):
         status = 400
         detail, errors = _validation(exc)
-    elif isinstance(exc, BadRequest):
-        status, detail = 400, str(exc)
-        errors = [FieldError(field=exc.field, message=str(exc))]
-    elif isinstance(exc, ConfigurationError):
-        status, detail = 400, str(exc)
-        errors = [FieldError(field=exc.variable, message=str(exc))]
+    elif isinstance(exc, BadRequest | ConfigurationError):
+        field = exc.field if isinstance(exc, BadRequest) else exc.variable
+        status, detail = 400, _naming(field, str(exc))
+        errors = [FieldError(field=field, message=str(exc))]
     elif isinstance(exc, PermissionDenied):
         status, detail = 403, str(exc)
     elif isinstance(exc, NotFound):
@@ -172,8 +177,11 @@ def problem_for(exc: BaseException) -> tuple[Problem, dict[str, str]]:
 
 
 def _json(problem: Problem, headers: dict[str, str]) -> Response:
+    body = problem.model_dump()
+    if body["errors"] is None:
+        del body["errors"]
     return JSONResponse(
-        problem.model_dump(exclude_none=True),
+        body,
         status_code=problem.status,
         media_type=MEDIA_TYPE,
         headers=headers,
