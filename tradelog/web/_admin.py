@@ -98,7 +98,9 @@ def admin_routes(
             keyword=keyword,
         )
         with context.session() as session, naming("cursor"):
-            page = query_logs(session, admin.actor, filters=filters, limit=limit, before=cursor)
+            page = query_logs(
+                session, admin.actor, filters=filters, limit=limit, before=cursor or None
+            )
         return LogPageOut(
             data=[log_out(entry) for entry in page.entries],
             next=page.next_cursor.encode() if page.next_cursor else None,
@@ -139,7 +141,7 @@ def admin_routes(
                     since=moment("since", since, admin.zone),
                     until=moment("until", until, admin.zone),
                     limit=limit,
-                    cursor=cursor,
+                    cursor=cursor or None,
                 )
         return OccurrencePageOut(
             data=[occurrence_out(row) for row in page.items],
@@ -243,7 +245,7 @@ def admin_routes(
                     status=status,
                     channel=channel,
                     limit=limit,
-                    cursor=cursor,
+                    cursor=cursor or None,
                 )
         return DeliveriesOut(
             backlog=backlog,
@@ -320,7 +322,7 @@ def admin_routes(
                 since=moment("since", since, admin.zone),
                 until=moment("until", until, admin.zone),
                 limit=limit,
-                cursor=cursor,
+                cursor=cursor or None,
             )
         return AuditPageOut(
             data=[audit_out(row) for row in page.items],

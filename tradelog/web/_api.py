@@ -113,7 +113,7 @@ def user_routes(
                     since=moment("since", since, me.zone),
                     until=moment("until", until, me.zone),
                     limit=limit,
-                    cursor=cursor,
+                    cursor=cursor or None,
                 )
             unread = inbox.unread_count(session, me.actor, user_id=me.id)
         return NotificationPage(
@@ -292,7 +292,9 @@ def user_routes(
             keyword=keyword,
         )
         with context.session() as session, naming("cursor"):
-            page = query_logs(session, me.actor, filters=filters, limit=limit, before=cursor)
+            page = query_logs(
+                session, me.actor, filters=filters, limit=limit, before=cursor or None
+            )
         return LogPageOut(
             data=[log_out(entry) for entry in page.entries],
             next=page.next_cursor.encode() if page.next_cursor else None,
@@ -326,7 +328,7 @@ def user_routes(
                 since=moment("since", since, me.zone),
                 until=moment("until", until, me.zone),
                 limit=limit,
-                cursor=cursor,
+                cursor=cursor or None,
             )
         return ErrorPageOut(
             data=[error_out(row) for row in page.items],

@@ -332,7 +332,9 @@ def page_routes(
                 keyword=keyword,
             )
             with context.session() as session, naming("cursor"):
-                found = query_logs(session, me.actor, filters=filters, limit=50, before=cursor)
+                found = query_logs(
+                    session, me.actor, filters=filters, limit=50, before=cursor or None
+                )
             values["entries"] = found.entries
             values["next"] = found.next_cursor.encode() if found.next_cursor else None
         except BadRequest as exc:
@@ -366,7 +368,9 @@ def page_routes(
                 full = expand_fingerprint(session, admin.actor, fingerprint)
             found = error_groups(session, admin.actor, fingerprint=full, limit=1)
             with naming("cursor"):
-                page = list_errors(session, admin.actor, fingerprint=full, limit=50, cursor=cursor)
+                page = list_errors(
+                    session, admin.actor, fingerprint=full, limit=50, cursor=cursor or None
+                )
             session.commit()
         if not found:
             raise NotFound(f"no errors with fingerprint {full}")
