@@ -179,3 +179,33 @@ def test_a_client_that_stops_reading_is_ended() -> None:
     items = [subscription.queue.get_nowait() for _ in range(QUEUE_LIMIT + 1)]
     assert items[-1] is None
     loop.close()
+
+
+def test_a_long_absence_is_caught_up_in_bounded_steps(web: Web) -> None:
+    """A client that missed more than the queue holds gets that many, then the stream ends;
+    reconnecting from the last one brings the rest - each notification once overall."""
+    start = max(web.notifications["alice"])
+    with web.db.session() as session:
+        made = [
+            dispatch(session, web.ids["alice"], "trading", "info", f"bulk {i}", "x").notification_id
+            for i in range(QUEUE_LIMIT + 50)
+        ]
+        session.commit()
+    received: list[int] = []
+    per_connection: list[int] = []
+    last = str(start)
+    for _ in range(2):
+        stream = _stream(web, "alice", **{"Last-Event-ID": last})
+        try:
+            while len(received) < len(made):
+                try:
+                    event = stream.next(timeout=10)
+                except EOFError:
+                    break
+                received.append(int(event.id or 0))
+        finally:
+            stream.close()
+        per_connection.append(len(received) - sum(per_connection))
+        last = str(received[-1])
+    assert received == made
+    assert per_connection == [QUEUE_LIMIT, 50]

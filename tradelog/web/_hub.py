@@ -14,8 +14,9 @@ subscribed and asks the database for notifications of the subscribed users:
   committed while nobody listened is found by that look.
 
 One query per round serves every stream: ``user_id IN (subscribed) AND (id > floor OR id IN
-(named by wake-ups))``, ``floor`` being the highest id seen :data:`LOOKBACK` seconds ago, so a
-row whose transaction committed a little after a later-numbered one is still found. A row goes
+(named by wake-ups))``, ``floor`` being the highest id in the table :data:`LOOKBACK` seconds
+ago, so a row whose transaction committed a little after a later-numbered one is still found,
+and the range each round reads stays small however many notifications other users get. A row goes
 to each subscription of its user that starts before it and has not had it yet; the stream
 itself also drops what it already sent (its replay and the hub may both find a row), so every
 notification reaches a stream exactly once.
@@ -200,6 +201,7 @@ class StreamHub:
     def _run(self) -> None:
         unsubscribe: Callable[[], None] | None = None
         listen_engine: Engine | None = None
+        listener: Listener | None = None
         try:
             wakeups = self._wakeups()
             if wakeups is not None:
@@ -208,20 +210,22 @@ class StreamHub:
             if engine.dialect.name == "postgresql":
                 named = engine.url.update_query_dict({"application_name": LISTENER_NAME})
                 listen_engine = create_tradelog_engine(named, poolclass=NullPool)
-                self._listener = Listener(
+                listener = Listener(
                     listen_engine,
                     [NOTIFICATIONS_CHANNEL],
                     self.heard,
                     on_state=self._listener_changed,
                     name=LISTENER_NAME,
-                ).start()
+                )
+                self._listener = listener.start()
             self._loop()
         except Exception:  # pragma: no cover - the loop itself survives database failures
             _log.exception("the live notification streams stopped")
         finally:
-            if self._listener is not None:
-                self._listener.stop()
-                self._listener = None
+            if listener is not None:
+                listener.stop()
+                if self._listener is listener:
+                    self._listener = None
             if listen_engine is not None:
                 listen_engine.dispose()
             if unsubscribe is not None:
@@ -285,12 +289,15 @@ class StreamHub:
         newer = Notification.id > floor
         where = or_(newer, Notification.id.in_(sorted(hints))) if hints else newer
         with self._sessions() as session:
+            # Read first: every id up to it is taken, so the floor may rise to it once the
+            # look-back has passed, even while the subscribed users get nothing.
+            highest = int(session.scalar(select(func.max(Notification.id))) or 0)
             rows = session.scalars(
                 select(Notification)
                 .where(Notification.user_id.in_(list(users)), where)
                 .order_by(Notification.id)
             ).all()
-            return self._hand_out(rows, floor)
+            return max(highest, self._hand_out(rows, floor))
 
     def _catch_up(self, subscription: Subscription, floor: int) -> None:
         """What a new stream missed: its user's rows after its start, up to ``floor`` (the

@@ -33,7 +33,6 @@ class TradelogRouter(APIRouter):
     streams' hub (:meth:`close` ends them; :meth:`web_lifespan` does so when the app stops)."""
 
     hub: StreamHub
-    context: WebContext
 
     def close(self) -> None:
         """End every open stream and stop the hub's thread (it starts again when needed)."""
@@ -102,7 +101,6 @@ def create_router(
     )
     router = TradelogRouter(dependencies=[Depends(current)])
     router.hub = hub
-    router.context = context
     router.include_router(
         user_routes(context, current, hub, route_class=api_route, ping_interval=ping_interval)
     )
