@@ -31,7 +31,6 @@ from tradelog._notify.dispatch import dispatch
 from tradelog.users import create_user
 
 REPO = Path(__file__).resolve().parents[2]
-NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass
@@ -59,7 +58,9 @@ class Web:
 
 
 def seed(db: MigratedDatabase, ids: dict[str, int]) -> tuple[dict[str, Any], ...]:
-    """Notifications, logs, errors, service rows and a task run for alice and bob."""
+    """Notifications, logs, errors, service rows and a task run for alice and bob, all in
+    the last few minutes."""
+    now = datetime.now(UTC).replace(microsecond=0)
     notes: dict[str, list[int]] = {}
     errors: dict[str, list[int]] = {}
     prints: dict[str, str] = {}
@@ -74,7 +75,7 @@ def seed(db: MigratedDatabase, ids: dict[str, int]) -> tuple[dict[str, Any], ...
                     "warning" if i == 0 else "info",
                     f"{name} note {i}",
                     f"{name} message {i}",
-                    now=NOW - timedelta(minutes=10 - i),
+                    now=now - timedelta(minutes=10 - i),
                 )
                 assert result.notification_id is not None
                 notes[name].append(result.notification_id)
@@ -88,7 +89,7 @@ def seed(db: MigratedDatabase, ids: dict[str, int]) -> tuple[dict[str, Any], ...
                         module=f"strategy.{name}",
                         message=f"{name} log {i}",
                         context={"i": i},
-                        timestamp=NOW - timedelta(minutes=5 - i),
+                        timestamp=now - timedelta(minutes=5 - i),
                     )
                 )
             print_ = ("a" if name == "alice" else "b") * 64
@@ -100,7 +101,7 @@ def seed(db: MigratedDatabase, ids: dict[str, int]) -> tuple[dict[str, Any], ...
                     error_message=f"{name} broker down {i}",
                     traceback="Traceback (most recent call last): ...",
                     fingerprint=print_,
-                    occurred_at=NOW - timedelta(minutes=4 - i),
+                    occurred_at=now - timedelta(minutes=4 - i),
                 )
                 for i in range(2)
             ]
@@ -109,7 +110,7 @@ def seed(db: MigratedDatabase, ids: dict[str, int]) -> tuple[dict[str, Any], ...
             record_occurrences(session, rows)  # as the error pipeline does
             errors[name] = [row.id for row in rows]
             session.add(
-                ServiceStatus(user_id=user, service_running=True, last_heartbeat=NOW, error_count=2)
+                ServiceStatus(user_id=user, service_running=True, last_heartbeat=now, error_count=2)
             )
             session.add(
                 ServiceTaskExecution(
@@ -117,7 +118,7 @@ def seed(db: MigratedDatabase, ids: dict[str, int]) -> tuple[dict[str, Any], ...
                     task_name="sell_monitor",
                     status="success",
                     duration_seconds=1.5,
-                    executed_at=NOW - timedelta(minutes=1),
+                    executed_at=now - timedelta(minutes=1),
                 )
             )
         session.commit()
