@@ -2,6 +2,8 @@
 
 A user sees only their own rows; an admin sees everyone's. Asking explicitly for another user's
 rows as a non-admin raises :class:`PermissionDenied` rather than returning an empty result.
+Admin rights come from the database: role ``admin`` *and* an active account (a deactivated
+admin reads and changes only their own rows, like any user).
 """
 
 from __future__ import annotations
@@ -34,16 +36,20 @@ ActorLike = Actor | User | int
 def resolve_actor(session: Session, actor: ActorLike) -> Actor:
     """Turn a user id, a :class:`User` or an :class:`Actor` into an :class:`Actor`.
 
-    A bare id is looked up so that its role comes from the database, never from the caller.
+    A bare id or a ``User`` is read from the database, so that the role and the active flag
+    come from there, never from the caller: only an active user with role ``admin`` is an
+    admin. An :class:`Actor` is taken as given (the caller vouches for it).
     """
     if isinstance(actor, Actor):
         return actor
-    if isinstance(actor, User):
-        return Actor(actor.id, actor.role == "admin")
-    role = session.execute(select(User.role).where(User.id == actor)).scalar_one_or_none()
-    if role is None:
-        raise NotFound(f"no user with id {actor}")
-    return Actor(int(actor), role == "admin")
+    user_id = actor.id if isinstance(actor, User) else actor
+    found = session.execute(
+        select(User.role, User.is_active).where(User.id == user_id)
+    ).one_or_none()
+    if found is None:
+        raise NotFound(f"no user with id {user_id}")
+    role, active = found
+    return Actor(int(user_id), role == "admin" and bool(active))
 
 
 def require_admin(actor: Actor, action: str) -> None:

@@ -13,7 +13,9 @@ it needs - its engine, its settings, its clock, the redactor - explicitly:
     ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture;
     │                        started/stopped/failed → ServiceNotices → NotificationService
     ├── NotificationService  notify()/anotify(); rings Wakeups after each commit
-    ├── DeliveryWorker       (worker on) claims the outbox; subscribed to the same Wakeups
+    ├── DeliveryWorker       (worker auto + a channel configured, or on) claims the outbox;
+    │                        subscribed to the same Wakeups; at exit, due deliveries get
+    │                        worker_exit_timeout seconds
     ├── StaleMonitor         (worker on) heartbeats: stale episodes → operators and owners
     └── DailyRetention       (worker on) retention once a day
 
@@ -197,17 +199,16 @@ class Runtime:
         writer: bool = True,
     ) -> Runtime:
         """Start the parts: point structlog and the stdlib root logger here (``logging_``),
-        install the exception hooks (``hooks``), start the delivery worker and daily retention
-        (``background``, default: the ``worker`` setting) and the log writer (``writer=False``
-        leaves it stopped - events queue up - for measurements)."""
+        install the exception hooks (``hooks``), start the background jobs (``background``,
+        default: the ``worker`` setting; see :meth:`_start_background`) and the log writer
+        (``writer=False`` leaves it stopped - events queue up - for measurements)."""
         if logging_:
             self._install_logging()
         if hooks:
             self._hooks = install_hooks(self.errors)
         if writer:
             self.writer.start()
-        if self.settings.worker if background is None else background:
-            self._start_background()
+        self._start_background(self.settings.worker if background is None else background)
         return self
 
     @property
@@ -331,9 +332,16 @@ class Runtime:
             root.setLevel(self._saved_root_level)
         self._handler = None
 
-    def _start_background(self) -> None:
-        """The delivery worker, the stale-service monitor and daily retention (a process with
-        ``worker`` on)."""
+    def _start_background(self, mode: bool | str) -> None:
+        """The background jobs ``mode`` asks for: ``True`` runs the delivery worker, the
+        stale-service monitor and daily retention; ``"auto"`` runs the delivery worker when a
+        channel is configured (a bot token, an SMTP host, or ``channels`` given), so
+        ``notify()`` reaches Telegram and email without a separate ``tradelog worker``;
+        ``False`` runs none of them."""
+        settings = self.settings
+        configured = settings.telegram_bot_token or settings.smtp_host or self.channels
+        if mode is False or (mode == "auto" and not configured):
+            return
         engine = self.engines.background()
         try:
             worker = DeliveryWorker(
@@ -349,19 +357,22 @@ class Runtime:
         else:
             worker.start()
             self.worker = worker
+        if mode is not True:
+            return
         self.stale = StaleMonitor(
             engine,
             send=self.notifications.notify,
-            threshold=self.settings.stale_heartbeat_seconds,
-            interval=self.settings.stale_check_interval,
+            threshold=settings.stale_heartbeat_seconds,
+            interval=settings.stale_check_interval,
             clock=self.clock,
-            operators=self.settings.ops_user_ids,
+            operators=settings.ops_user_ids,
         ).start()
-        self.retention = DailyRetention(RetentionJob.from_settings(self.settings, engine)).start()
+        self.retention = DailyRetention(RetentionJob.from_settings(settings, engine)).start()
 
     def _shutdown(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
         self.flush(_remaining(deadline))
+
         for stop in (self._stop_background, self._uninstall_hooks, self.errors.close):
             try:
                 stop()
@@ -378,8 +389,10 @@ class Runtime:
         return ok
 
     def _stop_background(self) -> None:
+        """Stop the worker, giving due deliveries up to ``worker_exit_timeout`` seconds of
+        their own (on top of the flush), then the retention thread."""
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(drain=self.settings.worker_exit_timeout)
             self.worker = None
         if self.stale is not None:
             self.stale.stop()

@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session
 from tradelog._access import ActorLike, resolve_actor, scoped
 from tradelog._db.models import AuditLog
 from tradelog._logs.query import Cursor
-from tradelog._logs.sanitize import clean_text, to_jsonable
+from tradelog._logs.redact import redact_jsonable
+from tradelog._logs.sanitize import clean_text
 
 __all__ = [
     "AuditPage",
@@ -113,6 +114,8 @@ def record_audit(
 ) -> AuditLog:
     """Add an audit row to ``session`` (the caller's transaction decides whether it lands).
 
+    ``changes`` is made JSON-safe and scrubbed like a log value: values under secret keys
+    (``password``, ``api_key``, nested tokens ...) and secrets inside text are masked.
     ``ip_address`` and ``user_agent`` default to those of the :func:`request_context` the call
     runs in.
     """
@@ -125,7 +128,7 @@ def record_audit(
         action=action[:32],
         resource_type=resource_type[:64],
         resource_id=resource_id,
-        changes=to_jsonable(dict(changes)) if changes is not None else None,
+        changes=redact_jsonable(dict(changes)) if changes is not None else None,
         ip_address=_bounded(ip_address, IP_LENGTH),
         user_agent=_bounded(user_agent, USER_AGENT_LENGTH),
     )

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
@@ -124,6 +124,21 @@ def _number(kind: type, minimum: float, maximum: float | None = None) -> _Number
     return _Number(kind, minimum, maximum)
 
 
+WORKER_MODES: Final = ("auto", "true", "false")
+
+
+def _parse_worker(raw: str, variable: str) -> bool | Literal["auto"]:
+    """``auto`` or a boolean (``TRADELOG_WORKER``)."""
+    if raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _parse_bool(raw, variable)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{variable} must be auto, true or false, got {raw!r}", variable=variable
+        ) from None
+
+
 def _opt_str(raw: str, variable: str) -> str | None:
     return raw.strip() or None
 
@@ -181,6 +196,10 @@ def _checked(name: str, value: Any, parse: Any) -> Any:
         if not isinstance(value, bool):
             raise wrong("a boolean (true/false)")
         return value
+    if parse is _parse_worker:
+        if not isinstance(value, bool):
+            raise wrong("auto, true or false")
+        return value
     if parse is _opt_str:
         if value is not None:
             raise wrong("text")
@@ -226,15 +245,22 @@ class Settings:
     smtp_password: Secret | None = _setting(None, _opt_secret)
     smtp_security: str = _setting("starttls")
     smtp_from: str | None = _setting(None, _opt_str)
-    smtp_timeout: float = _setting(30.0, _number(float, 0.1))
+    smtp_timeout: float = _setting(30.0, _number(float, 0.1))  # connect, each command, DATA
+    #: Seconds a Bot API request may take (connect at most 10 of them) before it is retried
+    telegram_timeout: float = _setting(30.0, _number(float, 0.1))
     #: Background log writer
     queue_size: int = _setting(10_000, _number(int, 1))
     batch_size: int = _setting(500, _number(int, 1))
     flush_interval: float = _setting(0.25, _number(float, 0.001))
     file_max_bytes: int = _setting(64 * 1024 * 1024, _number(int, 1024))
     db_write_timeout: float = _setting(5.0, _number(float, 0.01))  # locked/unreachable -> spool
-    #: Delivery worker
-    worker: bool = _setting(False, _parse_bool)
+    #: Delivery worker: ``auto`` runs one in a configured process with a channel configured
+    worker: bool | Literal["auto"] = _setting("auto", _parse_worker)
+    worker_lease: float = _setting(30.0, _number(float, 1))  # renewed while a send runs
+    worker_exit_timeout: float = _setting(5.0, _number(float, 0))  # due deliveries at exit
+    channel_failure_threshold: int = _setting(3, _number(int, 1))  # in a row: channel paused
+    channel_pause: float = _setting(1.0, _number(float, 0.01))  # first pause; doubles per probe
+    channel_pause_max: float = _setting(10.0, _number(float, 0.01))
     max_delivery_attempts: int = _setting(8, _number(int, 1))
     worker_concurrency: int = _setting(8, _number(int, 1, 256))
     worker_poll_interval: float = _setting(1.0, _number(float, 0.01))

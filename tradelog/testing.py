@@ -61,7 +61,7 @@ from tradelog._logs.levels import level_name, level_number
 from tradelog._logs.loggers import TradelogBoundLogger, output_factory
 from tradelog._logs.redact import RedactProcessor
 from tradelog._notify.channels.base import Channel, OutgoingMessage, Progress, SendReceipt
-from tradelog._notify.formatting import email_bodies, email_subject, telegram_parts
+from tradelog._notify.formatting import email_bodies, email_subject, telegram_messages
 from tradelog._runtime import (
     Runtime,
     configure,
@@ -193,7 +193,7 @@ class RecordingChannel:
     def _render(self, message: OutgoingMessage) -> SentMessage:
         args = (message.title, message.text, message.level, message.type_, message.created_at)
         if self.name == "telegram":
-            parts = tuple(telegram_parts(*args, message.tz))
+            parts = tuple(part.html for part in telegram_messages(*args, message.tz))
             subject = ""
         else:
             plain, _html = email_bodies(*args, message.tz)

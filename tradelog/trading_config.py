@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from tradelog._access import Actor, ActorLike, resolve_actor
 from tradelog._db.models import User, UserTradingConfig
 from tradelog._db.upsert import dialect_insert
+from tradelog._logs.redact import redact_value
 from tradelog.audit import diff, record_audit
 from tradelog.exceptions import ConfigurationError, NotFound, PermissionDenied
 
@@ -214,7 +215,7 @@ def _check(name: str, value: Any) -> Any:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _invalid(name, spec, value)
     try:
-        return json.loads(json.dumps(dict(value), allow_nan=False))
+        return redact_value(json.loads(json.dumps(dict(value), allow_nan=False)))
     except (TypeError, ValueError):
         raise _invalid(name, spec, value) from None
 

@@ -305,12 +305,13 @@ def test_status_lists_recent_delivery_failures_in_local_time(
             ]
         )
         session.commit()
-    assert run(db, "status") == 0
+    assert run(db, "status") == 1  # a delivery failed for good in the last 24 hours
     out = capsys.readouterr().out
+    assert "1 deliveries failed for good in the last 24 hours" in out
     failures = out.split("recent delivery failures\n", 1)[1]
     assert "bot was blocked by the user" in failures
     assert "+0530" in failures
-    assert run(db, "status", "--json") == 0
+    assert run(db, "status", "--json") == 1
     outbox = json.loads(capsys.readouterr().out)["outbox"]
     assert outbox["oldest_due_at"].endswith("+05:30")
     assert outbox["recent_failures"][0]["at"].endswith("+05:30")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.support.clock import FakeClock
 from tests.support.db import MigratedDatabase
 from tests.support.fake_bot_api import (
     FakeBotApi,
@@ -76,7 +77,7 @@ def worker(db: MigratedDatabase, channels: dict[str, Channel], **kwargs: object)
     options.update(kwargs)
     return DeliveryWorker(
         db.engine,
-        Settings(database_url=db.url, max_delivery_attempts=3),
+        Settings(database_url=db.url, max_delivery_attempts=3, channel_pause=0.5),
         channels=channels,
         **options,  # type: ignore[arg-type]
     )
@@ -197,39 +198,48 @@ def test_blocked_bot_tells_user_in_app(
     assert len(deliveries(db)) == 2
 
 
-def test_retry_after_honoured(db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int) -> None:
-    """429 with retry_after=1: retried no sooner than a second later, then sent."""
-    bot_api.script(chat_id=CHAT, responses=[retry_after(1)])
-    send(db, tg_user)
-    w = worker(db, {"telegram": telegram(bot_api, db)})
-    started = datetime.now(UTC)
-    run(w)
-    [row] = deliveries(db)
-    assert row.status == "pending"
-    assert row.next_attempt_at >= started + timedelta(seconds=1)
-    assert "flood control" in (row.last_error or "").lower()
-    time.sleep(max(0.0, (row.next_attempt_at - datetime.now(UTC)).total_seconds()) + 0.05)
-    run(w)
-    [row] = deliveries(db)
-    assert (row.status, row.attempts) == ("sent", 2)
-    assert len(bot_api.sent_messages(CHAT)) == 1
-
-
-def test_server_errors_back_off_then_give_up(
+def test_retry_after_is_a_wait_not_an_attempt(
     db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
 ) -> None:
-    """5xx answers retry with backoff; after max_attempts the delivery fails with the count."""
-    bot_api.script(
-        chat_id=CHAT, responses=[server_error(502), server_error(503), server_error(500)]
-    )
+    """429 with retry_after=1: the delivery waits a second without spending an attempt
+    (however often Telegram says so), then goes out."""
+    bot_api.script(chat_id=CHAT, responses=[retry_after(1)] * 5)
     send(db, tg_user)
-    w = worker(db, {"telegram": telegram(bot_api, db)})
-    for _ in range(3):
+    clock = FakeClock()
+    w = worker(db, {"telegram": telegram(bot_api, db)}, clock=clock)
+    for _ in range(5):
+        asked = clock()
         run(w)
-        time.sleep(0.06)
+        [row] = deliveries(db)
+        assert (row.status, row.attempts) == ("pending", 0)
+        assert row.next_attempt_at >= asked + timedelta(seconds=1)
+        assert "flood control" in (row.last_error or "").lower()
+        clock.advance(1.2)
+    run(w)
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("sent", 1)
+    assert len(bot_api.sent_messages(CHAT)) == 1
+    assert w.stats["waited"] == 5
+
+
+def test_server_errors_of_one_delivery_spend_its_attempts(
+    db: MigratedDatabase, bot_api: FakeBotApi, tg_user: int
+) -> None:
+    """5xx answers to one delivery only: the channel pauses after three in a row, but its probe
+    (getMe) succeeds, so the failures are the delivery's own: it fails after max_attempts."""
+    bot_api.script(chat_id=CHAT, responses=[server_error(502)] * 6)
+    send(db, tg_user)
+    clock = FakeClock()
+    w = worker(db, {"telegram": telegram(bot_api, db)}, clock=clock)
+    for _ in range(10):
+        run(w)
+        clock.advance(1.0)
+        if deliveries(db)[0].status == "failed":
+            break
     [row] = deliveries(db)
     assert (row.status, row.attempts) == ("failed", 3)
     assert (row.last_error or "").startswith("gave up after 3 attempts")
+    assert len(bot_api.requests_for("getMe")) >= 2  # start-up, then the probe that reopened it
 
 
 def test_transient_error_then_success(
@@ -238,9 +248,11 @@ def test_transient_error_then_success(
     """One 502 then success: sent on the second attempt."""
     bot_api.script(chat_id=CHAT, responses=[server_error(502)])
     send(db, tg_user)
-    w = worker(db, {"telegram": telegram(bot_api, db)})
+    clock = FakeClock()
+    w = worker(db, {"telegram": telegram(bot_api, db)}, clock=clock)
     run(w)
-    time.sleep(0.06)
+    assert deliveries(db)[0].status == "pending"
+    clock.advance(0.1)
     run(w)
     [row] = deliveries(db)
     assert (row.status, row.attempts) == ("sent", 2)
@@ -424,10 +436,13 @@ def test_expired_lease_is_reclaimed(
 ) -> None:
     """A claim whose worker died is taken over after its lease; the dead worker records nothing."""
     send(db, tg_user)
-    [claimed] = outbox.claim(db.engine, "crashed", limit=10, lease=0.2)
-    assert outbox.claim(db.engine, "other", limit=10, lease=0.2) == []
-    time.sleep(0.3)
-    run(worker(db, {"telegram": telegram(bot_api, db)}))
+    clock = FakeClock()
+    [claimed] = outbox.claim(db.engine, "crashed", limit=10, lease=30, now=clock())
+    assert outbox.claim(db.engine, "other", limit=10, lease=30, now=clock()) == []
+    clock.advance(29)
+    assert run(worker(db, {"telegram": telegram(bot_api, db)}, clock=clock)) == 0
+    clock.advance(1.5)
+    run(worker(db, {"telegram": telegram(bot_api, db)}, clock=clock))
     assert len(bot_api.sent_messages(CHAT)) == 1
     assert outbox.mark_sent(db.engine, claimed.id, [], "crashed", channel="telegram") == 0
     [row] = deliveries(db)
@@ -509,13 +524,15 @@ def test_email_4xx_is_retried(db: MigratedDatabase, smtp: SmtpServer, mail_user:
     """451 after DATA: retried, then delivered on the same reused connection."""
     smtp.fail_next_data(451, "4.3.0 Try again later")
     send(db, mail_user)
-    slower = RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=0.5)
-    w = worker(db, {"email": email(smtp)}, retry=slower)
+    slower = RetryPolicy(max_attempts=3, base_delay=60, max_delay=60)
+    clock = FakeClock()
+    w = worker(db, {"email": email(smtp)}, retry=slower, clock=clock)
     run(w)
     [row] = deliveries(db)
     assert (row.status, row.attempts) == ("pending", 1)
     assert "451" in (row.last_error or "")
-    time.sleep(0.55)
+    assert run(w) == 0
+    clock.advance(61)
     run(w)
     assert [r.status for r in deliveries(db)] == ["sent"]
     assert len(smtp.messages) == 1

@@ -685,6 +685,7 @@ class FakeBotApi:
         self._scripts: dict[tuple[str | None, str | None], deque[ScriptedResponse]] = {}
         self._files: dict[str, tuple[str, bytes]] = {}
         self._server_errors: list[str] = []
+        self._outage: ScriptedResponse | None = None
         self._seq = 0
         self._next_message_id = 1
         self._stopping = threading.Event()
@@ -817,6 +818,17 @@ class FakeBotApi:
         with self._lock:
             self._scripts.setdefault(key, deque()).extend(responses)
 
+    def start_outage(self, response: ScriptedResponse | None = None) -> None:
+        """Answer every request (any method, any chat, ``getMe`` too) with ``response``
+        (default: 502 Bad Gateway) until :meth:`end_outage`; scripts wait meanwhile."""
+        with self._lock:
+            self._outage = response or server_error(502)
+
+    def end_outage(self) -> None:
+        """Serve normally again."""
+        with self._lock:
+            self._outage = None
+
     def pending_scripts(self) -> int:
         """Number of scripted answers not consumed yet."""
         with self._lock:
@@ -887,6 +899,7 @@ class FakeBotApi:
             self._requests.clear()
             self._scripts.clear()
             self._server_errors.clear()
+            self._outage = None
             self._limits = self._new_limits()
             self._seq = 0
             self._next_message_id = 1
@@ -949,6 +962,8 @@ class FakeBotApi:
             with self._lock:
                 if token not in self._tokens:
                     outcome = _Outcome(401, _error_body(401, "Unauthorized"))
+                elif self._outage is not None:
+                    scripted = self._outage
                 elif file_match is None:
                     scripted = self._take_script(method, _chat_key(params.get("chat_id")))
         if scripted is not None and scripted.delay > 0 and self._stopping.wait(scripted.delay):

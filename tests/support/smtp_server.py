@@ -144,6 +144,7 @@ class _State:
     recipient_failures: dict[str, _Failure] = field(default_factory=dict)
     mail_failures: list[_Failure] = field(default_factory=list)
     data_failures: list[_Failure] = field(default_factory=list)
+    data_delays: list[float] = field(default_factory=list)
 
 
 def _check_code(code: int) -> None:
@@ -232,6 +233,9 @@ class _Handler:
         if failure is not None:
             return failure
         self._owner._record_message(server, session, envelope)
+        delay = self._owner._take_data_delay()
+        if delay:
+            await asyncio.sleep(delay)  # accepted, but the answer comes late
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -466,12 +470,19 @@ class SmtpServer:
         with self._lock:
             self._state.data_failures.append(_Failure(code, message, times))
 
+    def delay_next_data(self, seconds: float, *, times: int = 1) -> None:
+        """Accept (and record) the next ``times`` messages but answer ``250`` only after
+        ``seconds``: a client with a shorter timeout gives up on a message that arrived."""
+        with self._lock:
+            self._state.data_delays.extend([seconds] * times)
+
     def clear_failures(self) -> None:
-        """Drop every scripted failure."""
+        """Drop every scripted failure and delay."""
         with self._lock:
             self._state.recipient_failures.clear()
             self._state.mail_failures.clear()
             self._state.data_failures.clear()
+            self._state.data_delays.clear()
 
     # -- observations ------------------------------------------------------
 
@@ -560,6 +571,10 @@ class SmtpServer:
                 AuthAttempt(mechanism, login, success, protocol.connection_id, protocol.encrypted)
             )
         return AuthResult(success=success, handled=False, auth_data=auth_data)
+
+    def _take_data_delay(self) -> float:
+        with self._lock:
+            return self._state.data_delays.pop(0) if self._state.data_delays else 0.0
 
     def _take_failure(self, stage: Literal["mail", "rcpt", "data"], address: str) -> str | None:
         with self._lock:

@@ -98,6 +98,16 @@ SECRET_KEYS = [
     "OTP",
     "otp_code",
     "OTPCode",
+    "jwt",
+    "id_jwt",
+    "auth_code",
+    "signing_key",
+    "twofa",
+    "twoFA",
+    "pw",
+    "db_pw",
+    "creds",
+    "broker_creds",
 ]
 
 PUBLIC_KEYS = [
@@ -171,7 +181,33 @@ TEXT_CASES = [
         f"login failed: password={MASK} retry=3",
     ),
     ("api_key: k-123, user: bob", f"api_key: {MASK}, user: bob"),
-    ("SMTP_PASSWORD = p@ss:w0rd;", f"SMTP_PASSWORD = {MASK};"),
+    ("SMTP_PASSWORD = p@ss:w0rd;", f"SMTP_PASSWORD = {MASK}"),
+    ("password=Tr0ub;REST user=bob", f"password={MASK} user=bob"),
+    ("passphrase: correct horse battery", f"passphrase: {MASK}"),
+    ("API Key: Zq9xK2mP7vL4nR8t", f"API Key: {MASK}"),
+    ("auth code = 4411-9922 accepted=yes", f"auth code = {MASK} accepted=yes"),
+    ("{'password' => 'Zq9xK2mP7vL4nR8t'}", f"{{'password' => '{MASK}'}}"),
+    ("{:api_key=>Zq9xK2mP7vL4nR8t}", f"{{:api_key=>{MASK}"),
+    ("BrokerError: ('api_key', 'Zq9xK2mP7vL4nR8t')", f"BrokerError: ('api_key', '{MASK}')"),
+    (
+        "BrokerError('login', \"X-Api-Key\", 99887766)",
+        f"BrokerError('login', \"X-Api-Key\", {MASK})",
+    ),
+    (
+        "[('Authorization', 'Token Zq9xK2mP7vL4nR8t'), ('X-Api-Key', 'Zq9xK2mP7vL4nR8t')]",
+        f"[('Authorization', 'Token {MASK}'), ('X-Api-Key', '{MASK}')]",
+    ),
+    (
+        "got eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.SflKxwRJSMeKKF2QT4fw from broker",
+        f"got {MASK} from broker",
+    ),
+    ("retry with bearer abcdefghijklmnopqrst", f"retry with bearer {MASK}"),
+    ("postgresql://u:pa/ss9@host/db", f"postgresql://u:{MASK}@host/db"),
+    ("postgresql://u:p@h/db?to=a@b.example", f"postgresql://u:{MASK}@h/db?to=a@b.example"),
+    (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----",
+        f"-----BEGIN PGP PRIVATE KEY BLOCK-----{MASK}-----END PGP PRIVATE KEY BLOCK-----",
+    ),
     ('password = "two words"', f'password = "{MASK}"'),
     ('{"password": "a \\"quoted\\" b", "user": "bob"}', f'{{"password": "{MASK}", "user": "bob"}}'),
     ("{'client_secret': 'xyz', 'qty': 5}", f"{{'client_secret': '{MASK}', 'qty': 5}}"),
@@ -200,6 +236,10 @@ UNCHANGED_TEXT = [
     "password:",
     "password=",
     "ratio 3:2 and 1=1",
+    "https://host.example:8080/path@handle",
+    "with password ok: true",
+    "('symbol', 'NIFTY'), ('qty', 5)",
+    "Basic authentication required",
     "",
 ]
 
@@ -621,9 +661,11 @@ def test_redactor_never_leaks_secrets(data: st.DataObject, background: object, k
 @settings(max_examples=300)
 @given(st.text(alphabet=st.characters(exclude_characters=":=")))
 def test_text_without_candidates_is_never_changed(text: str) -> None:
-    """Text without ``:``, ``=``, a Bearer/Basic scheme or a PEM header is never changed."""
+    """Text without ``:``, ``=``, a Bearer/Basic scheme, a PEM header, a JWT or a quoted
+    ``'key', value`` pair is never changed."""
     lowered = text.lower()
     assume("bearer" not in lowered and "basic" not in lowered and "PRIVATE KEY" not in text)
+    assume("eyJ" not in text and not ("," in text and ("'" in text or '"' in text)))
     assert redact_text(text) == text
 
 

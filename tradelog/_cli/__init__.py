@@ -39,7 +39,7 @@ from tradelog._cli import retention as retention_commands
 from tradelog._cli import serve as serve_commands
 from tradelog._cli import status as status_commands
 from tradelog._cli import worker as worker_commands
-from tradelog._cli._common import CommandError, Context, add_global_options
+from tradelog._cli._common import CommandError, Context, add_global_options, safe_text
 from tradelog._db.engine import mask_url
 from tradelog._logs.redact import redact_text
 from tradelog.exceptions import (
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"tradelog: error: {redact_text(message)}", file=sys.stderr)
+    print(f"tradelog: error: {safe_text(redact_text(message))}", file=sys.stderr)
 
 
 def _first_line(exc: BaseException) -> str:

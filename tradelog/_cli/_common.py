@@ -1,34 +1,66 @@
-"""What every command shares: global options, settings, engines and output (tables or JSON)."""
+"""What every command shares: global options, settings, engines and output (tables or JSON).
+
+Human-readable output never passes stored text to the terminal raw: control characters (ESC,
+BEL, CR, backspace, DEL, the C1 range that some terminals read as escape sequences) and the
+Unicode controls that reorder or break lines are shown escaped (``\x1b``, ``\r``,
+``\u202e``) by :func:`safe_text`, so a log message cannot recolour, rewrite or retitle the
+operator's terminal or set its clipboard (OSC 52). JSON output escapes them by itself.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from tradelog._access import Actor, resolve_actor
 from tradelog._db.engine import check_connection, create_tradelog_engine, session_factory
 from tradelog.config import Settings
+from tradelog.users import ensure_system_user
 
 __all__ = [
     "CommandError",
     "Context",
+    "acting_user",
     "add_global_options",
     "emit",
     "positive_float",
     "positive_int",
     "print_table",
+    "safe_text",
 ]
 
 Handler = Callable[[argparse.Namespace, "Context"], int | None]
+
+_BIDI_AND_BREAKS: Final = "\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE: Final = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI_AND_BREAKS}]")
+_UNSAFE_IN_BLOCK: Final = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI_AND_BREAKS}]")
+_NAMED: Final = {"\r": "\\r", "\t": "\\t", "\n": "\\n", "\x1b": "\\x1b"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str, *, lines: bool = False) -> str:
+    """``text`` with every terminal control character shown escaped; ``lines=True`` keeps
+    newlines and tabs (tracebacks and other multi-line text)."""
+    return (_UNSAFE_IN_BLOCK if lines else _UNSAFE).sub(_escape, text)
 
 
 class CommandError(Exception):
@@ -59,6 +91,15 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
+
+
+def acting_user(session: Session, given: int | None) -> Actor:
+    """Who a command acts as: ``--as USER_ID`` (its role and active flag read from the
+    database), else the system administrator account, which acts as an admin (whoever runs
+    the CLI against the database already holds everything it could show)."""
+    if given is not None:
+        return resolve_actor(session, given)
+    return Actor(ensure_system_user(session), is_admin=True)
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -122,9 +163,10 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None, o
         return
     cols = list(columns or rows[0].keys())
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    widths = [max(len(safe_text(c)), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
     out.write(
-        "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip() + "\n"
+        "  ".join(safe_text(c.upper()).ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()
+        + "\n"
     )
     for r in cells:
         out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
@@ -138,5 +180,5 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-    text = text.replace("\n", " ")
+    text = safe_text(text.replace("\r\n", " ").replace("\n", " "))
     return text if len(text) <= 80 else text[:79] + "…"

@@ -15,11 +15,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from tradelog._cli._common import CommandError, Context, emit, positive_int
+from tradelog._cli._common import CommandError, Context, acting_user, emit, positive_int
 from tradelog._db.models import AuditLog
 from tradelog._logs.query import parse_moment
 from tradelog.audit import query_audit
-from tradelog.users import ensure_system_user
 
 __all__ = ["register"]
 
@@ -81,7 +80,7 @@ def _row(row: AuditLog, context: Context) -> dict[str, Any]:
 def _audit(args: argparse.Namespace, context: Context) -> int:
     since, until = _when(args.since, context), _when(args.until, context)
     with context.session() as session:
-        actor = args.actor if args.actor is not None else ensure_system_user(session)
+        actor = acting_user(session, args.actor)
         try:
             page = query_audit(
                 session,

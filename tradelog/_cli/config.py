@@ -9,9 +9,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tradelog._access import ActorLike
-from tradelog._cli._common import CommandError, Context, emit
+from tradelog._cli._common import CommandError, Context, acting_user, emit
 from tradelog.trading_config import FIELDS, as_dict, get_config, parse_value, update_config
-from tradelog.users import ensure_system_user
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def _actor(session: Session, args: argparse.Namespace) -> ActorLike:
-    return args.actor if args.actor is not None else ensure_system_user(session)
+    return acting_user(session, args.actor)
 
 
 def _show(args: argparse.Namespace, context: Context) -> int:

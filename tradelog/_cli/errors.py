@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from tradelog._access import ActorLike, require_admin, resolve_actor
-from tradelog._cli._common import CommandError, Context, emit, positive_int
+from tradelog._cli._common import CommandError, Context, acting_user, emit, positive_int, safe_text
 from tradelog._db.base import utcnow
 from tradelog._db.models import ErrorLog, User
 from tradelog._errors.workflow import (
@@ -37,7 +37,6 @@ from tradelog._errors.workflow import (
     resolve,
 )
 from tradelog.exceptions import NotFound
-from tradelog.users import ensure_system_user
 
 __all__ = ["parse_when", "register"]
 
@@ -145,7 +144,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 
 
 def _actor(session: Session, args: argparse.Namespace) -> ActorLike:
-    return args.actor if args.actor is not None else ensure_system_user(session)
+    return acting_user(session, args.actor)
 
 
 def _require_user(session: Session, user_id: int | None) -> None:
@@ -249,7 +248,7 @@ def _show(args: argparse.Namespace, context: Context) -> int:
     traceback = detail.pop("traceback")
     emit(context, [{"field": key, "value": value} for key, value in detail.items()])
     if traceback:
-        context.out.write("\n" + traceback.rstrip("\n") + "\n")
+        context.out.write("\n" + safe_text(traceback.rstrip("\n"), lines=True) + "\n")
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tradelog._cli._common import CommandError, Context, print_table
+from tradelog._cli._common import CommandError, Context, print_table, safe_text
 from tradelog._cli._progress import ProgressBar
 from tradelog._legacy_import import LegacyImporter
 
@@ -58,7 +58,7 @@ def _import(args: argparse.Namespace, context: Context) -> int:
         for user_id, lines in sorted(result.missing_users.items()):
             context.out.write(f"user {user_id} does not exist: {lines} line(s) skipped\n")
         for bad in result.bad_lines[:SHOWN_BAD_LINES]:
-            context.out.write(f"bad line {bad}\n")
+            context.out.write(f"bad line {safe_text(str(bad))}\n")
         if result.bad > SHOWN_BAD_LINES:
             context.out.write(f"... and {result.bad - SHOWN_BAD_LINES} more bad line(s)\n")
         if result.ignored_files:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tradelog._access import Actor, ActorLike
-from tradelog._cli._common import CommandError, Context, emit
+from tradelog._cli._common import CommandError, Context, emit, safe_text
 from tradelog._db.engine import session_factory
 from tradelog._logs.levels import LEVEL_NAMES
 from tradelog._logs.query import LogEntry, LogFilter, follow_logs, parse_moment, query_logs
@@ -152,4 +152,4 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-    return text.replace("\n", " ")
+    return safe_text(text.replace("\r\n", " ").replace("\n", " "))

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tradelog._access import ActorLike
-from tradelog._cli._common import CommandError, Context, emit, positive_int
+from tradelog._cli._common import CommandError, Context, acting_user, emit, positive_int, safe_text
 from tradelog._db.models import MLModel, MLTrainingJob
 from tradelog.ml import (
     JOB_STATUSES,
@@ -34,7 +34,6 @@ from tradelog.ml import (
     register_model,
     start_job,
 )
-from tradelog.users import ensure_system_user
 
 __all__ = ["register"]
 
@@ -140,7 +139,7 @@ def _read_logs(source: str | None) -> str | None:
 
 
 def _actor(session: Session, args: argparse.Namespace) -> ActorLike:
-    return args.actor if args.actor is not None else ensure_system_user(session)
+    return acting_user(session, args.actor)
 
 
 def _job_row(job: MLTrainingJob, context: Context) -> dict[str, Any]:
@@ -208,7 +207,7 @@ def _job(args: argparse.Namespace, context: Context) -> int:
     logs = row.pop("logs")
     emit(context, [{"field": k, "value": v} for k, v in row.items()])
     if logs:
-        context.out.write("\n" + logs.rstrip("\n") + "\n")
+        context.out.write("\n" + safe_text(logs.rstrip("\n"), lines=True) + "\n")
     return 0
 
 

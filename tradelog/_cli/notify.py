@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tradelog._access import Actor, resolve_actor, scoped
-from tradelog._cli._common import CommandError, Context, emit, positive_int
+from tradelog._cli._common import CommandError, Context, acting_user, emit, positive_int
 from tradelog._db.base import utcnow
 from tradelog._db.models import Notification, NotificationDelivery, User
 from tradelog._notify import outbox
@@ -41,7 +41,6 @@ from tradelog.exceptions import (
     NotFound,
     PermissionDenied,
 )
-from tradelog.users import ensure_system_user
 
 __all__ = ["register"]
 
@@ -140,9 +139,7 @@ def _actor_option(parser: argparse.ArgumentParser) -> None:
 
 def _actor(session: Session, args: argparse.Namespace) -> Actor:
     """The acting user: ``--as``, else the system administrator account."""
-    return resolve_actor(
-        session, args.actor if args.actor is not None else ensure_system_user(session)
-    )
+    return acting_user(session, args.actor)
 
 
 def _target(session: Session, actor: Actor, user_id: int | None, action: str) -> int | None:
@@ -370,7 +367,7 @@ def _test_channel(args: argparse.Namespace, context: Context) -> int:
     with context.session() as session:
         actor = _actor(session, args)
         _target(session, actor, args.user, "test the channels")
-        view = snapshot(get_preferences(session, args.user))
+        view = snapshot(get_preferences(session, actor, args.user))
         session.commit()
     names = ["telegram", "email"] if args.channel == "all" else [args.channel]
     now = utcnow()

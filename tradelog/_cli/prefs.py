@@ -14,12 +14,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tradelog._access import Actor, resolve_actor
-from tradelog._cli._common import CommandError, Context, emit
+from tradelog._access import Actor
+from tradelog._cli._common import CommandError, Context, acting_user, emit
 from tradelog._notify.policy import QUIET_MODES
 from tradelog._notify.preferences import get_preferences, preferences_dict, update_preferences
-from tradelog.exceptions import PermissionDenied
-from tradelog.users import ensure_system_user
 
 __all__ = ["register"]
 
@@ -61,19 +59,12 @@ def register(subparsers: Any) -> None:
 
 
 def _actor(session: Session, args: argparse.Namespace) -> Actor:
-    return resolve_actor(
-        session, args.actor if args.actor is not None else ensure_system_user(session)
-    )
+    return acting_user(session, args.actor)
 
 
 def _show(args: argparse.Namespace, context: Context) -> int:
     with context.session() as session:
-        actor = _actor(session, args)
-        if actor.id != args.user and not actor.is_admin:
-            raise PermissionDenied(
-                f"user {actor.id} may not read the notification preferences of user {args.user}"
-            )
-        row = get_preferences(session, args.user)
+        row = get_preferences(session, _actor(session, args), args.user)
         session.commit()
         shown = preferences_dict(row)
     emit(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tradelog._cli._common import CommandError, Context, print_table
+from tradelog._cli._common import CommandError, Context, print_table, safe_text
 from tradelog._cli._progress import ProgressBar
 from tradelog.retention import DEFAULT_BATCH_SIZE, RetentionJob, RetentionPolicy
 
@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace, context: Context) -> int:
     if files:
         context.out.write(f"\nfiles{' that would go' if result.dry_run else ' removed'}:\n")
         for path in files:
-            context.out.write(f"  {path}\n")
+            context.out.write(f"  {safe_text(str(path))}\n")
     for problem in result.file_errors:
-        context.out.write(f"could not remove {problem}\n")
+        context.out.write(f"could not remove {safe_text(str(problem))}\n")
     return 1 if result.file_errors else 0

@@ -4,12 +4,15 @@
   heartbeat, last task, error count and last error. A service is stale when it is marked
   running and sent no heartbeat for ``--threshold`` seconds (default
   ``TRADELOG_STALE_HEARTBEAT_SECONDS``).
-* outbox: pending, due, deferred, failed deliveries (admins only).
-* log writers: the counters each process's background log writer last saved.
+* outbox: pending, due, deferred, stuck (claimed by a worker that stopped renewing its lease:
+  it died), at their last attempt, failed deliveries, and channels paused because the service
+  is unavailable (admins only).
+* log writers: the counters each process's background log writer last saved, with its host,
+  pid and last error (admins only).
 
-Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale
-or deliveries are overdue (due for a long time with no worker sending them), so the command can
-drive an alert.
+Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale,
+deliveries are overdue (due for a long time with no worker sending them), stuck, at their last
+attempt, or failed for good in the last 24 hours, so the command can drive an alert.
 """
 
 from __future__ import annotations
@@ -18,19 +21,19 @@ import argparse
 import importlib
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tradelog._access import resolve_actor
-from tradelog._cli._common import Context, positive_float, print_table
+from tradelog._cli._common import Context, acting_user, positive_float, print_table, safe_text
 from tradelog._db.base import utcnow
 from tradelog._health.status import service_overview
-from tradelog.users import ensure_system_user
+from tradelog._notify.breaker import paused_channels
 
 __all__ = ["register"]
 
 NOT_AVAILABLE = "n/a"
+ADMINS_ONLY = "n/a (admins only)"
 _WRITER_COLUMNS = (
     "pid",
     "host",
@@ -94,22 +97,34 @@ def _status(args: argparse.Namespace, context: Context) -> int:
     threshold = args.threshold if args.threshold is not None else settings.stale_heartbeat_seconds
     now = utcnow()
     with context.session() as session:
-        actor = resolve_actor(
-            session, args.actor if args.actor is not None else ensure_system_user(session)
-        )
+        actor = acting_user(session, args.actor)
         services = service_overview(session, actor, now, threshold)
         outbox: Any = NOT_AVAILABLE
         summary = _optional("tradelog._notify.outbox", "backlog_summary")
         if summary is not None:
             outbox = (
-                summary(session, now=now, overdue_after=settings.unserved_delivery_timeout or 900.0)
+                summary(
+                    session,
+                    now=now,
+                    overdue_after=settings.unserved_delivery_timeout or 900.0,
+                    max_attempts=settings.max_delivery_attempts,
+                )
                 if actor.is_admin
-                else "n/a (admins only)"
+                else ADMINS_ONLY
             )
+        if isinstance(outbox, dict):
+            outbox["paused_channels"] = [
+                {
+                    "channel": state.scope,
+                    "paused_until": datetime.fromtimestamp(state.paused_until, UTC),
+                    "failures_in_a_row": state.failures,
+                }
+                for state in paused_channels(session)
+            ]
         session.commit()
-    writers: Any = NOT_AVAILABLE
+    writers: Any = NOT_AVAILABLE if actor.is_admin else ADMINS_ONLY
     read_stats = _optional("tradelog._logs.stats", "read_writer_stats")
-    if read_stats is not None:
+    if read_stats is not None and actor.is_admin:
         try:
             writers = list(read_stats(settings.log_dir))
         except OSError as exc:
@@ -127,9 +142,11 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         outbox["oldest_due_at"] = _local_stamp(outbox.get("oldest_due_at"), zone)
         for failure in outbox.get("recent_failures") or []:
             failure["at"] = _local_stamp(failure.get("at"), zone)
+        for paused in outbox["paused_channels"]:
+            paused["paused_until"] = paused["paused_until"].astimezone(zone)
     stale = sum(1 for row in services if row["state"] == "stale")
-    overdue = int(outbox.get("overdue") or 0) if isinstance(outbox, dict) else 0
-    code = 1 if stale or overdue else 0
+    problems = _outbox_problems(outbox) if isinstance(outbox, dict) else []
+    code = 1 if stale or problems else 0
     if context.json:
         json.dump(
             {
@@ -153,22 +170,46 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         metrics = [
             {"metric": key, "value": value}
             for key, value in outbox.items()
-            if key != "recent_failures"
+            if key not in ("recent_failures", "paused_channels")
         ]
         print_table(metrics, None, out)
+        if outbox["paused_channels"]:
+            out.write("\npaused channels (service unavailable; probed until it answers)\n")
+            print_table(outbox["paused_channels"], None, out)
         if failures:
             out.write("\nrecent delivery failures\n")
             print_table(failures, None, out)
     else:
-        out.write(f"{outbox}\n")
+        out.write(f"{safe_text(str(outbox))}\n")
     out.write("\nlog writers\n")
     if isinstance(writers, list):
         shown = [c for c in _WRITER_COLUMNS if any(c in w for w in writers)] or None
         print_table(writers, shown, out)
     else:
-        out.write(f"{writers}\n")
-    if overdue:
-        out.write(
-            f"\n{overdue} deliveries overdue: is a worker running with that channel configured?\n"
-        )
+        out.write(f"{safe_text(str(writers))}\n")
+    if problems:
+        out.write("\n" + "".join(f"{line}\n" for line in problems))
     return code
+
+
+def _outbox_problems(outbox: dict[str, Any]) -> list[str]:
+    """One line per outbox condition that makes ``status`` exit 1."""
+    lines = []
+    if outbox.get("overdue"):
+        lines.append(
+            f"{outbox['overdue']} deliveries overdue: "
+            "is a worker running with that channel configured?"
+        )
+    if outbox.get("stuck"):
+        lines.append(
+            f"{outbox['stuck']} deliveries stuck: the worker that claimed them stopped renewing "
+            "its lease (it died); another worker takes them over"
+        )
+    if outbox.get("last_attempt"):
+        lines.append(f"{outbox['last_attempt']} deliveries are at their last attempt")
+    if outbox.get("failed_24h"):
+        lines.append(
+            f"{outbox['failed_24h']} deliveries failed for good in the last 24 hours: "
+            "see `tradelog notify deliveries --status failed`, then `tradelog notify retry`"
+        )
+    return lines

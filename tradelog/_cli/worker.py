@@ -38,7 +38,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--concurrency", type=positive_int, help="deliveries in flight (default 8)")
     parser.add_argument("--poll-interval", type=positive_float, help="seconds between outbox polls")
     parser.add_argument(
-        "--lease", type=positive_float, default=120.0, help="claim lease in seconds"
+        "--lease",
+        type=positive_float,
+        help="claim lease in seconds, renewed while held (default TRADELOG_WORKER_LEASE, 30)",
     )
     parser.add_argument("--name", help="worker name recorded on claimed deliveries")
     parser.set_defaults(handler=_worker)

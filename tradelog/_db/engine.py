@@ -2,12 +2,15 @@
 
 tradelog never borrows the host application's session or connection: every writer builds its own
 engine here. SQLite gets WAL, foreign keys, a busy timeout and ``synchronous=NORMAL``; PostgreSQL
-URLs are routed to psycopg 3.
+URLs are routed to psycopg 3. A SQLite database file that does not exist yet is created here,
+owner-only (``0600``) whatever the umask; SQLite gives its ``-wal`` and ``-shm`` files the same
+mode.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from typing import Any
 
@@ -16,6 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tradelog._files import open_private
 from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageError
 
 __all__ = [
@@ -74,6 +78,19 @@ def _sqlite_savepoint(connection: Any, _name: str) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _create_sqlite_file(parsed: URL) -> None:
+    """Create a missing SQLite database file owner-only (SQLite would use the umask)."""
+    path = parsed.database
+    if not path or path == ":memory:" or path.startswith("file:") or parsed.query.get("uri"):
+        return
+    try:
+        os.close(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing folder or no permission: SQLite reports it on connect
+
+
 def create_tradelog_engine(url: str | URL, **kwargs: Any) -> Engine:
     """Create an engine for ``url`` configured the way tradelog needs it.
 
@@ -83,6 +100,7 @@ def create_tradelog_engine(url: str | URL, **kwargs: Any) -> Engine:
     parsed = normalize_url(url)
     options: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
+        _create_sqlite_file(parsed)
         options.pop("pool_pre_ping")
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     options.update(kwargs)

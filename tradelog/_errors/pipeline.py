@@ -226,7 +226,8 @@ class ErrorCapture:
                 merged.update(context)
             owner = user_id if user_id is not None else _user_id(merged.get("user_id"))
             if owner is None and merged.get("user_id") is not None:
-                merged["unresolved_user_id"] = str(merged["user_id"])[:64]
+                shown = self.redactor.redact_text(str(merged["user_id"]))
+                merged["unresolved_user_id"] = shown[:64]
             merged.pop("user_id", None)
             item = _Item(
                 exc=exc,

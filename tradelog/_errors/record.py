@@ -6,9 +6,11 @@
 * ``traceback``: :func:`traceback.format_exception` text, chained causes and contexts included,
   scrubbed. Over 8,192 characters the head (where the chain starts) and the tail (the innermost
   frames and the final exception line) are kept around a marker saying how much was left out.
-* ``context``: the caller's context (bound log context, explicit keys), made JSON-safe with
-  :func:`tradelog._logs.sanitize.to_jsonable` and scrubbed with the log redactor. Local variables
-  are only included when ``capture_locals`` is on, and then scrubbed the same way.
+* ``context``: the caller's context (bound log context, explicit keys), made JSON-safe and
+  scrubbed with the log redactor *before* long strings are cut
+  (:func:`tradelog._logs.redact.redact_jsonable`). Local variables are only included when
+  ``capture_locals`` is on, and then scrubbed the same way (names such as ``pw`` or ``creds``
+  mask their values), each ``repr`` cut to 200 characters after scrubbing.
 * ``fingerprint``: :func:`tradelog._errors.fingerprint.fingerprint`.
 
 Severity (:attr:`ErrorRecord.level`): only an uncaught exception that ends the service
@@ -32,8 +34,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from tradelog._errors.fingerprint import fingerprint, qualified_name
-from tradelog._logs.redact import Redactor
-from tradelog._logs.sanitize import clean_text, to_jsonable
+from tradelog._logs.redact import Redactor, redact_jsonable
+from tradelog._logs.sanitize import clean_text
 
 __all__ = [
     "LAST_ERROR_LENGTH",
@@ -53,6 +55,8 @@ TYPE_LENGTH: Final = 128
 MESSAGE_LENGTH: Final = 1024
 TRACEBACK_LENGTH: Final = 8192
 LAST_ERROR_LENGTH: Final = 512
+LOCAL_REPR_LENGTH: Final = 200
+"""Characters kept of each local variable's ``repr`` (after scrubbing)."""
 PROCESS_CRASH_SOURCES: Final = frozenset({"sys.excepthook"})
 """``context["source"]`` values of exceptions that end the process."""
 _LOCALS_FRAMES: Final = 3
@@ -61,9 +65,11 @@ _TRACEBACK_HEAD: Final = 2048
 """Characters kept from the start of a long traceback (the rest of the budget is the tail)."""
 
 _repr = reprlib.Repr()
-_repr.maxstring = 200
-_repr.maxother = 200
+_repr.maxstring = 2000
+_repr.maxother = 2000
 _repr.maxlong = 60
+"""Wide enough that a secret near the start of a value is whole when it is scrubbed; the
+scrubbed text is then cut to :data:`LOCAL_REPR_LENGTH`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +158,8 @@ def capture_frame_locals(exc: BaseException) -> list[dict[str, Any]]:
     """``repr``\\ s of the local variables of the innermost frames of ``exc``'s traceback.
 
     Take this snapshot on the thread that caught the exception, before the frames move on.
-    Values are shortened with :mod:`reprlib`; scrubbing happens in :func:`build_record`.
+    Values are shortened with :mod:`reprlib`; scrubbing, and then the cut to
+    :data:`LOCAL_REPR_LENGTH` characters, happen in :func:`build_record`.
     """
     frames = []
     current = exc.__traceback__
@@ -211,10 +218,14 @@ def build_record(
         print_ = "0" * 64
     data: dict[str, Any] = {}
     if context:
-        data.update(context)
+        scrubbed_context = redact_jsonable(dict(context), max_str=2048, redactor=redactor)
+        if isinstance(scrubbed_context, dict):
+            data.update(scrubbed_context)
     if frame_locals is not None:
-        data["locals"] = frame_locals
-    scrubbed = redactor(to_jsonable(data, max_str=2048)) if data else None
+        data["locals"] = redact_jsonable(
+            frame_locals, max_str=LOCAL_REPR_LENGTH, max_items=64, redactor=redactor
+        )
+    scrubbed = data or None
     return ErrorRecord(
         user_id=user_id,
         error_type=error_type,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from tradelog._errors.record import ErrorRecord
+from tradelog._files import make_dirs, open_private
 
 __all__ = ["PREFIX", "SpillFiles", "record_from_json", "record_to_json"]
 
@@ -79,8 +80,9 @@ class SpillFiles:
         self._append(self.own_path, records)
 
     def _append(self, path: Path, records: Sequence[ErrorRecord]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
+        make_dirs(self.directory)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
             handle.writelines(record_to_json(record) + "\n" for record in records)
 
     def _ready(self) -> list[Path]:

@@ -34,6 +34,7 @@ from tradelog._db.base import utcnow
 from tradelog._db.models import ErrorGroup as GroupRow
 from tradelog._db.models import ErrorLog
 from tradelog._errors.groups import effective_substatus, ensure_group
+from tradelog._logs.redact import redact_text
 from tradelog.audit import diff, record_audit
 from tradelog.exceptions import ConflictError, NotFound
 
@@ -393,7 +394,7 @@ def resolve(
     who = resolve_actor(session, admin)
     require_admin(who, "resolve errors")
     at = now or utcnow()
-    text = notes.strip()[:NOTES_LENGTH] if notes and notes.strip() else None
+    text = redact_text(notes.strip())[:NOTES_LENGTH] if notes and notes.strip() else None
     values = {"resolved": True, "resolved_at": at, "resolved_by": who.id, "resolution_notes": text}
     if isinstance(target, bool) or not isinstance(target, int | str):
         raise TypeError("target must be an error id (int) or a fingerprint (str)")

@@ -36,6 +36,8 @@ from typing import Any, NoReturn, TypeAlias, TypeVar, cast
 
 from tradelog._db.base import utcnow
 from tradelog._health.writer import ServiceHealth, describe_failure
+from tradelog._logs.redact import redact_text
+from tradelog._logs.sanitize import truncate
 
 __all__ = ["HealthSource", "TaskRun", "TaskSkipped", "current_task", "skip", "track_task"]
 
@@ -143,7 +145,7 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
                 details["skip_reason"] = exc.reason
         else:
             status = "failed"
-            details.setdefault("error", f"{type(exc).__name__}: {exc}"[:512])
+            details.setdefault("error", truncate(redact_text(f"{type(exc).__name__}: {exc}"), 512))
         health = self._resolve()
 
         def write() -> None:

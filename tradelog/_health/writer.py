@@ -28,8 +28,7 @@ from tradelog._db.base import utcnow
 from tradelog._db.engine import STATEMENT_TIMEOUT_MS
 from tradelog._db.models import ServiceTaskExecution
 from tradelog._db.upsert import upsert_status
-from tradelog._logs.redact import Redactor, redact_text
-from tradelog._logs.sanitize import to_jsonable
+from tradelog._logs.redact import Redactor, redact_jsonable, redact_text
 
 __all__ = [
     "TASK_STATUSES",
@@ -172,5 +171,5 @@ class ServiceHealth:
 def _details(details: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not details:
         return None
-    document = _redactor(to_jsonable(dict(details), max_str=2048))
+    document = redact_jsonable(dict(details), max_str=2048, redactor=_redactor)
     return document if isinstance(document, dict) else {"details": document}

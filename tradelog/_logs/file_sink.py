@@ -19,6 +19,10 @@ How several processes share a file without losing or interleaving lines:
 
 Files of past days are closed the same way (renamed to the next segment and compressed) by
 :meth:`FileSink.seal_old_files`, which the writer calls now and then.
+
+Directories (``logs/``, ``logs/users/``, ``logs/users/<id>/``) are created ``0700`` and files
+(``.jsonl``, ``.gz``, the lock file) ``0600`` whatever the umask, opened with ``O_NOFOLLOW``
+(:mod:`tradelog._files`).
 """
 
 from __future__ import annotations
@@ -35,13 +39,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from tradelog._files import make_dirs, open_private
 from tradelog._logs.rows import FileKey
 
 __all__ = ["FileSink", "file_path", "iter_lines"]
 
-_FILE_MODE: Final = 0o640
-_DIR_MODE: Final = 0o750
-_OPEN_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_OPEN_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 _MAX_OPEN: Final = 64
 _REOPEN_ATTEMPTS: Final = 8
 _SEAL_AFTER_SECONDS: Final = 300.0
@@ -188,9 +191,9 @@ class FileSink:
     def _open_file(self, key: FileKey, path: Path) -> _Open:
         folder = path.parent
         if folder not in self._dirs:
-            folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            make_dirs(folder)
             self._dirs.add(folder)
-        fd = os.open(path, _OPEN_FLAGS, _FILE_MODE)
+        fd = open_private(path, _OPEN_FLAGS)
         entry = _Open(fd, os.fstat(fd).st_ino)
         if len(self._open) >= _MAX_OPEN:
             self._forget(next(iter(self._open)))
@@ -210,11 +213,11 @@ class FileSink:
         closes the file whatever its size (a past day's file). Returns whether it rotated.
         """
         folder = path.parent
-        lock_fd = os.open(folder / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        lock_fd = open_private(folder / _LOCK_NAME, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = open_private(path, os.O_RDONLY)
             except FileNotFoundError:
                 return False
             try:
@@ -296,7 +299,7 @@ def _next_segment(folder: Path, current: str) -> Path:
 def _compress(segment: Path, only_if_unclaimed: bool) -> None:
     """Gzip ``segment`` to ``segment.gz`` (via a ``.tmp`` file), then remove it."""
     try:
-        fd = os.open(segment, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_private(segment, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -309,9 +312,13 @@ def _compress(segment: Path, only_if_unclaimed: bool) -> None:
             return
         target = segment.with_name(segment.name + ".gz")
         temporary = segment.with_name(segment.name + ".gz.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        out_fd = open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         with (
             os.fdopen(os.dup(fd), "rb") as source,
-            gzip.open(temporary, "wb", compresslevel=6) as out,
+            os.fdopen(out_fd, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6) as out,
         ):
             shutil.copyfileobj(source, out, 1 << 20)
         os.replace(temporary, target)

@@ -9,11 +9,13 @@ twice: to a *compact* form (lower case, only ``a-z0-9``, so ``X-Api-Key``, ``api
 
 * Secret if the compact form contains one of: ``password``, ``passwd``, ``passphrase``, ``pwd``,
   ``secret``, ``apikey``, ``accesskey``, ``privatekey``, ``authorization``, ``authheader``,
-  ``cookie``, ``sessionid``, ``sessionkey``, ``credential``, ``mpin``, ``totp``
+  ``cookie``, ``sessionid``, ``sessionkey``, ``credential``, ``mpin``, ``totp``, ``jwt``,
+  ``authcode``, ``signingkey``, ``encryptionkey``, ``hmackey``, ``twofa``, ``2fa``
   (which covers ``client_secret``, ``smtp_password``, ``credentials``, ``Set-Cookie``, ...).
-* Secret if one of the words is ``pin``, ``otp`` or ``pass`` (``pin``, ``user_pin``, ``pinCode``,
-  ``otp_code``; but not ``spinner``, ``pinned``, ``pincode``, ``footprint`` or ``bypass``), or
-  the last word is ``auth`` (``auth``, ``basic_auth``; but not ``auth_method`` or ``author``).
+* Secret if one of the words is ``pin``, ``otp``, ``pass``, ``pw``, ``cred`` or ``creds``
+  (``pin``, ``user_pin``, ``pinCode``, ``otp_code``, ``db_pw``; but not ``spinner``, ``pinned``,
+  ``pincode``, ``footprint`` or ``bypass``), or the last word is ``auth`` (``auth``,
+  ``basic_auth``; but not ``auth_method`` or ``author``).
 * Secret if the compact form contains ``token`` (``access_token``, ``bot_token``,
   ``csrftoken``, ``tokens``), **except** when the rest of the key only describes the token:
   counts and limits (``max_tokens``, ``token_count``, ``prompt_tokens``, ``tokens_used``),
@@ -21,26 +23,38 @@ twice: to a *compact* form (lower case, only ``a-z0-9``, so ``X-Api-Key``, ``api
   (``instrument_token``, ``exchange_token``, ``symboltoken``), which are public numbers that
   trading logs need. A key with any other secret fragment (``secret_token_count``) stays secret.
 * ``extra_keys`` add fragments matched like the first group (compact form, anywhere in the key).
+* A two-item list or tuple whose first item is a secret key name is a pair: its second item is
+  masked (header lists ``[("Authorization", "Token x"), ("X-Api-Key", "y")]``).
 
 **Text rules.** Every string (values at any depth, string dict keys, the structlog ``event`` and
 ``exception`` text) is searched for secrets embedded in free text; only the secret part is
 replaced so the line stays readable:
 
-* ``key=value`` / ``key: value`` pairs (query strings, JSON or repr text, headers) whose key
-  passes the key rules: ``?token=abc&x=1`` becomes ``?token=[REDACTED]&x=1``; quoted values keep
-  their quotes, an auth scheme word is kept (``Authorization: Bearer [REDACTED]``), and a
-  ``Cookie:``/``Set-Cookie:`` header value is masked to the end of the line.
+* ``key=value`` / ``key: value`` / ``key => value`` pairs (query strings, JSON or repr text,
+  headers, Ruby hashes) whose key passes the key rules, also written as two words whose last
+  is a noun such as ``key``, ``code`` or ``token`` (``API Key: x``, ``auth code = x``):
+  ``?token=abc&x=1`` becomes ``?token=[REDACTED]&x=1``. Quoted values keep their quotes; an
+  unquoted value runs to the next quote, the end of the line or the next ``key=``/``key:``
+  pair, so passwords with spaces or punctuation are masked whole (``password=Tr0ub;REST``,
+  ``passphrase: correct horse battery``); an auth scheme word is kept
+  (``Authorization: Bearer [REDACTED]``); a ``Cookie:``/``Set-Cookie:`` header value is
+  masked to the end of the line.
+* Quoted ``'key', value`` pairs with a secret key, as exception ``args`` and header lists print:
+  ``BrokerError('api_key', 'x')`` becomes ``BrokerError('api_key', '[REDACTED]')``.
 * Telegram bot tokens anywhere, including Bot API URLs: ``bot123456:AAE...`` becomes
   ``bot123456:[REDACTED]`` (the numeric bot id is public and helps tell bots apart).
-* Passwords in URLs: ``postgresql://user:pw@host`` becomes ``postgresql://user:[REDACTED]@host``.
-* ``Bearer <token>`` / ``Basic <base64>`` credentials when the credential looks encoded (eight or
-  more token characters including a digit, one of ``-._~+/=`` or an inner capital), so prose
-  such as "Basic validation failed" is left alone.
-* PEM private key blocks.
+* Passwords in URLs: ``postgresql://user:pw@host`` becomes ``postgresql://user:[REDACTED]@host``,
+  also when the password holds ``@`` or a raw ``/``.
+* ``Bearer <token>`` / ``Basic <base64>`` credentials (any case) when the credential looks
+  encoded (eight or more token characters including a digit, one of ``-._~+/=`` or an inner
+  capital) or is sixteen characters or longer, so prose such as "Basic validation failed" is
+  left alone.
+* JSON Web Tokens (``eyJ...`` ``.`` ``eyJ...`` ``.`` signature), wherever they stand.
+* PEM private key blocks and PGP private key blocks.
 
-Strings without ``:``, ``=``, ``bearer``, ``basic`` or ``PRIVATE KEY`` skip the text rules
-after a few substring checks, and the pair rule only runs on text containing a piece of a secret
-key name (``pass``, ``token``, ``key``, ``auth``, ...).
+Strings without ``:``, ``=``, ``bearer``, ``basic``, ``PRIVATE KEY``, ``eyJ`` or a comma next
+to a quote skip the text rules after a few substring checks, and the pair rules only run on text
+containing a piece of a secret key name (``pass``, ``token``, ``key``, ``auth``, ...).
 
 Mappings come back as ``dict``; lists, tuples (named tuples included), sets and bytes keep
 their type. Other objects pass through unchanged (they are not copied or stringified); run
@@ -53,16 +67,31 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, overload
 
+from tradelog._logs.sanitize import JSONValue, to_jsonable
+
 if TYPE_CHECKING:
     from structlog.typing import EventDict, WrappedLogger
 
-__all__ = ["CYCLE_MARKER", "DEFAULT_MASK", "RedactProcessor", "Redactor", "redact_text"]
+__all__ = [
+    "CYCLE_MARKER",
+    "DEFAULT_MASK",
+    "REDACT_MARGIN",
+    "RedactProcessor",
+    "Redactor",
+    "redact_jsonable",
+    "redact_text",
+    "redact_value",
+]
 
 DEFAULT_MASK: Final = "[REDACTED]"
 """Replacement for secret values."""
 
 CYCLE_MARKER: Final = "<cycle>"
 """Replaces a container that contains itself."""
+
+REDACT_MARGIN: Final = 4096
+"""Characters beyond a cut that are still scrubbed before the cut is made (see
+:func:`redact_jsonable`): a secret shorter than this is never split by a cut."""
 
 _MAX_DEPTH: Final = 64
 """Containers nested deeper than this are replaced by the mask as a whole."""
@@ -90,8 +119,17 @@ _FRAGMENTS: Final = (
     "credential",
     "mpin",
     "totp",
+    "jwt",
+    "authcode",
+    "signingkey",
+    "encryptionkey",
+    "hmackey",
+    "twofa",
+    "2fa",
 )
-_SECRET_WORDS: Final = frozenset({"pin", "otp", "pass"})
+_SECRET_WORDS: Final = frozenset({"pin", "otp", "pass", "pw", "cred", "creds"})
+_PHRASE_NOUNS: Final = frozenset({"key", "token", "code", "phrase", "secret", "id", "pin", "word"})
+"""Last words of two-word key names in free text (``API Key: ...``, ``auth code: ...``)."""
 _DESCRIPTIVE_WORDS: Final = (
     "count|counts|max|min|num|number|total|limit|limits|used|usage|remaining|budget|len|length|"
     "size|prompt|completion|input|output|type|expiry|expires|expire|expiration|at|in|ttl|age|"
@@ -115,15 +153,30 @@ _KEY_HINTS: Final = (
     "credential",
     "pin",
     "otp",
+    "pw",
+    "cred",
+    "jwt",
+    "2fa",
+    "twofa",
 )
 """Lower-case substrings of every built-in secret key spelling; text without one has no pairs."""
-_KV_REVERSED: Final = re.compile(r"[:=][ \t]*(?:[\"']\\?)?([\w.-]+)")
-"""A separator and the key before it, matched in the reversed text (anchored on the separator)."""
+_KV_REVERSED: Final = re.compile(r"[:=][ \t]*(?:[\"']\\?)?([\w.-]+(?:[ \t][\w.-]+)?)")
+"""A separator and the key before it (one word, or two such as ``API Key``), matched in the
+reversed text (anchored on the separator); ``=>`` separates too (``'password' => 'x'``)."""
+_QUOTED_PAIR: Final = re.compile(r"""(["'])([A-Za-z][\w. -]{0,63})\1[ \t]*,[ \t]*""")
+"""A quoted key followed by a comma: the first half of ``('api_key', 'x')``, an exception's
+``args`` or a header list ``[("Authorization", "Token x")]``."""
+_PAIR_KEY: Final = re.compile(r"[A-Za-z][\w.-]{0,63}")
+"""What a key looks like as the first item of a two-item sequence (a header pair)."""
 _SPACES: Final = re.compile(r"[ \t]*")
 _SCHEME_WORD: Final = re.compile(
     r"(?:bearer|basic|digest|token|bot|negotiate|ntlm|apikey)[ \t]+(?=\S)", re.IGNORECASE
 )
 _BARE_VALUE: Final = re.compile(r"[^\s&,;\"'<>{}\[\]()]*")
+_BARE_SECRET_END: Final = re.compile(r"""["'\r\n]|[\s,;&]+["']?[\w.-]+["']?[ \t]*(?:=|:(?!//))""")
+"""Where an unquoted secret value ends: a quote, the line end, or the next ``key=``/``key:``
+pair (``password=Tr0ub;REST user=bob`` masks ``Tr0ub;REST``; ``passphrase: correct horse``
+masks both words)."""
 _DQ_BODY: Final = re.compile(r'(?:[^"\\\r\n]|\\.)*')
 _SQ_BODY: Final = re.compile(r"(?:[^'\\\r\n]|\\.)*")
 _LINE_END: Final = re.compile(r"[^\r\n]*")
@@ -131,15 +184,24 @@ _LINE_END: Final = re.compile(r"[^\r\n]*")
 _BOT_TOKEN: Final = re.compile(r"([0-9]{6,12})(:|%3[Aa])[A-Za-z0-9_-]{30,}")
 _BOT_TOKEN_HINT: Final = re.compile(r"(?::|%3[Aa])[A-Za-z0-9_-]{30}")
 """Anchored on the colon, so it scans long text much faster than :data:`_BOT_TOKEN`."""
-_URL_PASSWORD: Final = re.compile(
-    r"(?P<pre>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@\[\]]*):(?P<pw>[^\s/?#]+)@"
+_URL_USER: Final = re.compile(
+    r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@\[\]]*:(?=[^\s]*@)"
 )
+"""``scheme://user:`` followed somewhere by an ``@``; see :meth:`Redactor._redact_urls`."""
+_PORT_AND_PATH: Final = re.compile(r"[0-9]{1,5}(?:[/?#]|$)")
+_WHITESPACE: Final = re.compile(r"\s")
 _AUTH_SCHEME: Final = re.compile(
     r"\b(?P<scheme>bearer|basic)[ \t]+(?P<cred>[A-Za-z0-9._~+/-]{8,}=*)", re.IGNORECASE
 )
 _ENCODED_HINT: Final = re.compile(r"[0-9._~+/=-]|.[A-Z]")
+_LONG_CREDENTIAL: Final = 16
+"""A ``Bearer``/``Basic`` credential this long is masked even when it looks like a word."""
+_JWT: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
+"""A JSON Web Token (header and payload are base64url JSON objects, so both start ``eyJ``)."""
 _PEM_KEY: Final = re.compile(
-    r"(-----BEGIN [A-Z ]*PRIVATE KEY-----).*?(-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL
+    r"(-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----).*?"
+    r"(-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.DOTALL,
 )
 
 
@@ -186,7 +248,6 @@ class Redactor:
         self._key_cache: dict[str, tuple[str, bool]] = {}
         template = mask.replace("\\", "\\\\")
         self._bot_template = rf"\1\2{template}"
-        self._url_template = rf"\g<pre>:{template}@"
         self._pem_template = rf"\1{template}\2"
 
     @property
@@ -219,6 +280,8 @@ class Redactor:
             or "EARER" in text
             or "ASIC" in text
             or "PRIVATE KEY" in text
+            or "eyJ" in text
+            or ("," in text and ("'" in text or '"' in text))
         ):
             return text
         try:
@@ -260,10 +323,14 @@ class Redactor:
         lower = text.lower()
         if (":" in text or "=" in text) and self._has_key_hint(lower):
             text = self._redact_pairs(text)
+        if "," in text and ("'" in text or '"' in text) and self._has_key_hint(lower):
+            text = self._redact_quoted_pairs(text)
+        if "eyJ" in text:
+            text = _JWT.sub(self._mask.replace("\\", "\\\\"), text)
         if (":" in text or "%3" in text) and _BOT_TOKEN_HINT.search(text) is not None:
             text = _BOT_TOKEN.sub(self._bot_template, text)
         if "://" in text and "@" in text:
-            text = _URL_PASSWORD.sub(self._url_template, text)
+            text = self._redact_urls(text)
         if "PRIVATE KEY" in text:
             text = _PEM_KEY.sub(self._pem_template, text)
         if "bearer" in lower or "basic" in lower:
@@ -271,10 +338,85 @@ class Redactor:
         return text
 
     def _auth_replacement(self, match: re.Match[str]) -> str:
-        """Mask a ``Bearer``/``Basic`` credential that looks encoded."""
-        if _ENCODED_HINT.search(match.group("cred")) is None:
+        """Mask a ``Bearer``/``Basic`` credential that looks encoded or is long."""
+        cred = match.group("cred")
+        if len(cred) < _LONG_CREDENTIAL and _ENCODED_HINT.search(cred) is None:
             return match.group(0)
         return f"{match.group('scheme')} {self._mask}"
+
+    def _redact_urls(self, text: str) -> str:
+        """Mask the password of ``scheme://user:password@host`` URLs.
+
+        The password ends at the last ``@`` before the host part, as a URL parser reads it
+        (``u:p@ss@h/db``); a password written with a raw ``/`` (``u:pa/ss@h``) ends at the
+        first ``@`` after it, unless what precedes is a port and a path (``host:80/a@b``).
+        """
+        parts: list[str] = []
+        done = 0
+        for match in _URL_USER.finditer(text):
+            start = match.end()
+            if start < done:
+                continue
+            space = _WHITESPACE.search(text, start)
+            token_end = len(text) if space is None else space.start()
+            netloc_end = token_end
+            for stop in "/?#":
+                found = text.find(stop, start, netloc_end)
+                if found != -1:
+                    netloc_end = found
+            at = text.rfind("@", start, netloc_end)
+            if at == -1:
+                at = text.find("@", netloc_end, token_end)
+                if at == -1 or _PORT_AND_PATH.match(text, start) is not None:
+                    continue
+            if at > start:
+                parts.append(text[done:start])
+                parts.append(self._mask)
+                done = at
+        if not parts:
+            return text
+        parts.append(text[done:])
+        return "".join(parts)
+
+    def _secret_key_in(self, candidate: str) -> str | None:
+        """The secret key a separator follows: the last word, or the last two words when they
+        name a secret together (``API Key``, ``auth code``); None when neither does."""
+        words = candidate.split()
+        if not words:
+            return None
+        if self.is_sensitive_key(words[-1]):
+            return words[-1]
+        if len(words) == 2 and words[-1].lower() in _PHRASE_NOUNS:
+            joined = "_".join(words)
+            if self.is_sensitive_key(joined):
+                return joined
+        return None
+
+    def _redact_quoted_pairs(self, text: str) -> str:
+        """Mask the value after a quoted secret key and a comma: ``('api_key', 'x')``."""
+        parts: list[str] = []
+        done = 0
+        for match in _QUOTED_PAIR.finditer(text):
+            if match.start() < done or self._secret_key_in(match.group(2)) is None:
+                continue
+            start = match.end()
+            if start < len(text) and text[start] in "\"'":
+                begin = start + 1
+                body = _DQ_BODY if text[start] == '"' else _SQ_BODY
+                end = _match_end(body, text, begin)
+                scheme = _SCHEME_WORD.match(text, begin, end)
+                if scheme is not None:
+                    begin = scheme.end()
+            else:
+                begin, end = start, _match_end(_BARE_VALUE, text, start)
+            if end > begin:
+                parts.append(text[done:begin])
+                parts.append(self._mask)
+                done = end
+        if not parts:
+            return text
+        parts.append(text[done:])
+        return "".join(parts)
 
     def _redact_pairs(self, text: str) -> str:
         """Mask the values of ``key=value`` / ``key: value`` pairs with secret keys.
@@ -291,11 +433,14 @@ class Redactor:
         for separator, reversed_key in reversed(found):
             if separator <= done:
                 continue
-            key = reversed_key[::-1]
-            if not self.is_sensitive_key(key):
+            key = self._secret_key_in(reversed_key[::-1])
+            if key is None:
                 continue
             header = text[separator - 1] == ":" and "cookie" in key.lower()
-            start, end = self._value_span(text, _match_end(_SPACES, text, separator), header)
+            start = separator
+            if text[separator - 1] == "=" and text[separator : separator + 1] == ">":
+                start += 1  # 'password' => 'x'
+            start, end = self._value_span(text, _match_end(_SPACES, text, start), header)
             if end > start:
                 parts.append(text[done:start])
                 parts.append(self._mask)
@@ -326,8 +471,13 @@ class Redactor:
         else:
             scheme = _SCHEME_WORD.match(text, start)
             begin = scheme.end() if scheme is not None else start
-            value = _LINE_END if to_line_end else _BARE_VALUE
-            return begin, _match_end(value, text, begin)
+            if to_line_end:
+                return begin, _match_end(_LINE_END, text, begin)
+            stop = _BARE_SECRET_END.search(text, begin)
+            end = len(text) if stop is None else stop.start()
+            while end > begin and text[end - 1] in " \t":
+                end -= 1
+            return begin, end
         scheme = _SCHEME_WORD.match(text, begin, end)
         if scheme is not None:
             begin = scheme.end()
@@ -369,6 +519,8 @@ class Redactor:
                 result[new_key] = new_item
             return result
         items = [self._scrub(item, depth, active) for item in value]
+        if len(items) == 2 and self._is_secret_pair(value):
+            items[1] = None if items[1] is None else self._mask
         if isinstance(value, list):
             return items
         if isinstance(value, set):
@@ -381,6 +533,17 @@ class Redactor:
             except Exception:
                 return tuple(items)
         return tuple(items)
+
+    def _is_secret_pair(self, value: Any) -> bool:
+        """Whether a two-item list or tuple is a ``(secret key, value)`` pair (a header)."""
+        if isinstance(value, set | frozenset):
+            return False
+        first = next(iter(value))
+        return (
+            isinstance(first, str)
+            and _PAIR_KEY.fullmatch(first) is not None
+            and self.is_sensitive_key(first)
+        )
 
     def _scrub_item(
         self, key: object, item: object, depth: int, active: set[int]
@@ -450,3 +613,31 @@ _DEFAULT: Final = Redactor()
 def redact_text(s: str) -> str:
     """Apply the text rules (not the key rules) to ``s`` with the default mask."""
     return _DEFAULT.redact_text(s)
+
+
+def redact_value(value: object) -> object:
+    """Scrub ``value`` (key and text rules) with the default mask."""
+    return _DEFAULT(value)
+
+
+def redact_jsonable(
+    value: object,
+    *,
+    max_str: int = 8192,
+    max_depth: int = 8,
+    max_items: int = 1000,
+    redactor: Redactor | None = None,
+) -> JSONValue:
+    """A JSON-safe, scrubbed copy of ``value`` whose strings are cut to ``max_str`` characters.
+
+    Redaction runs before the cut: strings are first made JSON-safe with ``max_str`` plus
+    :data:`REDACT_MARGIN` characters, scrubbed, and only then cut, so a cut never leaves the
+    beginning of a secret readable (a token split by a cut is no longer recognisable).
+    """
+    scrub = redactor or _DEFAULT
+    wide = to_jsonable(
+        value, max_depth=max_depth, max_items=max_items, max_str=max_str + REDACT_MARGIN
+    )
+    return to_jsonable(
+        scrub(wide), max_depth=max_depth + 1, max_items=max_items + 1, max_str=max_str
+    )

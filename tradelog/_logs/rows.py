@@ -29,7 +29,7 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from typing import Any, Final, NamedTuple, TypeAlias
 from zoneinfo import ZoneInfo
 
-from tradelog._logs.redact import Redactor
+from tradelog._logs.redact import Redactor, redact_jsonable
 from tradelog._logs.sanitize import clean_text, to_jsonable, truncate
 
 __all__ = [
@@ -205,9 +205,10 @@ class RowBuilder:
         """An event whose ``user_id`` is not a plain positive int: accept digits, else reject."""
         module, message = texts
         raw = event.get("user_id")
-        user_id, reject = _user_id(raw)
+        user_id, reject = _user_id(raw, self._redact_text)
         if reject is not None:
-            context = {**context, "user_id": to_jsonable(raw)}
+            raw = self._redactor(to_jsonable(raw))
+            context = {**context, "user_id": raw}
         context_json = "".join(self._encode(context, 0)) if context else None
         line = (
             f'{{"timestamp":"{self._iso_second}.{micros}+00:00","level":"{level}",'
@@ -216,7 +217,7 @@ class RowBuilder:
             f'"context":{context_json or "{}"}}}\n'
         )
         row: DbRow = (
-            user_id if reject is None else to_jsonable(raw),
+            user_id if reject is None else raw,
             level,
             truncate(module, MODULE_MAX),
             truncate(message, MESSAGE_MAX),
@@ -264,8 +265,7 @@ class RowBuilder:
 
     def _safe_context(self, context: dict[str, Any]) -> dict[str, Any]:
         """Make a context JSON-safe and bounded, scrubbing again what conversion produced."""
-        converted = to_jsonable(context, max_str=CONTEXT_STR_MAX)
-        scrubbed = self._redactor(converted if isinstance(converted, dict) else {})
+        scrubbed = redact_jsonable(context, max_str=CONTEXT_STR_MAX, redactor=self._redactor)
         return scrubbed if isinstance(scrubbed, dict) else {}
 
     def _other(self, value: object) -> str:
@@ -371,8 +371,9 @@ def _context_code(index: int, *, sensitive: bool, long: bool) -> list[str]:
     ]
 
 
-def _user_id(value: object) -> tuple[int | None, str | None]:
-    """Return ``(user_id, None)`` for a usable id, else ``(None, reason)``."""
+def _user_id(value: object, redact: Callable[[str], str]) -> tuple[int | None, str | None]:
+    """Return ``(user_id, None)`` for a usable id, else ``(None, reason)`` (the value shown in
+    the reason is scrubbed with ``redact`` before it is cut)."""
     candidate: int | None = None
     if isinstance(value, bool):
         candidate = None
@@ -383,7 +384,7 @@ def _user_id(value: object) -> tuple[int | None, str | None]:
     if candidate is not None and 0 < candidate <= _USER_ID_MAX:
         return candidate, None
     try:
-        shown = repr(value)[:64]
+        shown = truncate(redact(clean_text(repr(value)[:4096])), 64)
     except Exception:
         shown = f"<{type(value).__name__}>"
-    return None, f"invalid user_id {clean_text(shown)}: expected a positive integer"
+    return None, f"invalid user_id {shown}: expected a positive integer"

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from tradelog._files import make_dirs, open_private
 from tradelog._logs.rows import DbRow, row_as_dict
 
 __all__ = ["DeadLetterFile", "Spool", "SpoolChunk", "adopt_orphans"]
 
-_MODE: Final = 0o600
 _READ_BYTES: Final = 4 << 20
 _OFFSET_WIDTH: Final = 20
 _PREPEND_MAX_BYTES: Final = 64 << 20
@@ -192,10 +192,10 @@ class Spool:
     def _ensure_file(self) -> int:
         if self._fd is not None:
             return self._fd
-        self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        make_dirs(self.directory)
         name = f"spool-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
         path = self.directory / name
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _MODE)
+        fd = open_private(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = path
         self._fd = fd
@@ -206,9 +206,7 @@ class Spool:
 
     def _open_offset_file(self) -> None:
         assert self.path is not None
-        self._offset_fd = os.open(
-            _offset_path(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _MODE
-        )
+        self._offset_fd = open_private(_offset_path(self.path), os.O_RDWR | os.O_CREAT)
 
     def _save_offset(self) -> None:
         if self._offset_fd is not None:
@@ -253,7 +251,7 @@ def adopt_orphans(directory: Path, own: Spool | None = None) -> list[Spool]:
         if own is not None and own.path == path:
             continue
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            fd = open_private(path, os.O_RDWR | os.O_APPEND)
         except OSError:
             continue
         try:
@@ -302,8 +300,8 @@ class DeadLetterFile:
         )
         data = "".join(lines).encode("utf-8", "replace")
         with self._lock:
-            self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _MODE)
+            make_dirs(self.directory)
+            fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 _write_all(fd, data)

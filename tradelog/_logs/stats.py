@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from tradelog._files import make_dirs, write_private
+
 __all__ = ["RUNTIME_DIR", "WriterStats", "prune_writer_stats", "read_writer_stats", "stats_path"]
 
 RUNTIME_DIR: Final = "_runtime"
@@ -108,10 +110,8 @@ def save(log_dir: Path, data: dict[str, Any]) -> None:
     """Write ``data`` atomically to this process's stats file; never raises."""
     path = stats_path(log_dir, data.get("pid"))
     with contextlib.suppress(OSError):
-        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-        os.replace(temporary, path)
+        make_dirs(path.parent)
+        write_private(path, json.dumps(data, indent=1, default=str).encode("utf-8"))
 
 
 def read_writer_stats(log_dir: Path | str) -> list[dict[str, Any]]:

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from tradelog._db.base import utcnow
 from tradelog._db.models import Notification, NotificationDelivery
 from tradelog._db.upsert import dialect_insert
-from tradelog._notify.formatting import format_time
+from tradelog._logs.redact import REDACT_MARGIN, redact_text
+from tradelog._notify.formatting import format_time, not_kept_marker
 from tradelog._notify.listen import NOTIFICATIONS_CHANNEL, announce
 from tradelog._notify.policy import (
     DEFAULT_TIMEZONE,
@@ -34,10 +35,11 @@ from tradelog._notify.policy import (
     validate_timezone,
     validate_type,
 )
-from tradelog._notify.preferences import get_preferences, snapshot
+from tradelog._notify.preferences import preferences_row, snapshot
 from tradelog.exceptions import ConflictError
 
 __all__ = [
+    "FULL_TEXT_LIMIT",
     "MESSAGE_COLUMN_LIMIT",
     "ChannelOutcome",
     "NotifyResult",
@@ -50,6 +52,9 @@ logger = logging.getLogger("tradelog.notify")
 
 MESSAGE_COLUMN_LIMIT: Final = 1024
 TITLE_COLUMN_LIMIT: Final = 255
+FULL_TEXT_LIMIT: Final = 65_536
+"""Characters of a notification's text that are kept (and sent); beyond it the text ends in
+a marker saying how much was left out."""
 DEDUPE_KEY_LIMIT: Final = 128
 
 OutcomeStatus = Literal["queued", "deferred", "suppressed", "failed", "recorded", "duplicate"]
@@ -131,21 +136,33 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "")
 
 
+def _cap(text: str) -> str:
+    """Scrub ``text``, then keep at most :data:`FULL_TEXT_LIMIT` characters of it."""
+    if len(text) <= FULL_TEXT_LIMIT:
+        return redact_text(text)
+    kept = redact_text(text[: FULL_TEXT_LIMIT + REDACT_MARGIN])[:FULL_TEXT_LIMIT]
+    return kept + not_kept_marker(len(text) - FULL_TEXT_LIMIT)
+
+
 def prepare_text(title: object, message: object) -> tuple[str, str, str | None]:
     """Validate a title and message; return ``(title, stored message, full message or None)``.
 
-    The ``message`` column holds 1,024 characters: a longer text is stored shortened there
-    (ending in an ellipsis) and complete in ``full_message``. Titles longer than 255
-    characters are shortened. NUL characters are removed (PostgreSQL refuses them).
+    Both are scrubbed of secrets first (the log redactor's text rules: tokens, passwords,
+    keys ...), so no row, inbox view, Telegram or email message carries one. A message
+    longer than :data:`FULL_TEXT_LIMIT` (65,536) characters is cut there with a marker
+    saying how much was left out. The ``message`` column holds 1,024 characters: a longer
+    text is stored shortened there (ending in an ellipsis) and complete in ``full_message``.
+    Titles longer than 255 characters are shortened. NUL characters are removed
+    (PostgreSQL refuses them).
     """
     if not isinstance(title, str) or not title.strip():
         raise ValueError("title must be a non-empty string")
     if not isinstance(message, str):
         raise ValueError(f"message must be a string, got {type(message).__name__}")
-    clean_title = _clean(title).strip()
+    clean_title = redact_text(_clean(title[: TITLE_COLUMN_LIMIT + REDACT_MARGIN]).strip())
     if len(clean_title) > TITLE_COLUMN_LIMIT:
         clean_title = clean_title[: TITLE_COLUMN_LIMIT - 1] + "\u2026"
-    full = _clean(message)
+    full = _cap(_clean(message))
     if len(full) <= MESSAGE_COLUMN_LIMIT:
         return clean_title, full, None
     return clean_title, full[: MESSAGE_COLUMN_LIMIT - 1] + "\u2026", full
@@ -257,7 +274,7 @@ def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, mes
     key = _check_dedupe_key(dedupe_key)
     now = now or utcnow()
 
-    prefs = get_preferences(session, user_id)
+    prefs = preferences_row(session, user_id)
     timezone = prefs.timezone or DEFAULT_TIMEZONE
     if key is not None:
         found = _existing(session, user_id, key)

@@ -26,21 +26,29 @@ __all__ = [
     "LEVEL_MARKERS",
     "SUBJECT_LIMIT",
     "TELEGRAM_LIMIT",
+    "TELEGRAM_MAX_PARTS",
     "TITLE_LIMIT",
     "DigestItem",
+    "TelegramPart",
+    "cap_text",
     "digest",
     "digest_level",
     "email_bodies",
     "email_subject",
     "format_time",
+    "not_kept_marker",
     "split_message",
     "telegram_html",
-    "telegram_parts",
+    "telegram_messages",
     "utf16_length",
 ]
 
 TELEGRAM_LIMIT: Final = 4096
 """Maximum Telegram message length, in UTF-16 code units (see the module docstring)."""
+
+TELEGRAM_MAX_PARTS: Final = 20
+"""Most Telegram messages one notification is sent as (about 80,000 characters); the last
+one then says how much was left out."""
 
 TITLE_LIMIT: Final = 256
 """Titles are cut to this many characters (with an ellipsis) before rendering."""
@@ -65,24 +73,16 @@ _LEVEL_COLOURS: Final[dict[str, str]] = {
 
 _ELLIPSIS: Final = "\u2026"
 _SEPARATOR: Final = " \u00b7 "
-_HTML_COSTS: Final[dict[str, int]] = {"&": 5, "<": 4, ">": 4}
 _JOINERS: Final = frozenset({"\u200d", "\ufe0e", "\ufe0f"})
 _KEPT_FORMAT: Final = frozenset({"\u200c", "\u200d"})
 
 CharCost = Callable[[str], int]
+"""The cost of a piece of text in UTF-16 code units (plain, or once HTML-escaped)."""
 
 
 def utf16_length(text: str) -> int:
     """Length of ``text`` in UTF-16 code units (characters above U+FFFF count twice)."""
-    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
-
-
-def _utf16_cost(char: str) -> int:
-    return 2 if ord(char) > 0xFFFF else 1
-
-
-def _escaped_cost(char: str) -> int:
-    return _HTML_COSTS.get(char) or _utf16_cost(char)
+    return _plain_cost(text)
 
 
 def _require_aware(when: datetime) -> None:
@@ -120,92 +120,162 @@ def _one_line(text: str, limit: int) -> str:
     return collapsed
 
 
-def _lines(text: str) -> list[str]:
-    """``text`` split after each ``\\n``, keeping the newlines, so the pieces rejoin exactly."""
-    pieces = text.split("\n")
-    lines = [piece + "\n" for piece in pieces[:-1]]
-    if pieces[-1]:
-        lines.append(pieces[-1])
-    return lines
+def _plain_cost(text: str) -> int:
+    """UTF-16 length of ``text`` (computed in C, without a per-character Python loop)."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
-def _prefix_end(text: str, limit: int, cost: CharCost) -> int:
-    """The largest index ``i`` such that ``text[:i]`` costs at most ``limit``."""
-    used = 0
-    for index, char in enumerate(text):
-        used += cost(char)
-        if used > limit:
-            return index
-    return len(text)
+def _html_cost(text: str) -> int:
+    """UTF-16 length of ``text`` once HTML-escaped (``&`` -> ``&amp;``, ``<`` -> ``&lt;``)."""
+    return _plain_cost(text) + 4 * text.count("&") + 3 * text.count("<") + 3 * text.count(">")
 
 
-def _cut_point(text: str, end: int) -> int:
-    """Move a hard cut at ``end`` back to a friendlier boundary within ``text[:end]``."""
-    space = max(text.rfind(" ", 0, end), text.rfind("\t", 0, end))
-    if space >= end // 2:
-        return space + 1
+def _prefix_end(text: str, start: int, budget: int, cost: CharCost) -> int:
+    """The largest ``end`` such that ``text[start:end]`` costs at most ``budget``.
+
+    Every character costs at least one unit, so ``end <= start + budget``; a binary search over
+    slice costs finds it in O(budget log budget) C-level work.
+    """
+    high = min(len(text), start + budget)
+    if cost(text[start:high]) <= budget:
+        return high
+    low = start
+    while high - low > 1:
+        middle = (low + high) // 2
+        if cost(text[start:middle]) <= budget:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _splits_grapheme(text: str, cut: int) -> bool:
+    """Whether cutting before ``text[cut]`` separates an emoji from its modifiers or a letter
+    from its combining marks."""
+    return (
+        text[cut] in _JOINERS
+        or text[cut - 1] == "\u200d"
+        or unicodedata.combining(text[cut]) != 0
+        or 0x1F3FB <= ord(text[cut]) <= 0x1F3FF
+    )
+
+
+def _hard_cut(text: str, start: int, end: int) -> int:
+    """A character boundary at or shortly before ``end`` that keeps graphemes whole."""
     cut = end
     for _ in range(8):
-        if cut <= 1:
+        if cut - 1 <= start:
             break
-        if not (
-            text[cut] in _JOINERS
-            or text[cut - 1] == "\u200d"
-            or unicodedata.combining(text[cut])
-            or 0x1F3FB <= ord(text[cut]) <= 0x1F3FF
-        ):
+        if not _splits_grapheme(text, cut):
             return cut
         cut -= 1
     return end
 
 
-def _hard_split(line: str, limit: int, cost: CharCost) -> list[str]:
-    chunks: list[str] = []
-    rest = line
-    while sum(map(cost, rest)) > limit:
-        end = _prefix_end(rest, limit, cost)
-        cut = _cut_point(rest, end)
-        chunks.append(rest[:cut])
-        rest = rest[cut:]
-    if rest:
-        chunks.append(rest)
-    return chunks
+def _unit_fits(text: str, begin: int, separator: str, budget: int, cost: CharCost) -> bool:
+    """Whether the unit starting at ``begin`` (up to the next ``separator``) fits in one part."""
+    stop = text.find(separator, begin, begin + budget + len(separator))
+    if stop == -1:
+        stop = len(text) if len(text) - begin <= budget else -1
+    return stop != -1 and cost(text[begin:stop].strip("\n")) <= budget
 
 
-def _split(text: str, limit: int, cost: CharCost) -> list[str]:
-    if limit < 5:
-        raise ValueError(f"limit must be at least 5, got {limit}")
+def _break(text: str, start: int, end: int, budget: int, cost: CharCost) -> tuple[int, int]:
+    """Where the part ``text[start:...]`` ends (``cut``) and the next one begins (``resume``).
+
+    Preference: a blank line between blocks (when the block after it fits in a part of its
+    own, or the part is at least half full), then a line break (same condition), then the
+    last space or tab in the second half of the part, then a character boundary.
+    """
+    half = start + (end - start) // 2
+    for separator in ("\n\n", "\n"):
+        found = text.rfind(separator, start + 1, end)
+        if found > start and (
+            found >= half or _unit_fits(text, found + len(separator), separator, budget, cost)
+        ):
+            resume = found + len(separator)
+            while resume < len(text) and text[resume] == "\n":
+                resume += 1
+            return found, resume
+    space = max(text.rfind(" ", start + 1, end), text.rfind("\t", start + 1, end))
+    if space >= half:
+        return space, space + 1
+    cut = _hard_cut(text, start, end)
+    resume = cut
+    if text[cut] in " \t":
+        resume += 1
+    while resume < len(text) and text[resume] == "\n":
+        resume += 1
+    return cut, resume
+
+
+def _split(
+    text: str,
+    budget: int,
+    cost: CharCost,
+    *,
+    max_parts: int | None = None,
+    marker: Callable[[int], str] | None = None,
+) -> list[str]:
+    """Split ``text`` into parts costing at most ``budget`` each (see :func:`split_message`).
+
+    With ``max_parts``, the last allowed part ends in ``marker(left_out)`` (room reserved)
+    when text remains. Linear in the length of the text.
+    """
+    if budget < 5:
+        raise ValueError(f"limit must be at least 5, got {budget}")
+    reserve = cost(marker(len(text))) if marker is not None else 0
     parts: list[str] = []
-    current: list[str] = []
-    used = 0
-    for line in _lines(text):
-        size = sum(map(cost, line))
-        if used + size <= limit:
-            current.append(line)
-            used += size
-            continue
-        if current:
-            parts.append("".join(current))
-        chunks = [line] if size <= limit else _hard_split(line, limit, cost)
-        parts.extend(chunks[:-1])
-        current = [chunks[-1]]
-        used = sum(map(cost, chunks[-1]))
-    if current:
-        parts.append("".join(current))
-    return parts
+    size = len(text)
+    position = 0
+    while position < size and text[position] == "\n":
+        position += 1
+    while position < size:
+        last = max_parts is not None and len(parts) == max_parts - 1
+        room = budget - reserve if last and budget - reserve >= 5 else budget
+        end = _prefix_end(text, position, room, cost)
+        if end >= size:
+            parts.append(text[position:].rstrip())
+            break
+        cut, resume = _break(text, position, end, room, cost)
+        if cut <= position:
+            cut = resume = end
+        part = text[position:cut].rstrip()
+        if last and marker is not None:
+            parts.append(part + marker(size - resume))
+            break
+        parts.append(part)
+        position = resume
+    return [part for part in parts if part.strip()]
 
 
 def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
     """Split ``text`` into parts of at most ``limit`` UTF-16 code units, in order.
 
-    Parts break after a newline where possible; a single line longer than ``limit`` is cut at
-    its last space or tab in the second half of the chunk, else at a character boundary that
-    avoids separating an emoji from its modifiers or a base letter from its combining marks.
-    Newlines stay in the parts, so ``"".join(split_message(text)) == text`` exactly; a part may
-    therefore start or end with a newline. Empty text gives no parts. ``limit`` must be at
-    least 5. Apply this to plain text, never to HTML: use :func:`telegram_parts` for Telegram.
+    A part ends, by preference, at a blank line between two blocks of lines (so a block of
+    related lines stays in one message when it fits in one), else at a line break, else at the
+    last space or tab in the second half of the part, else at a character boundary that keeps
+    an emoji with its modifiers and a letter with its combining marks. The separator at a
+    break is dropped (and trailing whitespace of a part), so the parts hold every other
+    character of the text in order. Empty text gives no parts. ``limit`` must be at least 5.
+    Linear in the length of the text. Apply this to plain text, never to HTML: use
+    :func:`telegram_messages` for Telegram.
     """
-    return _split(text, limit, _utf16_cost)
+    return _split(text, limit, _plain_cost)
+
+
+def not_kept_marker(count: int) -> str:
+    """What ends a text that was cut: ``[… 12,345 more characters not kept]``."""
+    return f"\n\n[\u2026 {count:,} more characters not kept]"
+
+
+def cap_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in a marker saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + not_kept_marker(len(text) - limit)
 
 
 def _telegram_head(title: str, level: str, counter: str) -> str:
@@ -218,8 +288,29 @@ def _telegram_foot(level: str, type_: str, when: datetime, tz: ZoneInfo) -> str:
     return f"<i>{level.upper()}{_SEPARATOR}{type_}{_SEPARATOR}{html.escape(stamp)}</i>"
 
 
+def _plain_head(title: str, level: str, counter: str) -> str:
+    return f"{LEVEL_MARKERS[level]} {_one_line(title, TITLE_LIMIT) or 'Notification'}{counter}"
+
+
+def _plain_foot(level: str, type_: str, when: datetime, tz: ZoneInfo) -> str:
+    return f"{level.upper()}{_SEPARATOR}{type_}{_SEPARATOR}{format_time(when, tz)}"
+
+
 def _telegram_render(head: str, body_html: str, foot: str) -> str:
     return "\n\n".join(s for s in (head, body_html, foot) if s)
+
+
+def _left_out(count: int) -> str:
+    return f"\n\n[\u2026 {count:,} more characters not sent; the full text is in the inbox]"
+
+
+@dataclass(frozen=True)
+class TelegramPart:
+    """One Telegram message of a notification: HTML (parse mode ``HTML``) and the same
+    message as plain text, sent instead when Telegram cannot parse the HTML."""
+
+    html: str
+    plain: str
 
 
 def telegram_html(  # noqa: PLR0917
@@ -230,7 +321,7 @@ def telegram_html(  # noqa: PLR0917
     Layout: level marker and bold title, the message, then an italic footer with level, type
     and ``when`` in ``tz`` (zone abbreviation included, e.g. IST). Title and message are
     HTML-escaped (``&``, ``<``, ``>``); the title is reduced to one line of at most
-    :data:`TITLE_LIMIT` characters. Use :func:`telegram_parts` to respect Telegram's limit.
+    :data:`TITLE_LIMIT` characters. Use :func:`telegram_messages` to respect Telegram's limit.
     """
     level = validate_level(level)
     type_ = validate_type(type_)
@@ -240,7 +331,7 @@ def telegram_html(  # noqa: PLR0917
     )
 
 
-def telegram_parts(  # noqa: PLR0917
+def telegram_messages(  # noqa: PLR0917
     title: str,
     message: str,
     level: str,
@@ -249,38 +340,44 @@ def telegram_parts(  # noqa: PLR0917
     tz: ZoneInfo,
     *,
     limit: int = TELEGRAM_LIMIT,
-) -> list[str]:
-    """The notification as one or more Telegram HTML messages, each within ``limit``.
+    max_parts: int = TELEGRAM_MAX_PARTS,
+) -> list[TelegramPart]:
+    """The notification as one or more Telegram messages, each within ``limit``.
 
-    The plain message is split first and each part escaped afterwards, so no tag or entity is
-    ever cut. Every part carries the title (with ``(i/n)`` when there are several) and the last
-    carries the footer. When everything fits, the result is ``[telegram_html(...)]``.
+    The plain message is split first (:func:`split_message`'s preferences: blocks, lines,
+    words) and each part escaped afterwards, so no tag or entity is ever cut. *Every* part
+    carries the title with ``(i/n)`` when there are several, and the footer (level, type,
+    local time). At most ``max_parts`` parts are made: the last one then ends in a marker
+    saying how many characters were not sent (the inbox keeps the full text). When
+    everything fits, the single part's HTML is :func:`telegram_html`'s.
     """
     level = validate_level(level)
     type_ = validate_type(type_)
+    if max_parts < 1:
+        raise ValueError("max_parts must be at least 1")
     foot = _telegram_foot(level, type_, when, tz)
     text = message.strip()
-    width = 1
-    while True:
-        widest = _telegram_head(title, level, f" ({'9' * width}/{'9' * width})")
-        overhead = utf16_length(widest) + utf16_length(foot) + 4
+    single = _telegram_head(title, level, "")
+    if utf16_length(single) + utf16_length(foot) + 4 + _html_cost(text) <= limit:
+        chunks = [text]
+    else:
+        widest = f" ({max_parts}/{max_parts})"
+        overhead = utf16_length(_telegram_head(title, level, widest)) + utf16_length(foot) + 4
         budget = limit - overhead
         if budget < 5:
             raise ValueError(f"limit {limit} is too small for the title and footer")
-        chunks = [c.strip("\n") for c in _split(text, budget, _escaped_cost)]
-        chunks = [c for c in chunks if c.strip()] or [""]
-        if len(str(len(chunks))) <= width:
-            break
-        width += 1
+        chunks = _split(text, budget, _html_cost, max_parts=max_parts, marker=_left_out) or [""]
     total = len(chunks)
-    parts: list[str] = []
+    plain_foot = _plain_foot(level, type_, when, tz)
+    parts: list[TelegramPart] = []
     for number, chunk in enumerate(chunks, start=1):
         counter = f" ({number}/{total})" if total > 1 else ""
         parts.append(
-            _telegram_render(
-                _telegram_head(title, level, counter),
-                html.escape(chunk, quote=False),
-                foot if number == total else "",
+            TelegramPart(
+                html=_telegram_render(
+                    _telegram_head(title, level, counter), html.escape(chunk, quote=False), foot
+                ),
+                plain=_telegram_render(_plain_head(title, level, counter), chunk, plain_foot),
             )
         )
     return parts
@@ -363,7 +460,7 @@ def digest(items: Sequence[DigestItem], tz: ZoneInfo) -> tuple[str, str]:
 
     Items are listed oldest first (ties keep their given order), each with its local time in
     ``tz``; the date is shown only when the items span more than one local day. The result is
-    plain text: render it with :func:`telegram_parts` or :func:`email_bodies`, using
+    plain text: render it with :func:`telegram_messages` or :func:`email_bodies`, using
     :func:`digest_level` as the level.
     """
     if not items:

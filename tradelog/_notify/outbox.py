@@ -29,9 +29,19 @@ deliveries with a reason, log lines and ``tradelog status``, not as a silently g
 A busy worker for that channel keeps claiming, so a long queue behind the rate limit is never
 failed this way. ``tradelog notify retry`` queues such deliveries again once a worker is set up.
 
-At-least-once window: a worker that crashes after the channel accepted a message but before
-its outcome is committed leaves the row ``sending``; after the lease it is sent again. That
-window is a few milliseconds per delivery; everything else is exactly once.
+Leases: a claim holds for ``TRADELOG_WORKER_LEASE`` seconds (30) and the worker renews the
+claims it holds every third of that (:func:`renew`) for as long as it has them, in flight or
+queued; a claim nobody renews (its worker was killed) is due again once the lease ran out and
+shows as ``stuck`` in :func:`backlog_summary` meanwhile.
+
+At-least-once windows (everything else is exactly once):
+
+* a worker killed after the channel accepted a message (or a Telegram part) but before its
+  outcome is committed leaves the row ``sending``: after the lease another worker sends that
+  message (part) again;
+* a send whose answer does not arrive within the client timeout (``TRADELOG_TELEGRAM_TIMEOUT``,
+  ``TRADELOG_SMTP_TIMEOUT``) is retried, though the service may have accepted it: the user may
+  get it twice (an email copy carries the same ``Message-ID``).
 """
 
 from __future__ import annotations
@@ -46,7 +56,8 @@ from sqlalchemy.orm import Session
 
 from tradelog._access import Actor, scoped
 from tradelog._db.base import utcnow
-from tradelog._db.models import Notification, NotificationDelivery
+from tradelog._db.models import Notification, NotificationDelivery, NotificationRateLimit
+from tradelog._logs.redact import redact_text
 from tradelog.exceptions import ConflictError, NotFound
 
 __all__ = [
@@ -63,6 +74,7 @@ __all__ = [
     "mark_suppressed",
     "record_progress",
     "release",
+    "renew",
     "requeue_failed",
 ]
 
@@ -207,6 +219,8 @@ def _finish(engine: Engine, ids: Sequence[int], worker: str, values: dict[str, A
 
 
 def _error(text: str) -> str:
+    """A ``last_error`` value: scrubbed first, then cut to the column."""
+    text = redact_text(text)
     return text if len(text) <= ERROR_LIMIT else text[: ERROR_LIMIT - 1] + "\u2026"
 
 
@@ -277,20 +291,24 @@ def release(
     *,
     next_attempt_at: datetime,
     now: datetime | None = None,
+    error: str | None = None,
+    parts_sent: int | None = None,
 ) -> int:
-    """Hand deliveries back without counting an attempt (the worker was only throttled)."""
-    return _finish(
-        engine,
-        ids,
-        worker,
-        {
-            "status": "pending",
-            "claimed_by": None,
-            "next_attempt_at": next_attempt_at,
-            "attempts": case((_D.attempts > 0, _D.attempts - 1), else_=0),
-            "updated_at": now or utcnow(),
-        },
-    )
+    """Hand deliveries back without counting an attempt: the worker stopped, or it was told
+    to wait (a rate limit, Telegram's ``retry_after``, a paused channel). ``error`` records
+    why it waits in ``last_error``."""
+    values: dict[str, Any] = {
+        "status": "pending",
+        "claimed_by": None,
+        "next_attempt_at": next_attempt_at,
+        "attempts": case((_D.attempts > 0, _D.attempts - 1), else_=0),
+        "updated_at": now or utcnow(),
+    }
+    if error is not None:
+        values["last_error"] = _error(error)
+    if parts_sent is not None:
+        values["parts_sent"] = parts_sent
+    return _finish(engine, ids, worker, values)
 
 
 def mark_failed(
@@ -362,6 +380,22 @@ def record_progress(
     )
 
 
+def renew(
+    engine: Engine,
+    ids: Sequence[int],
+    worker: str,
+    *,
+    lease: float,
+    now: datetime | None = None,
+) -> int:
+    """Extend this worker's claims on ``ids`` to ``now + lease``; returns how many it still
+    held (fewer means a lease ran out and another worker took the delivery over)."""
+    if not ids:
+        return 0
+    now = now or utcnow()
+    return _finish(engine, ids, worker, {"next_attempt_at": now + timedelta(seconds=lease)})
+
+
 @dataclass(frozen=True)
 class UnservedDelivery:
     """A delivery :func:`fail_unserved` failed."""
@@ -382,8 +416,9 @@ def fail_unserved(
 ) -> list[UnservedDelivery]:
     """Fail ``channel`` deliveries due for over ``timeout`` seconds that no worker serves.
 
-    Nothing happens while any ``channel`` delivery was claimed within ``timeout`` (a worker
-    for the channel is alive, maybe just busy). Returns the deliveries failed with ``reason``.
+    Nothing happens while any ``channel`` delivery was claimed within ``timeout``, or a worker
+    probed the paused channel within it (a worker for the channel is alive, maybe just busy or
+    waiting out an outage). Returns the deliveries failed with ``reason``.
     """
     now = now or utcnow()
     cutoff = now - timedelta(seconds=timeout)
@@ -393,6 +428,12 @@ def fail_unserved(
             return []
         served = select(_D.id).where(_D.channel == channel, _D.claimed_at >= cutoff).limit(1)
         if session.execute(served).first() is not None:
+            return []
+        probing = select(NotificationRateLimit.key).where(
+            NotificationRateLimit.key.startswith(f"breaker:{channel}:"),
+            NotificationRateLimit.next_at >= cutoff.timestamp(),
+        )
+        if session.execute(probing.limit(1)).first() is not None:
             return []
         rows = session.execute(
             update(_D)
@@ -448,13 +489,15 @@ def backlog_summary(
     now: datetime | None = None,
     recent_failures: int = 5,
     overdue_after: float = 900.0,
+    max_attempts: int = 8,
 ) -> dict[str, Any]:
     """The outbox at a glance, for ``tradelog status`` (plain JSON-friendly values).
 
     Keys: ``pending`` (all not yet sent), ``due`` (pending and due now), ``overdue`` (due for
     over ``overdue_after`` seconds: no worker is sending them; is one running, with that
     channel configured?), ``deferred`` (held by quiet hours), ``sending``, ``stuck`` (sending
-    with an expired lease), ``failed``,
+    with a lease nobody renewed: its worker died), ``last_attempt`` (pending deliveries whose
+    next attempt is their last of ``max_attempts``), ``failed`` (failed for good),
     ``failed_24h``, ``sent_24h``, ``oldest_due_at`` (ISO UTC or None), ``by_channel``
     (``{channel: {status: count}}``) and ``recent_failures`` (newest failed deliveries with
     their reasons).
@@ -477,6 +520,7 @@ def backlog_summary(
             ),
             func.min(_D.next_attempt_at).filter(or_(pending, _D.status == "sending")),
             func.count().filter(pending, _D.next_attempt_at <= late),
+            func.count().filter(pending, _D.attempts >= max(0, max_attempts - 1)),
         ).where(
             or_(
                 _D.status.in_(("pending", "sending", "failed")),
@@ -520,6 +564,7 @@ def backlog_summary(
         "deferred": int(counts[2]),
         "sending": int(counts[3]),
         "stuck": int(counts[4]),
+        "last_attempt": int(counts[10]),
         "failed": int(counts[5]),
         "failed_24h": int(counts[6]),
         "sent_24h": int(counts[7]),

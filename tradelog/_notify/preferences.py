@@ -35,6 +35,7 @@ __all__ = [
     "EDITABLE_FIELDS",
     "get_preferences",
     "preferences_dict",
+    "preferences_row",
     "retime_deferred",
     "snapshot",
     "update_preferences",
@@ -70,10 +71,30 @@ def _find(session: Session, user_id: int) -> UserNotificationPreferences | None:
     ).scalar_one_or_none()
 
 
-def get_preferences(session: Session, user_id: int) -> UserNotificationPreferences:
+def get_preferences(
+    session: Session, actor: ActorLike, user_id: int | None = None
+) -> UserNotificationPreferences:
+    """The preferences of ``user_id`` (default: the acting user's own), as ``actor`` reads them.
+
+    A user reads their own preferences; an admin anyone's; anyone else gets
+    :class:`~tradelog.exceptions.PermissionDenied`. The row is created with the spec's
+    defaults when missing (:class:`NotFound` for an unknown user).
+    """
+    who = resolve_actor(session, actor)
+    target = who.id if user_id is None else user_id
+    if target != who.id and not who.is_admin:
+        raise PermissionDenied(
+            f"user {who.id} may not read the notification preferences of user {target}"
+        )
+    return preferences_row(session, target)
+
+
+def preferences_row(session: Session, user_id: int) -> UserNotificationPreferences:
     """The preferences row of ``user_id``, created with the spec's defaults when missing.
 
-    Safe against a concurrent creator: the row is created with ``INSERT ... ON CONFLICT DO
+    Internal: no acting user (dispatch and the delivery worker read a user's own
+    preferences); callers on behalf of a person use :func:`get_preferences`. Safe against a
+    concurrent creator: the row is created with ``INSERT ... ON CONFLICT DO
     NOTHING`` on the unique ``user_id``, so a race never raises and never needs a savepoint
     (savepoints are unreliable on SQLite's Python driver and would disturb a caller's
     transaction). Raises :class:`NotFound` for an unknown user.
@@ -179,7 +200,7 @@ def retime_deferred(session: Session, user_id: int, *, now: datetime | None = No
     released together still go out as one digest. Returns how many were re-timed.
     """
     now = now or utcnow()
-    view = snapshot(get_preferences(session, user_id))
+    view = snapshot(preferences_row(session, user_id))
     start, end = view.quiet_hours_start, view.quiet_hours_end
     until = None
     if start is not None and end is not None:
@@ -219,7 +240,7 @@ def update_preferences(
         raise PermissionDenied(
             f"user {who.id} may not change the notification preferences of user {user_id}"
         )
-    row = get_preferences(session, user_id)
+    row = preferences_row(session, user_id)
     values = _validated(row, changes)
     before = preferences_dict(row)
     for name, value in values.items():

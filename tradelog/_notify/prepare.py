@@ -4,7 +4,9 @@ A job is one claimed delivery (the *carrier*) plus, for deliveries that quiet ho
 the other deferred deliveries of the same user and channel released with it as one digest.
 :func:`prepare` reads the user's preferences *now* (a channel switched off since queueing is
 suppressed, a missing chat id or address fails permanently) and the notifications' full text,
-and renders the one message to send.
+and renders the one message to send. A digest's text is capped like one notification's
+(:data:`~tradelog._notify.dispatch.FULL_TEXT_LIMIT` characters, then a marker). The message's
+``key`` is the same for every attempt of the delivery (an email's ``Message-ID``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from sqlalchemy.orm import Session
 
 from tradelog._db.models import Notification
 from tradelog._notify.channels.base import OutgoingMessage
-from tradelog._notify.formatting import DigestItem, digest, digest_level
+from tradelog._notify.dispatch import FULL_TEXT_LIMIT
+from tradelog._notify.formatting import DigestItem, cap_text, digest, digest_level
 from tradelog._notify.outbox import ClaimedDelivery
 from tradelog._notify.policy import LEVELS
-from tradelog._notify.preferences import get_preferences, snapshot
+from tradelog._notify.preferences import preferences_row, snapshot
 
 __all__ = ["Job", "Prepared", "prepare"]
 
@@ -65,7 +68,7 @@ def prepare(engine: Engine, job: Job, now: datetime) -> Prepared:
     """Read the preferences and notifications of ``job`` and render its message."""
     channel = job.carrier.channel
     with Session(engine) as session:
-        prefs = get_preferences(session, job.carrier.user_id)
+        prefs = preferences_row(session, job.carrier.user_id)
         session.commit()
         view = snapshot(prefs)
         wanted = [c.notification_id for c in (job.carrier, *job.members)]
@@ -81,6 +84,7 @@ def prepare(engine: Engine, job: Job, now: datetime) -> Prepared:
     if not address:
         return Prepared(fail=f"missing {_ADDRESS[channel]}")
     tz = view.zone()
+    key = f"tradelog.{job.carrier.notification_id}.{job.carrier.id}"
     ordered = [job.carrier, *job.members]
     found = [notes[c.notification_id] for c in ordered if c.notification_id in notes]
     if not found:
@@ -97,10 +101,12 @@ def prepare(engine: Engine, job: Job, now: datetime) -> Prepared:
                 created_at=note.created_at,
                 tz=tz,
                 silent=job.carrier.silent,
+                key=key,
             )
         )
     items = [DigestItem(n.title, n.text, n.level, n.type, n.created_at) for n in found]
     title, text = digest(items, tz)
+    text = cap_text(text, FULL_TEXT_LIMIT)
     worst = max(found, key=lambda n: LEVELS.index(n.level) if n.level in LEVELS else 0)
     return Prepared(
         message=OutgoingMessage(
@@ -112,5 +118,6 @@ def prepare(engine: Engine, job: Job, now: datetime) -> Prepared:
             created_at=now,
             tz=tz,
             silent=job.carrier.silent,
+            key=key,
         )
     )

@@ -34,7 +34,10 @@ def build_channels(
         )
         limiter = DbRateLimiter(engine, bot_id(token), limits)
         channels["telegram"] = TelegramChannel(
-            token, api_url=settings.telegram_api_url, limiter=limiter
+            token,
+            api_url=settings.telegram_api_url,
+            limiter=limiter,
+            timeout=settings.telegram_timeout,
         )
     if settings.smtp_host:
         channels["email"] = EmailChannel.from_settings(settings)

@@ -234,7 +234,7 @@ def user_routes(
     )
     def preferences(*, me: Me) -> PreferencesOut:
         with context.session() as session:
-            shown = preferences_dict(get_preferences(session, me.id))
+            shown = preferences_dict(get_preferences(session, me.actor, me.id))
             session.commit()
         return PreferencesOut(**shown)
 

@@ -253,7 +253,7 @@ def page_routes(
     @router.get("/preferences", name="tradelog.ui.preferences")
     def preferences(*, request: Request, me: Me) -> HTMLResponse:
         with context.session() as session:
-            shown = preferences_dict(get_preferences(session, me.id))
+            shown = preferences_dict(get_preferences(session, me.actor, me.id))
             session.commit()
         values = {"page": "preferences", "prefs": SimpleNamespace(**shown)}
         return pages.page(request, "preferences.html", me, values)
@@ -281,7 +281,7 @@ def page_routes(
                 session.rollback()
                 bad = BadRequest(field_in(str(exc), EDITABLE_FIELDS), str(exc))
                 problem = problem_for(bad)[0]
-                shown = preferences_dict(get_preferences(session, me.id)) | changes
+                shown = preferences_dict(get_preferences(session, me.actor, me.id)) | changes
         values = {
             "prefs": SimpleNamespace(**shown),
             "problem": problem,

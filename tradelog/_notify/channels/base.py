@@ -4,9 +4,12 @@ errors a channel may raise beyond :class:`~tradelog.exceptions.DeliveryError`.
 A channel renders and sends one :class:`OutgoingMessage`. It raises
 :class:`~tradelog.exceptions.RetryableDeliveryError` for transient trouble (``retry_after`` when
 the service said how long to wait), :class:`~tradelog.exceptions.PermanentDeliveryError` when
-retrying cannot help, :class:`RecipientBlocked` when the recipient refuses the sender, and
-:class:`Throttled` when the shared rate limit asks for a long wait (not a failure at all).
-Third-party errors are translated at the channel boundary with the original as ``__cause__``.
+retrying cannot help, :class:`RecipientBlocked` when the recipient refuses the sender,
+:class:`Throttled` when the service or the shared rate limit asks for a wait (not a failure at
+all: the delivery waits and keeps its attempts), and :class:`ChannelUnavailable` when the
+service itself is in trouble (5xx answers, timeouts, connection errors): that says nothing
+about the delivery, so the worker counts it against the channel, not the delivery (see
+:mod:`tradelog._notify.breaker`). Third-party errors are translated at the channel boundary.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tradelog.exceptions import PermanentDeliveryError, RetryableDeliveryError
 
 __all__ = [
     "Channel",
+    "ChannelUnavailable",
     "OutgoingMessage",
     "Progress",
     "RecipientBlocked",
@@ -49,6 +53,9 @@ class OutgoingMessage:
     created_at: datetime
     tz: ZoneInfo
     silent: bool = False
+    key: str | None = None
+    """The same for every attempt of one delivery (an email's ``Message-ID`` is built from it,
+    so a recipient's mail system can drop a copy that a late acknowledgement made us resend)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,13 @@ class RecipientBlocked(PermanentDeliveryError):
 
 
 class Throttled(RetryableDeliveryError):
-    """The shared rate limit asks to wait ``retry_after`` seconds; try again then (no failure)."""
+    """Wait ``retry_after`` seconds and try again (a rate limit, Telegram's 429): no failure,
+    no attempt spent."""
+
+
+class ChannelUnavailable(RetryableDeliveryError):
+    """The service is in trouble (5xx, timeout, connection refused or reset), whatever the
+    message: a failure of the channel rather than of the delivery."""
 
 
 @runtime_checkable

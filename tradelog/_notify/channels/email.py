@@ -5,14 +5,19 @@ title by :func:`~tradelog._notify.formatting.email_subject`, which turns CR/LF a
 characters into spaces, so a title can never add a header. One SMTP connection is kept open
 and reused for a burst of messages; a connection the server closed in between is reopened once.
 
+Every attempt of one delivery carries the same ``Message-ID``
+(``<tradelog.<notification>.<delivery>@<sender domain>>``): when a server accepted a message but
+its answer came after ``TRADELOG_SMTP_TIMEOUT``, the retry is a copy with that id, which mail
+systems that deduplicate by ``Message-ID`` drop.
+
 Error translation:
 
 ======================================  =====================================================
 recipient refused 5xx, other 5xx        permanent (``550 No such user``, ``554 ...``)
 authentication failed (535, ...)        permanent: the SMTP credentials are wrong
 4xx answers                             retryable (greylisting, ``451 try again later``)
-connect / read timeouts, disconnects,   retryable
-TLS or socket errors
+421, connect / read timeouts,           :class:`ChannelUnavailable`: the server is in
+disconnects, TLS or socket errors       trouble, not the message
 ======================================  =====================================================
 """
 
@@ -24,7 +29,12 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-from tradelog._notify.channels.base import OutgoingMessage, Progress, SendReceipt
+from tradelog._notify.channels.base import (
+    ChannelUnavailable,
+    OutgoingMessage,
+    Progress,
+    SendReceipt,
+)
 from tradelog._notify.formatting import email_bodies, email_subject
 from tradelog.config import SMTP_SECURITY_MODES, Settings
 from tradelog.exceptions import (
@@ -57,7 +67,10 @@ def build_message(message: OutgoingMessage, sender: str) -> EmailMessage:
     email["To"] = message.address
     email["Date"] = formatdate(localtime=False)
     domain = sender.rpartition("@")[2] or None
-    email["Message-ID"] = make_msgid(domain=domain)
+    if message.key:
+        email["Message-ID"] = f"<{message.key}@{domain or 'tradelog.invalid'}>"
+    else:
+        email["Message-ID"] = make_msgid(domain=domain)
     email["Auto-Submitted"] = "auto-generated"
     email.set_content(plain)
     email.add_alternative(rich, subtype="html")
@@ -86,14 +99,15 @@ def translate_error(exc: BaseException) -> DeliveryError:
             f"email: SMTP authentication failed: {exc.code} {exc.message}", channel="email"
         )
     if isinstance(exc, smtp.SMTPResponseException):
-        return _by_code(exc.code, f"email: SMTP server answered {exc.code} {exc.message}")
+        text = f"email: SMTP server answered {exc.code} {exc.message}"
+        if exc.code == 421:
+            return ChannelUnavailable(text, channel="email")
+        return _by_code(exc.code, text)
     if isinstance(exc, smtp.SMTPNotSupported):
         return PermanentDeliveryError(f"email: {exc}", channel="email")
     if isinstance(exc, TimeoutError):
-        return RetryableDeliveryError(f"email: timed out: {exc}", channel="email")
-    return RetryableDeliveryError(
-        f"email: {type(exc).__name__}: {exc}".rstrip(": "), channel="email"
-    )
+        return ChannelUnavailable(f"email: timed out: {exc}", channel="email")
+    return ChannelUnavailable(f"email: {type(exc).__name__}: {exc}".rstrip(": "), channel="email")
 
 
 class EmailChannel:
@@ -123,6 +137,7 @@ class EmailChannel:
         _aiosmtplib()
         self.host = host
         self.port = port
+        self.scope = f"email:{host}:{port}"
         self.security = security
         self.sender = sender
         self._username = username
