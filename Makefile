@@ -27,6 +27,7 @@ demo: $(DEMO_STAMP)
 
 test: $(STAMP)
 	bash .ci/ensure-postgres
+	bash .ci/ensure-chromium
 	$(BIN)/python -m pytest -n 2 --cov=tradelog --cov-report=term --cov-fail-under=85
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

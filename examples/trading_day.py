@@ -36,6 +36,8 @@ messages exactly as Telegram and e-mail would receive them and send nothing off 
 the demo prints what they recorded.
 
 Log rows carry real UTC timestamps; the simulated market time is in each event's ``sim_time``.
+The demo ends with the CLI commands to read what it wrote, and the ``tradelog serve`` command
+and URL that open the same database in a browser (the error console, logs, the inbox).
 """
 
 from __future__ import annotations
@@ -754,7 +756,21 @@ def main(argv: list[str] | None = None) -> int:
         "retention run --dry-run",
     ):
         print(f"  {cli_prefix} {command}")
+    serve_hint(cli_prefix)
     return 0
+
+
+def serve_hint(cli_prefix: str) -> None:
+    """How to open this database in a browser: the inbox, the log viewer, the error console."""
+    print("\nor in a browser (the error console, logs, inbox; the JSON API at /docs):")
+    try:
+        import fastapi  # noqa: F401, PLC0415 - only to tell whether the web extra is there
+    except ImportError:
+        print("  pip install -e '.[web]'   # tradelog serve needs the web extra")
+    token = "$(python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    print(f"  export TRADELOG_WEB_ADMIN_TOKEN={token}")
+    print(f"  {cli_prefix} serve --port 8000")
+    print("  then open http://127.0.0.1:8000/ui/admin/errors and sign in with that token")
 
 
 if __name__ == "__main__":

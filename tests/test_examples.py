@@ -100,6 +100,8 @@ def test_trading_day(tmp_path: Path) -> None:
     assert len(files) == 3
     assert "rows written" in out
     assert "errors list" in out
+    assert f"--database-url sqlite:///{db} serve --port 8000" in out  # the same database
+    assert "http://127.0.0.1:8000/ui/admin/errors" in out
     assert "Traceback" not in result.stderr
 
 

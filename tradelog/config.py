@@ -378,6 +378,9 @@ class Settings:
     error_snapshot: bool = _setting(True, _parse_bool)  # error rows carry the user's config/status
     #: Operators: besides the active admins, these users get error and stale-service alerts
     ops_user_ids: tuple[int, ...] = _setting((), _user_ids)
+    #: Web (``tradelog serve``, :mod:`tradelog.web`)
+    web_admin_token: Secret | None = _setting(None, _opt_secret)  # bearer token of the admin
+    web_poll_interval: float = _setting(0.5, _number(float, 0.05, 60))  # live streams poll
     #: Retention (days)
     service_logs_retention_days: int = _setting(30, _number(int, 1))
     log_files_retention_days: int = _setting(90, _number(int, 1))

@@ -227,6 +227,8 @@ def test_no_command_writes_control_characters(
         ("ml", "active"): ["ml", "active", "--type", "m"],
         ("ml", "effective"): ["ml", "effective", "--user", alice, "--type", "m"],
         ("ml", "deactivate"): ["ml", "deactivate", "--type", "m", *as_admin],
+        # without TRADELOG_WEB_ADMIN_TOKEN serve refuses (exit 2); serving is in tests/web
+        ("serve",): ["serve", "--port", "1"],
     }
     assert set(runs) == set(_commands(build_parser()))  # every command of the CLI
     shown = []
@@ -238,6 +240,7 @@ def test_no_command_writes_control_characters(
         text = captured.out + captured.err
         assert CONTROL.search(text) is None, (name, CONTROL.findall(text), text[:400])
         shown.append(text)
+    assert codes.pop(("serve",)) == 2
     failed = {name: code for name, code in codes.items() if code not in (0, 1)}
     assert failed == {}  # every command ran (1: found a problem, e.g. a refused delivery)
     everything = "\n".join(shown)

@@ -228,6 +228,7 @@ PUBLIC: dict[str, list[str]] = {
         "resolve_actor",
         "system_user_id",
     ],
+    "tradelog.web": ["TradelogRouter", "create_app", "create_router"],
 }
 """Each public module's ``__all__``: adding or removing a name is a deliberate change here."""
 

@@ -36,6 +36,7 @@ from tradelog._cli import ml as ml_commands
 from tradelog._cli import notify as notify_commands
 from tradelog._cli import prefs as prefs_commands
 from tradelog._cli import retention as retention_commands
+from tradelog._cli import serve as serve_commands
 from tradelog._cli import status as status_commands
 from tradelog._cli import users as users_commands
 from tradelog._cli import worker as worker_commands
@@ -73,6 +74,7 @@ _GROUPS = [
     worker_commands,
     audit_commands,
     ml_commands,
+    serve_commands,
 ]
 
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [

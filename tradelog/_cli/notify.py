@@ -36,7 +36,6 @@ from tradelog._notify.policy import LEVELS, NOTIFICATION_TYPES
 from tradelog._notify.preferences import get_preferences, snapshot
 from tradelog.exceptions import (
     ConfigurationError,
-    ConflictError,
     DeliveryError,
     MissingExtraError,
     NotFound,
@@ -307,24 +306,6 @@ def _deliveries(args: argparse.Namespace, context: Context) -> int:
     return 0
 
 
-def _check_retryable(session: Session, actor: Actor, ids: list[int]) -> None:
-    """Every named delivery must exist, be visible to ``actor`` and have failed."""
-    found = {
-        d.id: d
-        for d in session.execute(
-            scoped(select(NotificationDelivery), NotificationDelivery.user_id, actor).where(
-                NotificationDelivery.id.in_(ids)
-            )
-        ).scalars()
-    }
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise NotFound(f"no delivery with id {', '.join(map(str, missing))}")
-    busy = [f"{i} ({found[i].status})" for i in ids if found[i].status != "failed"]
-    if busy:
-        raise ConflictError(f"only failed deliveries can be retried; not failed: {', '.join(busy)}")
-
-
 def _retry(args: argparse.Namespace, context: Context) -> int:
     with context.session() as session:
         actor = _actor(session, args)
@@ -333,7 +314,7 @@ def _retry(args: argparse.Namespace, context: Context) -> int:
             user_id = actor.id
         ids = None if args.all_failed else list(dict.fromkeys(args.ids))
         if ids is not None:
-            _check_retryable(session, actor, ids)
+            outbox.check_retryable(session, actor, ids)
         changed = outbox.requeue_failed(session, delivery_ids=ids, user_id=user_id)
         session.commit()
     emit(context, [{"requeued": changed}])

@@ -215,13 +215,15 @@ def error_groups(
     since: datetime | None = None,
     until: datetime | None = None,
     status: str | None = None,
+    fingerprint: str | None = None,
     limit: int = 50,
     now: datetime | None = None,
 ) -> list[ErrorGroup]:
     """Occurrences grouped by fingerprint (rows without one by type), most recent first.
 
-    ``resolved`` filters occurrences; ``status`` filters groups (``unresolved``, ``resolved``,
-    ``ignored``; ``ValueError`` otherwise). Substatuses are as of ``now`` (default: now).
+    ``resolved`` filters occurrences; ``fingerprint`` keeps one group; ``status`` filters
+    groups (``unresolved``, ``resolved``, ``ignored``; ``ValueError`` otherwise). Substatuses
+    are as of ``now`` (default: now).
     """
     if status is not None and status not in GROUP_STATUSES:
         raise ValueError(f"status must be one of {', '.join(GROUP_STATUSES)}, got {status!r}")
@@ -243,7 +245,7 @@ def error_groups(
         GroupRow.regressed_at,
     ).outerjoin(GroupRow, GroupRow.fingerprint == ErrorLog.fingerprint)
     clauses = _filters(
-        resolved=resolved, error_type=error_type, fingerprint=None, since=since, until=until
+        resolved=resolved, error_type=error_type, fingerprint=fingerprint, since=since, until=until
     )
     if status is not None:
         clauses.append(func.coalesce(GroupRow.status, "unresolved") == status)

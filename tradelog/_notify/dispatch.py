@@ -3,7 +3,9 @@ delivery per external channel, all inside the given session's transaction.
 
 Nothing is sent here. The delivery worker picks the outbox rows up once the transaction
 commits, so a caller that rolls back sends nothing, and one that commits is guaranteed a
-delivery attempt (the transactional outbox pattern).
+delivery attempt (the transactional outbox pattern). On PostgreSQL the new notification is also
+announced on :data:`~tradelog._notify.listen.NOTIFICATIONS_CHANNEL`, heard by listeners in
+other processes (live inbox streams) when the transaction commits.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tradelog._db.models import Notification, NotificationDelivery
 from tradelog._db.upsert import dialect_insert
 from tradelog._logs.redact import REDACT_MARGIN, redact_text
 from tradelog._notify.formatting import format_time, not_kept_marker
+from tradelog._notify.listen import NOTIFICATIONS_CHANNEL, announce
 from tradelog._notify.policy import (
     DEFAULT_TIMEZONE,
     ChannelDecision,
@@ -307,6 +310,7 @@ def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, mes
     deliveries = [_delivery(new_id, user_id, d, now) for d in external_decisions]
     session.add_all(deliveries)
     session.flush()
+    announce(session, NOTIFICATIONS_CHANNEL, f"{user_id}:{new_id}")  # heard at commit (PostgreSQL)
 
     outcomes = [_outcome(d, row.id) for d, row in zip(external_decisions, deliveries, strict=True)]
     outcomes.append(ChannelOutcome("in_app", "recorded"))

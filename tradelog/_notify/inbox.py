@@ -58,6 +58,7 @@ def list_notifications(
     *,
     user_id: int | None = None,
     unread_only: bool = False,
+    read: bool | None = None,
     type_: str | None = None,
     level: str | None = None,
     since: datetime | None = None,
@@ -68,14 +69,18 @@ def list_notifications(
     """Notifications visible to ``actor`` (own, or anyone's for an admin), newest first.
 
     ``user_id`` narrows an admin's view (a non-admin naming another user is refused).
-    Paging is by keyset on ``(created_at, id)``: stable while new notifications arrive.
+    ``read`` keeps only read (True) or unread (False) ones; ``unread_only=True`` is
+    ``read=False``. ``since`` is inclusive, ``until`` exclusive. Paging is by keyset on
+    ``(created_at, id)``: stable while new notifications arrive.
     """
     if not 1 <= limit <= 1000:
         raise ValueError("limit must be between 1 and 1000")
     who = resolve_actor(session, actor)
     query = scoped(select(Notification), Notification.user_id, who, user_id)
-    if unread_only:
+    if unread_only or read is False:
         query = query.where(Notification.read == false())
+    elif read:
+        query = query.where(Notification.read == true())
     if type_ is not None:
         query = query.where(Notification.type == validate_type(type_))
     if level is not None:

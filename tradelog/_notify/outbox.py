@@ -54,14 +54,17 @@ from typing import Any, Final
 from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from tradelog._access import Actor, scoped
 from tradelog._db.base import utcnow
 from tradelog._db.models import Notification, NotificationDelivery, NotificationRateLimit
 from tradelog._logs.redact import redact_text
+from tradelog.exceptions import ConflictError, NotFound
 
 __all__ = [
     "ClaimedDelivery",
     "UnservedDelivery",
     "backlog_summary",
+    "check_retryable",
     "claim",
     "claim_digest_members",
     "fail_unserved",
@@ -440,6 +443,23 @@ def fail_unserved(
             .execution_options(synchronize_session=False)
         ).all()
     return sorted((UnservedDelivery(*row) for row in rows), key=lambda d: d.id)
+
+
+def check_retryable(session: Session, actor: Actor, ids: Sequence[int]) -> None:
+    """Every named delivery must exist, be visible to ``actor`` (:class:`NotFound` otherwise)
+    and have failed (:class:`ConflictError` otherwise)."""
+    found = {
+        d.id: d
+        for d in session.execute(
+            scoped(select(_D), _D.user_id, actor).where(_D.id.in_(tuple(ids)))
+        ).scalars()
+    }
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound(f"no delivery with id {', '.join(map(str, missing))}")
+    busy = [f"{i} ({found[i].status})" for i in ids if found[i].status != "failed"]
+    if busy:
+        raise ConflictError(f"only failed deliveries can be retried; not failed: {', '.join(busy)}")
 
 
 def requeue_failed(
