@@ -381,6 +381,9 @@ class Settings:
     #: Web (``tradelog serve``, :mod:`tradelog.web`)
     web_admin_token: Secret | None = _setting(None, _opt_secret)  # bearer token of the admin
     web_poll_interval: float = _setting(0.5, _number(float, 0.05, 60))  # live streams poll
+    #: ``day``: ``service_logs`` is partitioned by day on PostgreSQL (``tradelog db
+    #: partition-logs`` converts it; retention creates partitions ahead and drops whole days)
+    partition_logs: str = _setting("off", _choice("off", "day"))
     #: Retention (days)
     service_logs_retention_days: int = _setting(30, _number(int, 1))
     log_files_retention_days: int = _setting(90, _number(int, 1))

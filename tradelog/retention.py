@@ -29,6 +29,11 @@ applies it: rows go in bounded batches (``batch_size`` ids, one short transactio
 writer waiting for the database waits for one batch at most), files one by one. ``dry_run``
 counts and lists without deleting. :class:`DailyRetention` runs the job once a day in a background
 thread; the runtime starts one in a configured process with ``settings.worker`` on.
+
+With ``TRADELOG_PARTITION_LOGS=day`` and ``service_logs`` partitioned by day on PostgreSQL
+(:mod:`tradelog._db.partitions`), a run first creates the partitions of the coming days, then
+detaches and drops the days wholly past the cut-off (a month of 10M rows in seconds instead of
+a delete per row); the rows of the day the cut-off falls in go by the batched delete.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Engine, delete, exists, func, select
 from sqlalchemy.orm import Session
 
+from tradelog._db import partitions
 from tradelog._db.models import (
     AuditLog,
     ErrorLog,
@@ -64,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_DAILY_AT",
+    "DEFAULT_PARTITIONS_AHEAD",
     "LOG_FILE_PATTERN",
     "ROW_CATEGORIES",
     "DailyRetention",
@@ -76,6 +83,9 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE: Final = 5_000
+#: Days after today whose ``service_logs`` partitions a run creates (``partition_logs="day"``).
+DEFAULT_PARTITIONS_AHEAD: Final = 7
+PARTITION_MODES: Final = partitions.PARTITION_MODES
 #: Local time (configured timezone) of the daily run: well outside NSE market hours.
 DEFAULT_DAILY_AT: Final = time(3, 30)
 
@@ -298,13 +308,19 @@ class RetentionJob:
         policy: RetentionPolicy | None = None,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        partition_logs: str = "off",
+        partitions_ahead: int = DEFAULT_PARTITIONS_AHEAD,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if partition_logs not in PARTITION_MODES:
+            raise ValueError(f"partition_logs must be one of {PARTITION_MODES}")
         self.engine = engine
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.policy = policy or RetentionPolicy()
         self.batch_size = batch_size
+        self.partition_logs = partition_logs
+        self.partitions_ahead = partitions_ahead
 
     @classmethod
     def from_settings(
@@ -320,6 +336,7 @@ class RetentionJob:
             settings.log_dir,
             RetentionPolicy.from_settings(settings),
             batch_size=batch_size,
+            partition_logs=settings.partition_logs,
         )
 
     def run_once(
@@ -340,8 +357,11 @@ class RetentionJob:
             if name == "error_logs" and not dry_run:
                 result.rows[name] = self._purge_errors(at, report)
                 continue
+            dropped = 0
+            if name == "service_logs" and not dry_run:
+                dropped = self.maintain_partitions(at)
             id_column, condition = _condition(name, cutoff)
-            result.rows[name] = self._rows(name, id_column, condition, dry_run, report)
+            result.rows[name] = dropped + self._rows(name, id_column, condition, dry_run, report)
         self._files(result, dry_run, report)
         self._runtime_files(result, dry_run, report)
         return result
@@ -382,11 +402,36 @@ class RetentionJob:
         while True:
             batch = select(id_column).where(condition).limit(self.batch_size)
             with self.engine.begin() as connection:
-                deleted = connection.execute(delete(table).where(id_column.in_(batch))).rowcount
+                # The condition again on the outer DELETE: on a partitioned table it limits the
+                # id lookups to the partitions that can hold expired rows.
+                deleted = connection.execute(
+                    delete(table).where(condition, id_column.in_(batch))
+                ).rowcount
             done += deleted
             report(category, done, max(total, done))
             if deleted < self.batch_size:
                 return done
+
+    def maintain_partitions(self, now: datetime) -> int:
+        """With ``partition_logs="day"`` on a partitioned ``service_logs`` (PostgreSQL): create
+        the partitions of today and the next ``partitions_ahead`` days, detach and drop the days
+        wholly past the cut-off; returns the rows dropped with them (0 otherwise). The rows of
+        the day the cut-off falls in go by the batched delete as on a plain table."""
+        if self.partition_logs != "day" or self.engine.dialect.name != "postgresql":
+            return 0
+        with self.engine.begin() as connection:
+            if not partitions.is_partitioned(connection):
+                _log.warning(
+                    "TRADELOG_PARTITION_LOGS=day but service_logs is not partitioned;"
+                    " run `tradelog db partition-logs`"
+                )
+                return 0
+            partitions.ensure_partitions(
+                connection, _aware(now).date(), ahead=self.partitions_ahead
+            )
+        with self.engine.begin() as connection:
+            dropped = partitions.drop_expired(connection, self.policy.service_logs_cutoff(now))
+        return dropped.rows
 
     def _purge_errors(self, now: datetime, report: Progress) -> int:
         """Resolved errors go through the error workflow's own purge (same batching)."""
