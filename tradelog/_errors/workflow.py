@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tradelog._access import Actor, ActorLike, require_admin, resolve_actor, scoped
 from tradelog._db.base import utcnow
@@ -115,18 +115,20 @@ def _filters(
     fingerprint: str | None,
     since: datetime | None,
     until: datetime | None,
+    rows: Any = ErrorLog,
 ) -> list[Any]:
+    """The occurrence filters over ``rows`` (``ErrorLog`` or an alias of it)."""
     clauses: list[Any] = []
     if resolved is not None:
-        clauses.append(ErrorLog.resolved.is_(resolved))
+        clauses.append(rows.resolved.is_(resolved))
     if error_type is not None:
-        clauses.append(ErrorLog.error_type == error_type)
+        clauses.append(rows.error_type == error_type)
     if fingerprint is not None:
-        clauses.append(ErrorLog.fingerprint == fingerprint)
+        clauses.append(rows.fingerprint == fingerprint)
     if since is not None:
-        clauses.append(ErrorLog.occurred_at >= since)
+        clauses.append(rows.occurred_at >= since)
     if until is not None:
-        clauses.append(ErrorLog.occurred_at < until)
+        clauses.append(rows.occurred_at < until)
     return clauses
 
 
@@ -231,6 +233,13 @@ def error_groups(
     size = max(1, min(int(limit), MAX_LIMIT))
     moment = now or utcnow()
     last_seen = func.max(ErrorLog.occurred_at)
+    filters: dict[str, Any] = {
+        "resolved": resolved,
+        "error_type": error_type,
+        "fingerprint": fingerprint,
+        "since": since,
+        "until": until,
+    }
     grouped: Any = select(
         ErrorLog.fingerprint,
         ErrorLog.error_type,
@@ -243,10 +252,9 @@ def error_groups(
         GroupRow.substatus,
         GroupRow.first_seen,
         GroupRow.regressed_at,
+        _newest_message(who, user_id, filters),
     ).outerjoin(GroupRow, GroupRow.fingerprint == ErrorLog.fingerprint)
-    clauses = _filters(
-        resolved=resolved, error_type=error_type, fingerprint=fingerprint, since=since, until=until
-    )
+    clauses = _filters(**filters)
     if status is not None:
         clauses.append(func.coalesce(GroupRow.status, "unresolved") == status)
     grouped = scoped(grouped, ErrorLog.user_id, who, user_id).where(*clauses)
@@ -262,18 +270,7 @@ def error_groups(
     groups = []
     for row in session.execute(grouped):
         print_, kind, count, users, unresolved, first, last = row[:7]
-        group_status, group_substatus, group_first, regressed_at = row[7:]
-        sample: Any = select(ErrorLog.error_message).outerjoin(
-            GroupRow, GroupRow.fingerprint == ErrorLog.fingerprint
-        )
-        sample = scoped(sample, ErrorLog.user_id, who, user_id).where(
-            *clauses,
-            ErrorLog.error_type == kind,
-            ErrorLog.fingerprint.is_(None) if print_ is None else ErrorLog.fingerprint == print_,
-        )
-        message = session.scalars(
-            sample.order_by(ErrorLog.occurred_at.desc(), ErrorLog.id.desc()).limit(1)
-        ).first()
+        group_status, group_substatus, group_first, regressed_at, message = row[7:]
         shown_status = group_status or ("unresolved" if unresolved else "resolved")
         groups.append(
             ErrorGroup(
@@ -296,6 +293,30 @@ def error_groups(
             )
         )
     return groups
+
+
+def _newest_message(who: Actor, user_id: int | None, filters: dict[str, Any]) -> Any:
+    """The newest matching occurrence's message of each group, as a column of the grouping
+    query: a correlated subquery the database runs for the groups on the page only (one index
+    probe each on ``(fingerprint, occurred_at, id)``), not a query per group from here.
+
+    Rows without a fingerprint form one group per type; their subquery is a separate branch
+    so that both branches stay index lookups."""
+    sample = aliased(ErrorLog, name="sample")
+
+    def newest(without_fingerprint: bool) -> Any:
+        query: Any = select(sample.error_message)
+        query = scoped(query, sample.user_id, who, user_id).where(
+            *_filters(**filters, rows=sample),
+            sample.error_type == ErrorLog.error_type,
+            sample.fingerprint.is_(None)
+            if without_fingerprint
+            else sample.fingerprint == ErrorLog.fingerprint,
+        )
+        query = query.order_by(sample.occurred_at.desc(), sample.id.desc()).limit(1)
+        return query.correlate(ErrorLog).scalar_subquery()
+
+    return case((ErrorLog.fingerprint.is_(None), newest(True)), else_=newest(False))
 
 
 def _group_state(group: GroupRow) -> dict[str, Any]:
