@@ -232,7 +232,6 @@ def error_groups(
     who = resolve_actor(session, actor)
     size = max(1, min(int(limit), MAX_LIMIT))
     moment = now or utcnow()
-    last_seen = func.max(ErrorLog.occurred_at)
     filters: dict[str, Any] = {
         "resolved": resolved,
         "error_type": error_type,
@@ -240,33 +239,51 @@ def error_groups(
         "since": since,
         "until": until,
     }
-    grouped: Any = select(
+    # Two hash-friendly steps instead of one sort of every occurrence (which a
+    # count(DISTINCT user_id) grouped with the group's columns needed): occurrences per
+    # (group, user), then per group; the groups' own rows are joined to the few results.
+    per_user: Any = select(
         ErrorLog.fingerprint,
         ErrorLog.error_type,
-        func.count(ErrorLog.id),
-        func.count(func.distinct(ErrorLog.user_id)),
-        func.sum(case((ErrorLog.resolved.is_(False), 1), else_=0)),
-        func.min(ErrorLog.occurred_at),
-        last_seen,
-        GroupRow.status,
-        GroupRow.substatus,
-        GroupRow.first_seen,
-        GroupRow.regressed_at,
-        _newest_message(who, user_id, filters),
-    ).outerjoin(GroupRow, GroupRow.fingerprint == ErrorLog.fingerprint)
-    clauses = _filters(**filters)
-    if status is not None:
-        clauses.append(func.coalesce(GroupRow.status, "unresolved") == status)
-    grouped = scoped(grouped, ErrorLog.user_id, who, user_id).where(*clauses)
-    grouped = grouped.group_by(
-        ErrorLog.fingerprint,
-        ErrorLog.error_type,
-        GroupRow.status,
-        GroupRow.substatus,
-        GroupRow.first_seen,
-        GroupRow.regressed_at,
+        func.count(ErrorLog.id).label("occurrences"),
+        func.sum(case((ErrorLog.resolved.is_(False), 1), else_=0)).label("unresolved"),
+        func.min(ErrorLog.occurred_at).label("first_seen"),
+        func.max(ErrorLog.occurred_at).label("last_seen"),
     )
-    grouped = grouped.order_by(last_seen.desc()).limit(size)
+    per_user = scoped(per_user, ErrorLog.user_id, who, user_id).where(*_filters(**filters))
+    per_user = per_user.group_by(
+        ErrorLog.fingerprint, ErrorLog.error_type, ErrorLog.user_id
+    ).subquery("per_user")
+    totals = (
+        select(
+            per_user.c.fingerprint,
+            per_user.c.error_type,
+            func.sum(per_user.c.occurrences).label("occurrences"),
+            func.count().label("users"),
+            func.sum(per_user.c.unresolved).label("unresolved"),
+            func.min(per_user.c.first_seen).label("first_seen"),
+            func.max(per_user.c.last_seen).label("last_seen"),
+        )
+        .group_by(per_user.c.fingerprint, per_user.c.error_type)
+        .subquery("totals")
+    )
+    grouped: Any = select(
+        totals.c.fingerprint,
+        totals.c.error_type,
+        totals.c.occurrences,
+        totals.c.users,
+        totals.c.unresolved,
+        totals.c.first_seen,
+        totals.c.last_seen,
+        GroupRow.status,
+        GroupRow.substatus,
+        GroupRow.first_seen,
+        GroupRow.regressed_at,
+        _newest_message(totals, who, user_id, filters),
+    ).outerjoin(GroupRow, GroupRow.fingerprint == totals.c.fingerprint)
+    if status is not None:
+        grouped = grouped.where(func.coalesce(GroupRow.status, "unresolved") == status)
+    grouped = grouped.order_by(totals.c.last_seen.desc()).limit(size)
     groups = []
     for row in session.execute(grouped):
         print_, kind, count, users, unresolved, first, last = row[:7]
@@ -295,7 +312,7 @@ def error_groups(
     return groups
 
 
-def _newest_message(who: Actor, user_id: int | None, filters: dict[str, Any]) -> Any:
+def _newest_message(groups: Any, who: Actor, user_id: int | None, filters: dict[str, Any]) -> Any:
     """The newest matching occurrence's message of each group, as a column of the grouping
     query: a correlated subquery the database runs for the groups on the page only (one index
     probe each on ``(fingerprint, occurred_at, id)``), not a query per group from here.
@@ -308,15 +325,15 @@ def _newest_message(who: Actor, user_id: int | None, filters: dict[str, Any]) ->
         query: Any = select(sample.error_message)
         query = scoped(query, sample.user_id, who, user_id).where(
             *_filters(**filters, rows=sample),
-            sample.error_type == ErrorLog.error_type,
+            sample.error_type == groups.c.error_type,
             sample.fingerprint.is_(None)
             if without_fingerprint
-            else sample.fingerprint == ErrorLog.fingerprint,
+            else sample.fingerprint == groups.c.fingerprint,
         )
         query = query.order_by(sample.occurred_at.desc(), sample.id.desc()).limit(1)
-        return query.correlate(ErrorLog).scalar_subquery()
+        return query.correlate(groups).scalar_subquery()
 
-    return case((ErrorLog.fingerprint.is_(None), newest(True)), else_=newest(False))
+    return case((groups.c.fingerprint.is_(None), newest(True)), else_=newest(False))
 
 
 def _group_state(group: GroupRow) -> dict[str, Any]:
