@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from tradelog._access import Actor, ActorLike, require_admin, resolve_actor, scoped
 from tradelog._db.base import utcnow
+from tradelog._db.functions import before_keyset
 from tradelog._db.models import ErrorGroup as GroupRow
 from tradelog._db.models import ErrorLog
 from tradelog._errors.groups import effective_substatus, ensure_group
@@ -159,9 +160,7 @@ def list_errors(
     )
     if cursor is not None:
         at, ident = _decode_cursor(cursor)
-        clauses.append(
-            or_(ErrorLog.occurred_at < at, and_(ErrorLog.occurred_at == at, ErrorLog.id < ident))
-        )
+        clauses.append(before_keyset(ErrorLog.occurred_at, ErrorLog.id, at, ident))
     query = query.where(*clauses).order_by(ErrorLog.occurred_at.desc(), ErrorLog.id.desc())
     rows = list(session.scalars(query.limit(size + 1)))
     more = len(rows) > size
