@@ -205,6 +205,19 @@ class RetentionPolicy:
         return day is not None and day < self.log_files_cutoff(now)
 
 
+def _age(category: str, id_column: Any) -> Any:
+    """The indexed column a category's expired rows are found by, oldest first (the id where
+    the age column has no index)."""
+    return {
+        "service_logs": ServiceLog.timestamp,
+        "read_notifications": Notification.created_at,
+        "unread_notifications": Notification.created_at,
+        "task_executions": ServiceTaskExecution.executed_at,
+        "stale_episodes": ServiceStaleEpisode.ended_at,
+        "audit_logs": AuditLog.timestamp,
+    }.get(category, id_column)
+
+
 def _condition(category: str, cutoff: datetime) -> tuple[Any, ColumnElement[bool]]:
     """The id column and the "expired" condition of a row category (error_logs aside)."""
     if category == "service_logs":
@@ -386,7 +399,9 @@ class RetentionJob:
         if dry_run or total == 0:
             report(category, total if dry_run else 0, total)
             return total
-        return self.delete_in_batches(category, id_column, condition, total, report)
+        return self.delete_in_batches(
+            category, id_column, condition, total, report, oldest_first=_age(category, id_column)
+        )
 
     def delete_in_batches(
         self,
@@ -395,12 +410,22 @@ class RetentionJob:
         condition: ColumnElement[bool],
         total: int = 0,
         report: Progress = _noop,
+        *,
+        oldest_first: Any = None,
     ) -> int:
-        """Delete rows matching ``condition``, ``batch_size`` per committed transaction."""
+        """Delete rows matching ``condition``, ``batch_size`` per committed transaction.
+
+        Each batch takes the next ``batch_size`` ids in the order of ``oldest_first`` (an
+        indexed column; default the id), so it is read from that index. Without an order,
+        statistics taken before the purge (a million rows still "expired") lead PostgreSQL to
+        a sequential scan that reads past every row deleted by the earlier batches, each batch
+        slower than the one before (measured: 1M rows in 305 s).
+        """
         table = id_column.table
+        order = oldest_first if oldest_first is not None else id_column
         done = 0
         while True:
-            batch = select(id_column).where(condition).limit(self.batch_size)
+            batch = select(id_column).where(condition).order_by(order).limit(self.batch_size)
             with self.engine.begin() as connection:
                 # The condition again on the outer DELETE: on a partitioned table it limits the
                 # id lookups to the partitions that can hold expired rows.
