@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Engine, delete, exists, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tradelog._db import partitions
@@ -444,6 +445,15 @@ class RetentionJob:
         the day the cut-off falls in go by the batched delete as on a plain table."""
         if self.partition_logs != "day" or self.engine.dialect.name != "postgresql":
             return 0
+        try:
+            return self._maintain_partitions(now)
+        except SQLAlchemyError:
+            # e.g. lock_timeout behind a long transaction: the batched delete does the work
+            # this time, the next run drops the days.
+            _log.warning("service_logs partition maintenance failed", exc_info=True)
+            return 0
+
+    def _maintain_partitions(self, now: datetime) -> int:
         with self.engine.begin() as connection:
             if not partitions.is_partitioned(connection):
                 _log.warning(

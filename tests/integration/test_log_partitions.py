@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from tests.support.db import MigratedDatabase
 from tradelog._cli import main
@@ -178,4 +179,21 @@ def test_cli_partition_logs(
     assert main(args) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]
     assert again["action"] == "already partitioned"
+    assert db.scalar("SELECT count(*) FROM service_logs") == 1
+
+
+@pytest.mark.slow
+def test_blocked_detach_falls_back_to_batches(db: MigratedDatabase, users: dict[str, int]) -> None:
+    """When a long transaction keeps the exclusive lock for detaching away (5 s lock_timeout),
+    the run still deletes the expired rows by batches and keeps the partitions for next time."""
+    alice = users["alice"]
+    old = NOW - timedelta(days=33)
+    add_logs(db, alice, [old, old, NOW])
+    convert(db, ahead=0)
+    with db.engine.connect() as reader:
+        reader.execute(text("SELECT count(*) FROM service_logs"))  # holds ACCESS SHARE
+        result = RetentionJob(db.engine, None, partition_logs="day").run_once(NOW)
+        reader.rollback()
+    assert result.service_logs == 2
+    assert partitions.partition_name(old.date()) in tables(db)
     assert db.scalar("SELECT count(*) FROM service_logs") == 1
