@@ -367,6 +367,9 @@ class Settings:
     max_delivery_attempts: int = _setting(8, _number(int, 1))
     worker_concurrency: int = _setting(8, _number(int, 1, 256))
     worker_poll_interval: float = _setting(1.0, _number(float, 0.01))
+    #: PostgreSQL LISTEN/NOTIFY wake-ups for workers and live streams (off: poll only, e.g.
+    #: behind a transaction-pooling proxy such as PgBouncer, where LISTEN does not work)
+    listen: bool = _setting(True, _parse_bool)
     telegram_rate: float = _setting(28.0, _number(float, 0.1))  # messages/s per bot, all workers
     telegram_chat_interval: float = _setting(1.05, _number(float, 0))  # seconds between, per chat
     #: A due delivery no worker able to send its channel claimed for this long fails (0: waits)
