@@ -4,6 +4,7 @@ polling as the fallback and ``TRADELOG_LISTEN=off`` for transaction-pooling prox
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import threading
 import time
@@ -26,6 +27,8 @@ from tradelog._notify.ratelimit import DbRateLimiter, RateLimits
 from tradelog._notify.worker import DeliveryWorker
 from tradelog.config import Settings
 from tradelog.users import create_user
+from tradelog.web._hub import LISTENER_NAME as WEB_LISTENER_NAME
+from tradelog.web._hub import StreamHub
 
 
 def traders(db: MigratedDatabase, count: int) -> list[int]:
@@ -307,3 +310,43 @@ def test_listen_off_opens_no_listening_connection(
         assert listens == 0
     finally:
         w.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_live_streams_poll_without_listening_when_listen_is_off(db: MigratedDatabase) -> None:
+    """The web inbox streams honour the same setting: no LISTEN connection, and a new
+    notification still reaches the stream by polling."""
+    [user] = traders(db, 1)
+    hub = StreamHub(
+        db.session,
+        lambda: db.engine,
+        serialize=lambda row: {"id": row.id},
+        poll_interval=lambda: 0.2,
+        listen=lambda: False,
+    )
+
+    async def stream() -> dict[str, Any] | None:
+        subscription = hub.subscribe(user, 0)
+        try:
+            await asyncio.sleep(1.0)
+            assert not hub.listening
+            assert (
+                db.scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = :name",
+                    name=WEB_LISTENER_NAME,
+                )
+                == 0
+            )
+            await asyncio.to_thread(queue, db, [user])
+            return await asyncio.wait_for(subscription.queue.get(), 5)
+        finally:
+            hub.unsubscribe(subscription)
+
+    try:
+        event = asyncio.run(stream())
+    finally:
+        hub.close()
+    assert event is not None
+    assert event["id"] == db.scalar("SELECT max(id) FROM notifications")
