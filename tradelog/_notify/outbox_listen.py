@@ -17,6 +17,7 @@ alone; SQLite always polls.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Final
 
@@ -30,6 +31,8 @@ __all__ = ["LISTENER_NAME", "OutboxListener"]
 
 LISTENER_NAME: Final = "tradelog-worker-listen"
 """The ``application_name`` of a worker's listening connection (``pg_stat_activity`` shows it)."""
+
+_log = logging.getLogger("tradelog.notify.worker")
 
 
 class OutboxListener:
@@ -59,8 +62,12 @@ class OutboxListener:
         """Start listening (a no-op on SQLite or when already started)."""
         if self._listener is not None or not supports_listen(self.engine):
             return self
-        named = self.engine.url.update_query_dict({"application_name": self.name})
-        self._engine = create_tradelog_engine(named, poolclass=NullPool)
+        try:
+            named = self.engine.url.update_query_dict({"application_name": self.name})
+            self._engine = create_tradelog_engine(named, poolclass=NullPool)
+        except Exception as exc:  # the worker still polls; it never stops over this
+            _log.warning("delivery worker cannot listen for new deliveries: %s", exc)
+            return self
         self._listener = Listener(
             self._engine,
             [DELIVERIES_CHANNEL],
