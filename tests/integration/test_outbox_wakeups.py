@@ -251,9 +251,9 @@ def test_listening_worker_wakes_at_once_polling_worker_at_its_interval(
         f"max {max(heard) * 1000:.0f} ms; polling every 1 s p50 "
         f"{statistics.median(polled) * 1000:.0f} ms max {max(polled) * 1000:.0f} ms"
     )
-    assert max(heard) < 2.0  # a poll could not have found any of them (30 s apart)
-    assert statistics.median(heard) < 0.5
-    assert max(polled) < 1.0 + 2.0
+    assert max(heard) < 5.0  # a poll could not have found any of them (30 s apart)
+    assert statistics.median(heard) < 1.0
+    assert max(polled) < 1.0 + 4.0
     assert not polling.listening
 
 
@@ -262,21 +262,21 @@ def test_listening_worker_wakes_at_once_polling_worker_at_its_interval(
 def test_lost_listening_connection_falls_back_and_listens_again(
     db: MigratedDatabase, bot_api: FakeBotApi
 ) -> None:
-    """The listening connection is killed: what is committed meanwhile is still delivered (the
-    worker looks when the connection drops and again when it is back, and it keeps polling),
-    and the worker listens again on a new connection."""
+    """The listening connection is killed: what is committed meanwhile is still delivered long
+    before the next poll (the worker looks when the connection drops and again when it is
+    back), and the worker listens again on a new connection."""
     [user] = traders(db, 1)
-    w = telegram_worker(db, bot_api, poll_interval=2.0, listen=True)
+    w = telegram_worker(db, bot_api, poll_interval=30.0, listen=True)
     w.start()
     try:
         wait_until(lambda: w.listening and len(listener_pids(db)) == 1)
         [first] = listener_pids(db)
         db.execute("SELECT pg_terminate_backend(:pid)", pid=first)
         queue(db, [user])
-        bot_api.wait_for_messages(1, chat_id="9000", timeout=2.0 + 3.0)
+        bot_api.wait_for_messages(1, chat_id="9000", timeout=10.0)
         wait_until(lambda: w.listening and listener_pids(db) not in ([], [first]))
         time.sleep(0.3)
-        assert latency(db, bot_api, user, "9000") < 1.5  # heard, not polled (2 s)
+        assert latency(db, bot_api, user, "9000") < 10.0  # heard: the next poll is 30 s away
     finally:
         w.stop()
     assert listener_pids(db) == []
