@@ -78,8 +78,9 @@ _MEMO_LENGTH: Final = 256
 _MEMO_SIZE: Final = 8192
 _RECHECK_SIZE: Final = 2 * CONTEXT_STR_MAX
 """An encoded context longer than this is converted again so nested strings get cut."""
-COMPILE_MAX_KEYS: Final = 64
-"""Shapes with more keys than this are never compiled (they take the loop)."""
+COMPILE_MAX_KEYS: Final = 16
+"""Shapes with more keys than this are never compiled (they take the loop): compiling one
+holds the GIL in a single call, about 0.2 ms per key."""
 PLAN_CACHE_BYTES: Final = 8 * 1024 * 1024
 """Bound on the estimated memory of the compiled plans one builder keeps."""
 _PLAN_BYTES_BASE: Final = 2048
