@@ -36,10 +36,13 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from tradelog._logs.redact import Redactor
+from tradelog._logs.redact import REDACT_MARGIN, Redactor
+from tradelog._logs.sanitize import truncate
 
 __all__ = ["ConsoleLines", "PrettyLines", "stderr_is_terminal"]
 
+PRETTY_MESSAGE_MAX: Final = 64 * 1024
+"""A pretty line shows at most this many characters of the message (scrubbed before the cut)."""
 MAX_PENDING: Final = 32 * 1024 * 1024
 """Characters that may wait for the console before new lines are dropped (and counted)."""
 
@@ -77,10 +80,15 @@ class PrettyLines:
                 "logger": name,
             }
             view.update(event)
-            view.setdefault("event", "")
+            message = view.setdefault("event", "")
+            if type(message) is str and len(message) > PRETTY_MESSAGE_MAX:
+                view["event"] = message[: PRETTY_MESSAGE_MAX + REDACT_MARGIN]
             scrubbed = self._redactor(view)
             if not isinstance(scrubbed, dict):  # pragma: no cover - a dict stays a dict
                 scrubbed = {"event": "<event could not be rendered>"}
+            shown = scrubbed.get("event")
+            if type(shown) is str and len(shown) > PRETTY_MESSAGE_MAX:
+                scrubbed["event"] = truncate(shown, PRETTY_MESSAGE_MAX)
             return self._renderer(None, level.lower(), scrubbed)
         except Exception:  # pragma: no cover - a renderer that fails: say so, scrubbed
             return f"{level} {name}: <event could not be rendered>"
