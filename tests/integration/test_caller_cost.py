@@ -18,6 +18,8 @@ from tests.support.db import MigratedDatabase
 from tests.support.logs import running
 from tradelog._logs.processors import KEYS_DROPPED
 from tradelog._logs.rows import FILE_MESSAGE_MAX
+from tradelog._runtime import Runtime
+from tradelog.config import Settings
 
 _FILE_LINE_KEYS = {"timestamp", "level", "user_id", "module", "message", "context"}
 
@@ -126,3 +128,25 @@ def test_a_wide_event_is_capped_with_a_marker_in_the_row(
     assert context[KEYS_DROPPED]["first"][:3] == ["k98", "k99", "k100"]
     assert len(context) == 99
     assert took < 1.0, f"{took:.3f} s"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_full_queue_never_compiles_a_plan_on_the_callers_thread(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """With the queue full the caller writes the events itself (file lines now, rows to the
+    spool): through the plain loop, leaving no compiled plan behind, and the rows still land."""
+    settings = Settings(database_url=db.url, log_dir=tmp_path, console=False, queue_size=1)
+    runtime = Runtime(settings).start(logging_=False, hooks=False, background=False, writer=False)
+    try:
+        sink = runtime.sink
+        for n in range(20):
+            sink.emit("INFO", "full", {"event": "spilled", "user_id": users["alice"], "n": n})
+        assert runtime.writer._spill_builder.plan_bytes == 0
+        assert runtime.writer._builder.plan_bytes == 0
+        runtime.writer.start()
+        assert runtime.flush(10)
+    finally:
+        runtime.shutdown(5)
+    numbers = [json.loads(r["context"])["n"] for r in db.rows("SELECT context FROM service_logs")]
+    assert sorted(numbers) == list(range(20))
