@@ -79,7 +79,7 @@ from structlog.contextvars import merge_contextvars
 from structlog.typing import FilteringBoundLogger
 
 from tradelog._db.base import utcnow
-from tradelog._db.engine import Engines, session_factory
+from tradelog._db.engine import DbBounds, Engines, session_factory
 from tradelog._db.migrate import schema_status
 from tradelog._errors.alerts import ErrorAlerts
 from tradelog._errors.hooks import InstalledHooks, install_hooks
@@ -159,6 +159,7 @@ class Runtime:
             settings.database_url,
             writer_timeout=settings.db_write_timeout,
             schema=settings.db_schema,
+            bounds=DbBounds(settings.db_connect_timeout, settings.db_statement_timeout),
         )
         self.redactor = RedactProcessor()
         self.wakeups = Wakeups()
