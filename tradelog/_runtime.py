@@ -87,6 +87,8 @@ from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
 from tradelog._errors.pipeline import ErrorCapture
 from tradelog._health.lifecycle import ServiceNotices
 from tradelog._health.stale import StaleMonitor
+from tradelog._health.telemetry import SPOOL_PREFIX as HEALTH_SPOOL_PREFIX
+from tradelog._health.telemetry import Telemetry
 from tradelog._health.writer import ServiceHealth, describe_failure
 from tradelog._logs.host_chain import StructlogFeed, insert_feed, remove_feed
 from tradelog._logs.inserters import make_inserter
@@ -99,12 +101,15 @@ from tradelog._logs.loggers import (
 )
 from tradelog._logs.processors import EventSink, ExceptionObserver
 from tradelog._logs.redact import RedactProcessor, redact_text
+from tradelog._logs.stats import RUNTIME_DIR
 from tradelog._logs.stdlib import RecordBridge, StdlibTakeOver, expect_record, expected_record
 from tradelog._logs.writer import LogWriter
 from tradelog._notify.channels.base import Channel
+from tradelog._notify.service import SPOOL_PREFIX as NOTIFY_SPOOL_PREFIX
 from tradelog._notify.service import NotificationService
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.worker import DeliveryWorker
+from tradelog._spool_files import JsonlSpool, Replayer
 from tradelog._users.registry import UserRegistry
 from tradelog.config import Settings
 from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageError
@@ -126,6 +131,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds :func:`flush` and :func:`shutdown` wait by default (also at interpreter exit)."""
+NOTIFY_REPLAY_INTERVAL: Final = 2.0
+"""Seconds between attempts to write spooled notifications (while any are spooled)."""
 EARLY_EVENTS: Final = 1000
 """Events ``tradelog.processor`` / ``tradelog.Handler`` hold until :func:`configure`."""
 
@@ -166,7 +173,15 @@ class Runtime:
         self.users = UserRegistry(
             self.engines.app, mode=settings.unknown_users, on_reject=self._count_rejected
         )
-        self.notifications = NotificationService(self.engines.app, self.wakeups, users=self.users)
+        runtime_dir = settings.log_dir / RUNTIME_DIR
+        self.notifications = NotificationService(
+            self.engines.app,
+            self.wakeups,
+            users=self.users,
+            spool=JsonlSpool(runtime_dir, NOTIFY_SPOOL_PREFIX),
+            on_spooled=self._poke_replayer,
+        )
+        self.replayer = self._new_replayer()
         self.errors = ErrorCapture(
             settings,
             self.engines.app(),
@@ -188,6 +203,11 @@ class Runtime:
                 send=self.notifications.notify,
                 window=settings.error_notify_window,
                 operators=settings.ops_user_ids,
+            ),
+            telemetry=lambda health: Telemetry(
+                health.write_records,
+                JsonlSpool(runtime_dir, HEALTH_SPOOL_PREFIX),
+                wait=settings.telemetry_wait,
             ),
         )
         self.writer = self._new_writer()
@@ -241,6 +261,7 @@ class Runtime:
             self._hooks = install_hooks(self.errors)
         if writer:
             self.writer.start()
+        self.replayer.start()
         if logging_:
             _replay_early(self)
         self._start_background(self.settings.worker if background is None else background)
@@ -261,7 +282,8 @@ class Runtime:
         except Exception as exc:
             self.internal_errors(exc)
             ok = False
-        return self.writer.flush(_remaining(deadline)) and ok
+        ok = self.writer.flush(_remaining(deadline)) and ok
+        return self.health.flush(_remaining(deadline)) and ok
 
     def shutdown(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Flush, stop every part, dispose the engines; idempotent. Returns whether everything
@@ -287,6 +309,9 @@ class Runtime:
         _state.inherited.append(self.writer)
         self.engines.after_fork()
         self.errors.after_fork()
+        if self.health.telemetry is not None:
+            self.health.telemetry.after_fork()
+        self.replayer = self._new_replayer()
         self.wakeups.after_fork()
         self.worker = None  # the parent's background jobs stay the parent's
         self.stale = None
@@ -297,6 +322,7 @@ class Runtime:
             self.writer.close_intake()
             return
         self.writer.start()
+        self.replayer.start()
 
     # -- for callers -----------------------------------------------------------------------
 
@@ -332,6 +358,17 @@ class Runtime:
         timeout = self.settings.db_write_timeout
         inserter = make_inserter(self.engines.log_writer(), lock_timeout=timeout)
         return LogWriter(self.settings, self.redactor, inserter, users=self.users)
+
+    def _new_replayer(self) -> Replayer:
+        return Replayer(
+            self.notifications.replay_spool,
+            interval=NOTIFY_REPLAY_INTERVAL,
+            name="tradelog-notify-replay",
+            on_error=self.internal_errors,
+        )
+
+    def _poke_replayer(self) -> None:
+        self.replayer.poke()
 
     def _count_rejected(self, count: int) -> None:
         self.writer.count_rejected_users(count)
@@ -421,7 +458,17 @@ class Runtime:
         deadline = time.monotonic() + max(0.0, timeout)
         self.flush(_remaining(deadline))
 
-        for stop in (self._stop_background, self._uninstall_hooks, self.errors.close):
+        telemetry_ok = False
+        try:
+            telemetry_ok = self.health.close(_remaining(deadline))
+        except Exception as exc:
+            self.internal_errors(exc)
+        for stop in (
+            self._stop_background,
+            self._uninstall_hooks,
+            self.errors.close,
+            self.replayer.stop,
+        ):
             try:
                 stop()
             except Exception as exc:
@@ -435,7 +482,7 @@ class Runtime:
                     structlog.reset_defaults()
         ok = self.writer.stop(_remaining(deadline))
         self.engines.dispose()  # only idle connections: a call still stuck keeps its own
-        return ok
+        return ok and telemetry_ok
 
     def _stop_background(self) -> None:
         """Stop the worker, giving due deliveries up to ``worker_exit_timeout`` seconds of
