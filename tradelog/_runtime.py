@@ -102,6 +102,7 @@ from tradelog._logs.loggers import (
 from tradelog._logs.processors import EventSink, ExceptionObserver
 from tradelog._logs.redact import RedactProcessor, redact_text
 from tradelog._logs.stats import RUNTIME_DIR
+from tradelog._logs.stats import save as save_stats
 from tradelog._logs.stdlib import RecordBridge, StdlibTakeOver, expect_record, expected_record
 from tradelog._logs.writer import LogWriter
 from tradelog._notify.channels.base import Channel
@@ -110,6 +111,7 @@ from tradelog._notify.service import NotificationService
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.worker import DeliveryWorker
 from tradelog._spool_files import JsonlSpool, Replayer
+from tradelog._status import StatusPublisher, local_backlog
 from tradelog._users.registry import UserRegistry
 from tradelog.config import Settings
 from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageError
@@ -131,6 +133,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds :func:`flush` and :func:`shutdown` wait by default (also at interpreter exit)."""
+STATUS_INTERVAL: Final = 1.0
+"""Seconds between two publications of :meth:`Runtime.stats` to ``_runtime/writer-<pid>.json``."""
 NOTIFY_REPLAY_INTERVAL: Final = 2.0
 """Seconds between attempts to write spooled notifications (while any are spooled)."""
 EARLY_EVENTS: Final = 1000
@@ -211,6 +215,7 @@ class Runtime:
             ),
         )
         self.writer = self._new_writer()
+        self.publisher = self._new_publisher()
         self._observers: list[ExceptionObserver] = [self.errors.observe]
         self.sink = EventSink(
             self.writer,
@@ -262,6 +267,7 @@ class Runtime:
         if writer:
             self.writer.start()
         self.replayer.start()
+        self.publisher.start()
         if logging_:
             _replay_early(self)
         self._start_background(self.settings.worker if background is None else background)
@@ -323,13 +329,27 @@ class Runtime:
             return
         self.writer.start()
         self.replayer.start()
+        self.publisher.start()
 
     # -- for callers -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """The writer's counters (see :mod:`tradelog._logs.stats`); ``dropped`` is always 0."""
+        """Live figures, taken without touching the database: the log writer's counters (see
+        :mod:`tradelog._logs.stats`; ``dropped`` is always 0), what waits in local files
+        (``dead_letters``, ``unwritten_errors``, ``spooled_notifications``,
+        ``spooled_telemetry``: see :mod:`tradelog._status`), the telemetry writer's state
+        (``telemetry``) and the notification spool's counters (``notifications``)."""
         data = self.writer.snapshot()
         data["internal_errors"] = data.get("internal_errors", 0) + self.internal_errors.count
+        data.update(local_backlog(self.settings.log_dir))
+        if self.health.telemetry is not None:
+            data["telemetry"] = self.health.telemetry.snapshot()
+        notifications = self.notifications
+        data["notifications"] = {
+            "spooled": notifications.spooled,
+            "replayed": notifications.replayed,
+            "refused": notifications.refused,
+        }
         return data
 
     def add_exception_observer(self, observer: ExceptionObserver) -> None:
@@ -357,7 +377,18 @@ class Runtime:
     def _new_writer(self) -> LogWriter:
         timeout = self.settings.db_write_timeout
         inserter = make_inserter(self.engines.log_writer(), lock_timeout=timeout)
-        return LogWriter(self.settings, self.redactor, inserter, users=self.users)
+        writer = LogWriter(self.settings, self.redactor, inserter, users=self.users)
+        writer.publish_stats = False  # the status publisher does, off the database thread
+        return writer
+
+    def _new_publisher(self) -> StatusPublisher:
+        log_dir = self.settings.log_dir
+        return StatusPublisher(
+            self.stats,
+            lambda data: save_stats(log_dir, data),
+            interval=STATUS_INTERVAL,
+            on_error=self.internal_errors,
+        )
 
     def _new_replayer(self) -> Replayer:
         return Replayer(
@@ -481,6 +512,7 @@ class Runtime:
                 if self._own_structlog:
                     structlog.reset_defaults()
         ok = self.writer.stop(_remaining(deadline))
+        self.publisher.stop()
         self.engines.dispose()  # only idle connections: a call still stuck keeps its own
         return ok and telemetry_ok
 

@@ -148,6 +148,8 @@ class NotificationService:
             self.spool.append([request])
         except OSError as exc:
             raise StorageError(f"{why}; and the notification spool failed: {exc}") from exc
+        if not self._pending:
+            _log.warning("tradelog: notifications go to the local spool: %s", why)
         self._pending = True
         self.spooled += 1
         if self._on_spooled is not None:
@@ -167,7 +169,11 @@ class NotificationService:
             return 0
         count = self.spool.replay(self._replay_batch, batch_size=1)
         self.replayed += count
-        self._pending = self.spool.pending() > 0
+        was_pending, self._pending = self._pending, self.spool.pending() > 0
+        if was_pending and not self._pending:
+            _log.warning(
+                "tradelog: the spooled notifications are written (%d replayed)", self.replayed
+            )
         return count
 
     def _replay_batch(self, requests: list[dict[str, Any]]) -> None:
