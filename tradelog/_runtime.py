@@ -498,7 +498,7 @@ class Runtime:
             self._stop_background,
             self._uninstall_hooks,
             self.errors.close,
-            self.replayer.stop,
+            lambda: self.replayer.stop(_remaining(deadline)),
         ):
             try:
                 stop()

@@ -152,8 +152,10 @@ def test_black_hole_every_sync_api_is_bounded(
             ["status"],
             ["logs"],
         ):
-            seconds, exc = _timed(lambda a=argv: cli_main(a))  # type: ignore[misc]
+            codes: list[int] = []
+            seconds, exc = _timed(lambda a=argv: codes.append(cli_main(a)))  # type: ignore[misc]
             assert exc is None, f"{argv} raised {exc!r}"
+            assert codes == [3], f"{argv} exited {codes}"
             assert seconds < BOUND, f"{argv} took {seconds:.1f} s"
         err = capsys.readouterr().err
         assert "Traceback" not in err
