@@ -153,7 +153,9 @@ def test_black_hole_every_sync_api_is_bounded(
             ["logs"],
         ):
             codes: list[int] = []
-            seconds, exc = _timed(lambda a=argv: codes.append(cli_main(a)))  # type: ignore[misc]
+            seconds, exc = _timed(
+                lambda a=argv, c=codes: c.append(cli_main(a))  # type: ignore[misc]
+            )
             assert exc is None, f"{argv} raised {exc!r}"
             assert codes == [3], f"{argv} exited {codes}"
             assert seconds < BOUND, f"{argv} took {seconds:.1f} s"
