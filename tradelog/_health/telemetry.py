@@ -98,10 +98,15 @@ class Telemetry:
         """Queue ``record`` (``after`` runs once it is written); True when it is in the
         database within ``wait`` seconds."""
         with self._cond:
-            job = self._queue_record(record, after)
-            self._start()
-            self._cond.notify_all()
-            wait = 0.0 if self.down or self._closed else self.wait
+            closed = self._closed
+            if not closed:
+                job = self._queue_record(record, after)
+                self._start()
+                self._cond.notify_all()
+            wait = 0.0 if self.down else self.wait
+        if closed:  # after close(): straight to the spool, for the next process
+            self._spool([record])
+            return False
         if wait > 0 and job.done.wait(wait):
             return job.written
         return False
