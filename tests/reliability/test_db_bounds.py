@@ -290,3 +290,18 @@ def test_telemetry_never_waits_on_a_locked_database(
     assert isinstance(beat, datetime)
     assert beat.replace(tzinfo=UTC) >= last.replace(microsecond=0) - timedelta(seconds=1)
     assert not list((tmp_path / "_runtime").glob("health-unwritten-*.jsonl"))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_long_statement_is_cut_at_the_statement_bound(
+    db: MigratedDatabase, tmp_path: Path
+) -> None:
+    """PostgreSQL: every connection of the runtime's engine runs under statement_timeout; a
+    statement longer than the bound raises StorageError after about that long."""
+    runtime = _configure(db.url, tmp_path)
+    with runtime.session() as session:
+        assert session.execute(text("SHOW statement_timeout")).scalar() == "1s"
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="statement timeout"):
+            session.execute(text("SELECT pg_sleep(10)"))
+    assert time.monotonic() - started < 1 + 1.5
