@@ -29,6 +29,10 @@ from tradelog.exceptions import StorageError, TradelogError
 BOUND = 5.0
 """Seconds any one call may take here: the connect bound (libpq's minimum, 2 s) plus margin."""
 
+CLI_BOUND = 8.0
+"""A CLI command: the connect bound plus parsing and lazy imports on a loaded machine
+(measured 2.1-2.4 s idle, 5.0 s during the full suite)."""
+
 SessionCall = Callable[[Session], object]
 
 _SESSION_CALLS: list[tuple[str, SessionCall]] = [
@@ -158,7 +162,7 @@ def test_black_hole_every_sync_api_is_bounded(
             )
             assert exc is None, f"{argv} raised {exc!r}"
             assert codes == [3], f"{argv} exited {codes}"
-            assert seconds < BOUND, f"{argv} took {seconds:.1f} s"
+            assert seconds < CLI_BOUND, f"{argv} took {seconds:.1f} s"
         err = capsys.readouterr().err
         assert "Traceback" not in err
         assert "hunter2pw" not in err
@@ -248,7 +252,9 @@ def test_notify_spools_while_locked_and_replays_in_order(
         assert spools
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in spools)
         assert sum(len(p.read_text().splitlines()) for p in spools) == 3
-    assert _wait_for(lambda: not list((tmp_path / "_runtime").glob("notify-unwritten-*.jsonl")), 15)
+    # replayed is counted after the spool files are gone: wait for the count
+    assert _wait_for(lambda: runtime.notifications.replayed == 3, 15)
+    assert not list((tmp_path / "_runtime").glob("notify-unwritten-*.jsonl"))
     rows = db.rows(
         "SELECT title, dedupe_key FROM notifications WHERE user_id = :u ORDER BY id", u=alice
     )
@@ -256,7 +262,6 @@ def test_notify_spools_while_locked_and_replays_in_order(
     direct = tradelog.notify(alice, "trading", "info", "D", "after")
     assert direct.created
     assert not direct.spooled
-    assert runtime.notifications.replayed == 3
 
 
 def test_telemetry_never_waits_on_a_locked_database(

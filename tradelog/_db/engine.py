@@ -160,6 +160,7 @@ class _BoundedPool(QueuePool):
     """A queue pool whose wait for a free connection ends in :class:`StorageError`."""
 
     _tradelog_url = "the database"
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"  # log where QueuePool logs
 
     def _do_get(self) -> ConnectionPoolEntry:
         try:

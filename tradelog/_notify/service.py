@@ -168,8 +168,8 @@ class NotificationService:
         if self.spool is None:
             return 0
         count = self.spool.replay(self._replay_batch, batch_size=1)
-        self.replayed += count
         was_pending, self._pending = self._pending, self.spool.pending() > 0
+        self.replayed += count
         if was_pending and not self._pending:
             _log.warning(
                 "tradelog: the spooled notifications are written (%d replayed)", self.replayed
