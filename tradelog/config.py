@@ -356,6 +356,8 @@ class Settings:
     batch_size: int = _setting(500, _number(int, 1))
     flush_interval: float = _setting(0.25, _number(float, 0.001))
     file_max_bytes: int = _setting(64 * 1024 * 1024, _number(int, 1024))
+    #: keys kept per event; the rest are summarised under ``tradelog_keys_dropped``
+    max_event_keys: int = _setting(1000, _number(int, 8))
     db_write_timeout: float = _setting(5.0, _number(float, 0.01))  # locked/unreachable -> spool
     db_connect_timeout: float = _setting(5.0, _number(float, 0.01))  # open / wait for a connection
     db_statement_timeout: float = _setting(5.0, _number(float, 0.01))  # one statement, lock waits
@@ -370,6 +372,9 @@ class Settings:
     max_delivery_attempts: int = _setting(8, _number(int, 1))
     worker_concurrency: int = _setting(8, _number(int, 1, 256))
     worker_poll_interval: float = _setting(1.0, _number(float, 0.01))
+    #: PostgreSQL LISTEN/NOTIFY wake-ups for workers and live streams (off: poll only, e.g.
+    #: behind a transaction-pooling proxy such as PgBouncer, where LISTEN does not work)
+    listen: bool = _setting(True, _parse_bool)
     telegram_rate: float = _setting(28.0, _number(float, 0.1))  # messages/s per bot, all workers
     telegram_chat_interval: float = _setting(1.05, _number(float, 0))  # seconds between, per chat
     #: A due delivery no worker able to send its channel claimed for this long fails (0: waits)

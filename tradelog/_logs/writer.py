@@ -13,6 +13,11 @@ atomic C call, no lock). Two daemon threads do the rest:
     database is unavailable, replays the spool when it answers again, and publishes the
     counters every few seconds.
 
+``tradelog-console`` (console on)
+    writes the console lines of the events flagged for it, which the file thread hands over
+    per batch (:mod:`tradelog._logs.console`): the same JSON line as the file, or a pretty
+    line when ``sys.stderr`` is a terminal.
+
 Splitting the work lets the file side go on while the database is slow or down, and lets the
 database driver's C code (which releases the GIL) overlap the Python work of the next batch.
 When the database thread falls far behind, the file thread spools batches itself.
@@ -31,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from tradelog._logs.console import ConsoleLines, PrettyLines, stderr_is_terminal
 from tradelog._logs.db_sink import DatabaseSink
 from tradelog._logs.file_sink import FileSink
 from tradelog._logs.inserters import Inserter
@@ -100,7 +106,11 @@ class LogWriter:
             users=users,
         )
         self._builder = RowBuilder(redactor, settings.zone)
-        self._spill_builder = RowBuilder(redactor, settings.zone)
+        self._spill_builder = RowBuilder(redactor, settings.zone, compile_plans=False)
+        self.console: ConsoleLines | None = None
+        if settings.console:
+            pretty = PrettyLines(redactor, settings.zone) if stderr_is_terminal() else None
+            self.console = ConsoleLines(pretty)
         self._spill_lock = threading.Lock()
         self._handoff: deque[Any] = deque()
         self._handoff_wake = threading.Event()
@@ -128,6 +138,8 @@ class LogWriter:
             threading.Thread(target=self._run_files, name="tradelog-files", daemon=True),
             threading.Thread(target=self._run_database, name="tradelog-db", daemon=True),
         ]
+        if self.console is not None:
+            self.console.start()
         for thread in self._threads:
             thread.start()
 
@@ -137,16 +149,23 @@ class LogWriter:
 
     @property
     def thread_idents(self) -> frozenset[int]:
-        return frozenset(t.ident for t in self._threads if t.ident is not None)
+        idents = {t.ident for t in self._threads if t.ident is not None}
+        if self.console is not None and self.console.ident is not None:
+            idents.add(self.console.ident)
+        return frozenset(idents)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is in the files and the database."""
         if not self.running:
             return self.database.settled and not self.queue
+        deadline = time.monotonic() + max(0.0, timeout)
         marker = Marker()
         self.queue.append(marker)
         self.wake.set()
-        return marker.done.wait(max(0.0, timeout))
+        done = marker.done.wait(max(0.0, timeout))
+        if self.console is not None:  # the file thread handed the lines over before the marker
+            self.console.drain(max(0.0, deadline - time.monotonic()))
+        return done
 
     def stop(self, timeout: float) -> bool:
         """Write what is queued, replay what can be replayed within ``timeout``, then stop.
@@ -171,6 +190,8 @@ class LogWriter:
             if type(item) is tuple:
                 self.spill(item)
         self.save_stats()
+        if self.console is not None:
+            self.console.stop(max(0.0, deadline - time.monotonic()) + 0.5)
         if stuck:  # pragma: no cover - a hung database call: leave its resources alone
             return False
         self.files.close()
@@ -210,6 +231,8 @@ class LogWriter:
         self._stopped = True
         self._running = False
         self.queue.clear()
+        if self.console is not None:
+            self.console.abandon()
         self.files.abandon()
         self.spool.abandon()
         return self.database.inserter.abandon()
@@ -254,6 +277,7 @@ class LogWriter:
                 records = self._take_queued(self.batch_size - 1)
                 records.append(record)
                 prepared = [self._spill_builder.build(item) for item in records]
+                self._show(records, prepared)
                 groups: dict[FileKey, list[str]] = {}
                 rows: list[DbRow] = []
                 rejects: list[Prepared] = []
@@ -332,6 +356,8 @@ class LogWriter:
         try:
             build = self._builder.build
             prepared = [build(record) for record in records]
+            if self.console is not None:
+                self._show(records, prepared)
             groups: dict[FileKey, list[str]] = {}
             rows: list[DbRow] = []
             rejects: list[Prepared] = []
@@ -356,6 +382,19 @@ class LogWriter:
             self.stats.last_error = f"writer: {type(exc).__name__}: {exc}"
         finally:
             self.stats.processed += len(records)
+
+    def _show(self, records: list[Record], prepared: list[Prepared]) -> None:
+        """Hand the console the lines of the records flagged for it (one append per batch)."""
+        console = self.console
+        if console is None:
+            return
+        shown = [
+            (record, item.line)
+            for record, item in zip(records, prepared, strict=True)
+            if len(record) > 4 and record[4]
+        ]
+        if shown:
+            console.put(shown)
 
     def _write_files(self, groups: dict[FileKey, list[str]]) -> None:
         count = sum(len(lines) for lines in groups.values())

@@ -5,7 +5,9 @@ Nothing is sent here. The delivery worker picks the outbox rows up once the tran
 commits, so a caller that rolls back sends nothing, and one that commits is guaranteed a
 delivery attempt (the transactional outbox pattern). On PostgreSQL the new notification is also
 announced on :data:`~tradelog._notify.listen.NOTIFICATIONS_CHANNEL`, heard by listeners in
-other processes (live inbox streams) when the transaction commits.
+other processes (live inbox streams) when the transaction commits, and a transaction that
+queued deliveries due now announces :data:`~tradelog._notify.listen.DELIVERIES_CHANNEL` once
+(however many it queued), which wakes the delivery workers of every process.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from tradelog._db.models import Notification, NotificationDelivery
 from tradelog._db.upsert import dialect_insert
 from tradelog._logs.redact import REDACT_MARGIN, redact_text
 from tradelog._notify.formatting import format_time, not_kept_marker
-from tradelog._notify.listen import NOTIFICATIONS_CHANNEL, announce
+from tradelog._notify.listen import (
+    DELIVERIES_CHANNEL,
+    NOTIFICATIONS_CHANNEL,
+    announce,
+    announce_once,
+)
 from tradelog._notify.policy import (
     DEFAULT_TIMEZONE,
     ChannelDecision,
@@ -343,6 +350,8 @@ def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, mes
     session.add_all(deliveries)
     session.flush()
     announce(session, NOTIFICATIONS_CHANNEL, f"{user_id}:{new_id}")  # heard at commit (PostgreSQL)
+    if any(d.action == "send" for d in external_decisions):
+        announce_once(session, DELIVERIES_CHANNEL)  # one wake-up per committed transaction
 
     outcomes = [_outcome(d, row.id) for d, row in zip(external_decisions, deliveries, strict=True)]
     outcomes.append(ChannelOutcome("in_app", "recorded"))
