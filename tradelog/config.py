@@ -359,6 +359,9 @@ class Settings:
     #: keys kept per event; the rest are summarised under ``tradelog_keys_dropped``
     max_event_keys: int = _setting(1000, _number(int, 8))
     db_write_timeout: float = _setting(5.0, _number(float, 0.01))  # locked/unreachable -> spool
+    db_connect_timeout: float = _setting(5.0, _number(float, 0.01))  # open / wait for a connection
+    db_statement_timeout: float = _setting(5.0, _number(float, 0.01))  # one statement, lock waits
+    telemetry_wait: float = _setting(0.5, _number(float, 0))  # heartbeat/task row: caller waits
     #: Delivery worker: ``auto`` runs one in a configured process with a channel configured
     worker: bool | Literal["auto"] = _setting("auto", _parse_worker)
     worker_lease: float = _setting(30.0, _number(float, 1))  # renewed while a send runs

@@ -51,6 +51,7 @@ __all__ = [
     "ChannelOutcome",
     "NotifyResult",
     "OutcomeStatus",
+    "check_request",
     "dispatch",
     "prepare_text",
 ]
@@ -108,6 +109,11 @@ class NotifyResult:
     ``created`` is False when no notification was made: the type is switched off (``reason``
     says so) or the dedupe key matched an earlier one (``duplicate`` is then True and
     ``notification_id`` is the earlier notification).
+
+    ``spooled`` is True when the database could not be reached and the request was kept in
+    the local notification spool instead (``{log_dir}/_runtime/notify-unwritten-<pid>.jsonl``):
+    it is written - preferences, quiet hours and the dedupe key applied then - when the
+    database returns. ``notification_id`` is None and ``channels`` is empty.
     """
 
     user_id: int
@@ -117,6 +123,7 @@ class NotifyResult:
     reason: str | None = None
     timezone: str = DEFAULT_TIMEZONE
     channels: tuple[ChannelOutcome, ...] = field(default_factory=tuple)
+    spooled: bool = False
 
     def channel(self, name: str) -> ChannelOutcome | None:
         """The outcome for channel ``name``, or None when the channel was not involved."""
@@ -128,6 +135,8 @@ class NotifyResult:
             tz = validate_timezone(self.timezone)
         except ValueError:
             tz = ZoneInfo(DEFAULT_TIMEZONE)
+        if self.spooled:
+            return [f"spooled: {self.reason}"]
         if not self.created and not self.duplicate:
             return [f"not created: {self.reason}"]
         head = f"notification {self.notification_id}" + (
@@ -250,6 +259,29 @@ def _outcome(decision: ChannelDecision, delivery_id: int | None) -> ChannelOutco
         silent=decision.silent,
         delivery_id=delivery_id,
     )
+
+
+def check_request(
+    type_: str,
+    level: str,
+    title: str,
+    message: str,
+    *,
+    dedupe_key: str | None,
+    channels: Iterable[str] | None,
+) -> dict[str, object]:
+    """Validate a ``notify`` request without the database (raises ``ValueError`` as
+    :func:`dispatch` would); returns it scrubbed, as the notification spool keeps it."""
+    clean_title, stored, full = prepare_text(title, message)
+    allowed = validate_channels(channels)
+    return {
+        "type": validate_type(type_),
+        "level": validate_level(level),
+        "title": clean_title,
+        "message": full or stored,
+        "dedupe_key": _check_dedupe_key(dedupe_key),
+        "channels": sorted(allowed) if allowed is not None else None,
+    }
 
 
 def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, message)
