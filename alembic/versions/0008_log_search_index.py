@@ -12,8 +12,9 @@
   message of each error group without reading every occurrence of the fingerprint.
 
 Building the indexes holds a write lock on each table for the build (on 10M ``service_logs``
-rows: minutes). Log writers keep accepting events meanwhile (their spool takes what the
-database cannot); run the upgrade outside market hours.
+rows: minutes, so the migration lifts ``statement_timeout`` for its own transaction). Log
+writers keep accepting events meanwhile (their spool takes what the database cannot); run the
+upgrade outside market hours.
 
 Revision ID: 0008_log_search_index
 Revises: 0006_system_user_flag
@@ -62,6 +63,10 @@ def _trigram_schema(bind: sa.Connection) -> str | None:
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # The builds take minutes on a large table: longer than the statement bound tradelog's
+        # engines carry (TRADELOG_DB_STATEMENT_TIMEOUT); this migration's transaction only.
+        op.execute("SET LOCAL statement_timeout = 0")
     op.create_index(
         "ix_notifications_user_created_id", "notifications", ["user_id", "created_at", "id"]
     )

@@ -89,6 +89,17 @@ def test_convert_keeps_rows_ids_indexes_and_key(
     assert convert(db) == 0  # already partitioned
 
 
+def test_convert_is_not_cut_short_by_the_statement_bound(
+    db: MigratedDatabase, users: dict[str, int]
+) -> None:
+    """The copy runs without the engines' statement_timeout (minutes on a large table)."""
+    add_logs(db, users["alice"], [NOW])
+    with db.engine.begin() as connection:
+        connection.execute(text("SET LOCAL statement_timeout = '1s'"))
+        partitions.convert(connection, NOW.date(), ahead=0)
+        assert connection.execute(text("SHOW statement_timeout")).scalar() == "0"
+
+
 def test_partitioned_reads_match_and_prune(db: MigratedDatabase, users: dict[str, int]) -> None:
     """query_logs gives the same pages on the partitioned table, and a time filter reads only
     the partitions of its days."""

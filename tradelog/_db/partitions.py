@@ -157,6 +157,9 @@ def convert(connection: Connection, today: date, *, ahead: int = 7) -> int:
         raise ValueError("day partitions need PostgreSQL")
     if is_partitioned(connection):
         return 0
+    # Copying every row takes minutes on a large table, longer than the statement bound of
+    # tradelog's engines (TRADELOG_DB_STATEMENT_TIMEOUT): lifted for this transaction only.
+    connection.execute(text("SET LOCAL statement_timeout = 0"))
     connection.execute(text("LOCK TABLE service_logs IN ACCESS EXCLUSIVE MODE"))
     indexes = list(
         connection.execute(
