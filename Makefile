@@ -33,10 +33,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The quick loop while working: no coverage, no tests marked slow (processes, browsers, wheels).
+# The quick loop while working: no coverage, no tests marked slow (processes, browsers, wheels);
+# four workers on two cores, since most of a test's time is spent waiting on a database or a socket.
 test-fast: $(STAMP)
 	bash .ci/ensure-postgres
-	$(BIN)/python -m pytest -n 2 -q -m "not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -n 4 -q -m "not slow" -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
