@@ -19,7 +19,8 @@ def _messages(spool: Spool, limit: int = 100) -> list[str]:
 def test_prepend_puts_older_rows_before_everything_pending(tmp_path: Path) -> None:
     """Rows given back after a failed insert are replayed before rows spooled meanwhile."""
     spool = Spool(tmp_path)
-    spool.append(_rows("a1", "a2"))
+    spool.append(_rows("a1"))
+    spool.append(_rows("a2"))
     chunk = spool.read(1)
     spool.commit(chunk)  # a1 replayed
     spool.append(_rows("a3"))
