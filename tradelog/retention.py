@@ -57,6 +57,7 @@ from tradelog._db.models import (
 )
 from tradelog._errors.workflow import purge_resolved
 from tradelog._retention_files import RuntimeFile, expired, remove
+from tradelog._signals import block_in_this_thread
 
 if TYPE_CHECKING:
     from tradelog.config import Settings
@@ -519,6 +520,7 @@ class DailyRetention:
         return result
 
     def _loop(self) -> None:
+        block_in_this_thread()
         while not self._stop.is_set():
             now = self.clock()
             due = next_daily_run(now, self.at, self.job.policy.timezone)

@@ -39,6 +39,7 @@ from tradelog._errors.record import ErrorRecord, build_record, capture_frame_loc
 from tradelog._errors.spill import SpillFiles
 from tradelog._errors.store import ErrorStore, Notifier
 from tradelog._logs.redact import Redactor
+from tradelog._signals import block_in_this_thread
 from tradelog._users.context import user_of
 from tradelog._users.registry import KnownUsers
 from tradelog.config import Settings
@@ -297,6 +298,7 @@ class ErrorCapture:
         return [self._items.popleft() for _ in range(count)]
 
     def _run(self) -> None:
+        block_in_this_thread()
         if not self._replayed:
             self._replayed = True
             self._replay()

@@ -322,18 +322,20 @@ class LogWriter:
                     rows.append(item.row)
                 elif item.row is not None:
                     rejects.append(item)
+            # No handler runs on this thread while it holds a lock of the sinks (the spool's,
+            # the files', the counters'): one that re-entered them would wait on itself.
             with deferred():
                 if self.held.pop(batch_id, None) is None:
                     return 0  # taken over by spool_what_is_left (a signal handler)
                 if rows:
                     self.database.spool_batches([Batch(batch_id, rows)])
-            try:
-                self._dead_letter(rejects)
-            finally:
-                self._write_files(groups)
-            with self.stats.lock:
-                self.stats.overflowed += count_overflow
-                self.stats.processed += len(records) - count_overflow
+                try:
+                    self._dead_letter(rejects)
+                finally:
+                    self._write_files(groups)
+                with self.stats.lock:
+                    self.stats.overflowed += count_overflow
+                    self.stats.processed += len(records) - count_overflow
             return len(records)
         except Exception as exc:
             with self.stats.lock:

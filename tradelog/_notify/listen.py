@@ -28,6 +28,8 @@ from typing import Final
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from tradelog._signals import block_in_this_thread
+
 __all__ = ["NOTIFICATIONS_CHANNEL", "Listener", "announce", "supports_listen"]
 
 NOTIFICATIONS_CHANNEL: Final = "tradelog_notifications"
@@ -113,6 +115,7 @@ class Listener:
                 self.on_state(connected)
 
     def _run(self) -> None:
+        block_in_this_thread()
         backoff = 0.1
         while not self._stop.is_set():
             try:
