@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -12,12 +11,6 @@ from tests.support.db import MigratedDatabase
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def proxy(db: MigratedDatabase) -> Iterator[TcpProxy]:
-    with TcpProxy.for_url(db.url) as running:
-        yield running
 
 
 def _dsn(proxy: TcpProxy, db: MigratedDatabase) -> str:

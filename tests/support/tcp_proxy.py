@@ -21,7 +21,8 @@ Modes (:meth:`TcpProxy.set_mode`):
     a log message saying "COMMIT" does not count): the commit is forwarded, the server's reply
     is withheld, and after ``hold`` seconds (time for the server to commit) both sides are
     reset. The client cannot know whether its transaction committed. ``times`` commits are
-    lost this way, then the proxy passes again.
+    lost this way, then the proxy passes again. With ``after`` (a statement's first word,
+    e.g. ``b"COPY"``) only commits of transactions that ran such a statement count.
 
 Counters: ``connections`` accepted and ``acks_lost``.
 """
@@ -62,8 +63,13 @@ class _CommitFinder:
     def __init__(self) -> None:
         self._buffer = b""
         self._started = False
+        self.last = b""
+        """The last query seen (for a test's messages)."""
+        self.seen: set[bytes] = set()
+        """First words of the statements sent since the last commit."""
 
-    def feed(self, data: bytes) -> bool:
+    def feed(self, data: bytes, after: bytes | None = None) -> bool:
+        """Whether ``data`` completes a ``COMMIT`` (of a transaction that ran ``after``)."""
         self._buffer += data
         found = False
         while True:
@@ -87,12 +93,18 @@ class _CommitFinder:
             self._buffer = self._buffer[1 + length :]
             if kind == b"Q":
                 query = body.rstrip(b"\x00").strip().upper()
-                found = found or query.startswith(b"COMMIT") or query.endswith(b"COMMIT")
             elif kind == b"P":
                 name_end = body.index(b"\x00")
                 query_end = body.index(b"\x00", name_end + 1)
                 query = body[name_end + 1 : query_end].strip().upper()
-                found = found or query.startswith(b"COMMIT")
+            else:
+                continue
+            self.last = query
+            if query.startswith(b"COMMIT") or query.endswith(b"COMMIT"):
+                found = found or after is None or after in self.seen
+                self.seen.clear()
+            else:
+                self.seen.add(query.split(None, 1)[0] if query else b"")
 
 
 class _Link:
@@ -144,8 +156,9 @@ class _Link:
                     continue  # read after the commit went up: never delivered
                 if proxy.mode == "delay":
                     time.sleep(proxy.delay)
-                if upstream and self.finder.feed(data) and proxy._take_ack_loss():
+                if upstream and self.finder.feed(data, proxy.after) and proxy._take_ack_loss():
                     self.withhold_replies = True  # before the commit can be answered
+                    proxy.lost_after.append(self.finder.last)
                     threading.Thread(target=self._lose_ack, daemon=True).start()
                 target.sendall(data)
         except OSError:
@@ -165,8 +178,11 @@ class TcpProxy:
         self.mode = "pass"
         self.delay = 0.0
         self.hold = 0.2
+        self.after: bytes | None = None
         self.connections = 0
         self.acks_lost = 0
+        self.lost_after: list[bytes] = []
+        """The commit statements whose acknowledgement was withheld."""
         self._ack_losses_left = 0
         self._lock = threading.Lock()
         self._links: set[_Link] = set()
@@ -205,7 +221,13 @@ class TcpProxy:
         self.stop()
 
     def set_mode(
-        self, mode: str, *, delay: float = 0.0, hold: float = 0.2, times: int = 1_000_000
+        self,
+        mode: str,
+        *,
+        delay: float = 0.0,
+        hold: float = 0.2,
+        times: int = 1_000_000,
+        after: bytes | None = None,
     ) -> None:
         """Switch to ``mode`` (see the module docstring); applies to open connections too."""
         if mode not in _MODES:
@@ -214,6 +236,7 @@ class TcpProxy:
             previous, self.mode = self.mode, mode
             self.delay = delay
             self.hold = hold
+            self.after = after
             self._ack_losses_left = times if mode == "ack_loss" else 0
         if mode == "reset" or (previous == "black_hole" and mode != "black_hole"):
             for link in self._snapshot():
