@@ -199,8 +199,8 @@ class LogWriter:
         Returns how many rows were spooled this way."""
         spooled = 0
         for batch_id in list(self.held):
-            records = self.held.pop(batch_id, None)
-            if records:
+            records = self.held.get(batch_id)
+            if records:  # _write_here takes it out of held as it spools it
                 spooled += self._write_here(batch_id, records)
         spooled += self._spill_queue()
         spooled += self._spool_handed_over()
