@@ -123,6 +123,8 @@ class LogWriter:
         self._running = False
         self._stopped = False
         self._next_seal = 0.0
+        self._dead_seen = 0
+        """``dead_lettered`` when the previous flush returned."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -151,13 +153,22 @@ class LogWriter:
         return frozenset(t.ident for t in self._threads if t.ident is not None)
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far is in the files and the database."""
+        """Wait until everything queued so far is in the files and the database.
+
+        False when that did not happen within ``timeout`` - or when rows went to the
+        dead-letter file since the previous flush (the database refused them: they are not
+        in it)."""
+        before = self._dead_seen
         if not self.running:
-            return self.database.settled and not self.queue
-        marker = Marker()
-        self.queue.append(marker)
-        self.wake.set()
-        return marker.done.wait(max(0.0, timeout))
+            done = self.database.settled and not self.queue
+        else:
+            marker = Marker()
+            self.queue.append(marker)
+            self.wake.set()
+            done = marker.done.wait(max(0.0, timeout))
+        dead = self.stats.dead_lettered
+        self._dead_seen = dead
+        return done and dead == before
 
     def stop(self, timeout: float) -> bool:
         """Write what is queued, replay what can be replayed within ``timeout``, then stop.
