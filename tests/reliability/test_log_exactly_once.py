@@ -94,6 +94,7 @@ def _fault(proxy: TcpProxy, mode: str, seconds: float, **options: Any) -> Callab
         ("delay", 1.5, {"delay": 0.05}),
         ("ack_loss", 3.0, {"hold": 0.2, "times": 5, "after": b"COPY"}),
     ],
+    ids=["pass", "reset", "black_hole", "delay", "ack_loss"],
 )
 def test_every_event_lands_once_through_a_network_fault(
     db: MigratedDatabase,

@@ -153,6 +153,7 @@ class DatabaseSink:
             # Nothing was pending when the insert began, so whatever was spooled while it
             # waited (the file thread gives up on a stuck insert, callers spill) is newer.
             self._spool_first(self.spool, stop.remaining)
+            self.in_flight = []
 
     def spool_rows(self, rows: Sequence[DbRow]) -> None:
         """Append ``rows`` to the spool as a new batch (thread-safe)."""
