@@ -26,6 +26,8 @@ from sqlalchemy.engine import make_url
 import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.tcp_proxy import TcpProxy
+from tradelog._logs.rows import DbRow
+from tradelog._logs.spool import Spool
 
 pytestmark = pytest.mark.slow
 
@@ -209,3 +211,50 @@ def test_a_stall_while_the_producers_exit_loses_nothing_and_duplicates_nothing(
     if stall == "after_commit":
         assert proxy.acks_lost == 1
         assert stats["duplicates"] > 0  # the stuck batch had committed: skipped
+
+
+_REPLAY_CHILD = """
+import sys
+import tradelog
+url, log_dir = sys.argv[1:3]
+runtime = tradelog.configure(database_url=url, log_dir=log_dir, console=False, schema_check="off")
+runtime.flush(120)  # adopts the orphan spool and replays it
+"""
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_replay_killed_with_sigkill_duplicates_nothing(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """A process replaying a 40,000-row spool is killed with SIGKILL part-way (between an
+    insert and its saved offset, or anywhere else); the next writer replays the rest: exactly
+    40,000 rows."""
+    spool = Spool(tmp_path / "_spool")
+    for start in range(0, TOTAL, 500):
+        rows: list[DbRow] = [
+            (users["alice"], "INFO", "replay", f"p0 e{n}", None, "2026-01-01 00:00:00.000000")
+            for n in range(start, start + 500)
+        ]
+        spool.append(rows)
+    spool.close()  # rows pending: the file stays, an orphan for the next writer
+    child = subprocess.Popen(
+        [sys.executable, "-c", _REPLAY_CHILD, db.url, str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        landed = int(str(db.scalar("SELECT count(*) FROM service_logs")))
+        if landed >= TOTAL // 4:
+            break
+        time.sleep(0.005)
+    child.kill()
+    child.wait(30)
+    assert 0 < landed < TOTAL  # killed during the replay
+    runtime = _configure(db.url, tmp_path)
+    assert runtime.flush(120)
+    tradelog.shutdown()
+    counts = db.rows(
+        "SELECT count(*) AS rows, count(DISTINCT message) AS distinct_rows FROM service_logs"
+    )[0]
+    assert counts == {"rows": TOTAL, "distinct_rows": TOTAL}
