@@ -240,8 +240,14 @@ def bench_tradelog(backend: str, url: str, folder: Path, events: int, burst: int
     runtime.shutdown()
     assert stats["dropped"] == 0
 
-    # Drain: queue everything with the writer stopped, then time the writer alone.
-    _prepare(url)
+    result.drain = bench_tradelog_drain(backend, url, folder, events)
+    return result
+
+
+def bench_tradelog_drain(backend: str, url: str, folder: Path, events: int) -> float:
+    """Rows/s of the writer alone: queue ``events`` with the writer stopped, then start it and
+    time it until everything is in ``service_logs`` and the files (console off)."""
+    user_id = _prepare(url)
     settings = Settings.from_env(
         database_url=url, log_dir=folder / f"drain-{backend}", console=False, queue_size=events + 1
     )
@@ -252,11 +258,11 @@ def bench_tradelog(backend: str, url: str, folder: Path, events: int, burst: int
     start = time.perf_counter()
     drained.writer.start()
     assert drained.flush(600), "tradelog did not drain"
-    result.drain = events / (time.perf_counter() - start)
+    rate = events / (time.perf_counter() - start)
     drained.shutdown()
     structlog.reset_defaults()
     assert _count(url) == events
-    return result
+    return rate
 
 
 def _raw_rows(user_id: int, events: int) -> list[tuple[Any, ...]]:

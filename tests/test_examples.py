@@ -18,6 +18,8 @@ from sqlalchemy import text
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.support.smtp_server import SmtpServer
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

@@ -196,8 +196,9 @@ class Runtime:
             self.writer,
             redactor=self.redactor,
             observers=self._observers,
-            console=_console_renderer() if settings.console else None,
+            console=settings.console,
             zone=settings.zone,
+            max_keys=settings.max_event_keys,
         )
         self.levels = LoggerLevels(level_number(settings.level), settings.logger_levels)
         self.feed = StructlogFeed(self.sink, self.levels, on_error=self.internal_errors)
@@ -466,17 +467,6 @@ class Runtime:
 
 def _remaining(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
-
-
-def _console_renderer() -> Callable[[Any, str, dict[str, Any]], str]:
-    try:
-        colors = sys.stderr.isatty()
-    except Exception:
-        colors = False
-    renderer: Callable[[Any, str, dict[str, Any]], str] = structlog.dev.ConsoleRenderer(
-        colors=colors
-    )
-    return renderer
 
 
 # --------------------------------------------------------------------------- process state

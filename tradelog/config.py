@@ -356,6 +356,8 @@ class Settings:
     batch_size: int = _setting(500, _number(int, 1))
     flush_interval: float = _setting(0.25, _number(float, 0.001))
     file_max_bytes: int = _setting(64 * 1024 * 1024, _number(int, 1024))
+    #: keys kept per event; the rest are summarised under ``tradelog_keys_dropped``
+    max_event_keys: int = _setting(1000, _number(int, 8))
     db_write_timeout: float = _setting(5.0, _number(float, 0.01))  # locked/unreachable -> spool
     #: Delivery worker: ``auto`` runs one in a configured process with a channel configured
     worker: bool | Literal["auto"] = _setting("auto", _parse_worker)

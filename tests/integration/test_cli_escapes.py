@@ -131,6 +131,7 @@ def hostile_data(
     }
 
 
+@pytest.mark.slow
 def test_no_command_writes_control_characters(
     db: MigratedDatabase,
     hostile_data: dict[str, object],

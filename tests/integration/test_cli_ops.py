@@ -226,6 +226,7 @@ def test_import_legacy_errors(
 # --------------------------------------------------------------------------- real processes
 
 
+@pytest.mark.slow
 def test_database_url_option_beats_the_environment(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:

@@ -41,6 +41,8 @@ from tradelog._notify.worker import DeliveryWorker
 from tradelog.config import Settings
 from tradelog.users import create_user
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from tests.support.db import MigratedDatabase
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "tests" / "support" / "crash_app.py"
 

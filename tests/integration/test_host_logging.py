@@ -340,6 +340,7 @@ def test_events_held_without_configure_are_reported_at_exit(tmp_path: Path) -> N
     assert "configure() was never called" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_spawned_child_rerunning_the_host_configuration_reaches_tradelog(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:

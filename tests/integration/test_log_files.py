@@ -59,6 +59,7 @@ def _hammer(log_dir: str, writer: int, count: int) -> None:
     sink.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_processes_share_a_file_without_losing_or_mixing_lines(tmp_path: Path, method: str) -> None:
     """Four processes append to one user's file while it rotates: every line intact, once."""

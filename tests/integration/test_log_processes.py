@@ -17,6 +17,8 @@ from tests.support.db import MigratedDatabase
 from tests.support.logs import file_records, running
 from tradelog.config import Settings
 
+pytestmark = pytest.mark.slow
+
 PROCESSES = 4
 EVENTS = 10_000
 

@@ -257,6 +257,7 @@ def test_test_channel_not_configured(
     assert "TRADELOG_TELEGRAM_BOT_TOKEN" in rows[0]["detail"]  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_worker_process_stops_on_sigterm(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:

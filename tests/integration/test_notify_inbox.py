@@ -133,6 +133,7 @@ _FILL_SQLITE = (
 )
 
 
+@pytest.mark.slow
 def test_unread_count_fast_at_100k(db: MigratedDatabase, users: dict[str, int]) -> None:
     """100,000 notifications per user: the unread count uses the composite index and is fast."""
     postgres = db.backend == "postgresql"

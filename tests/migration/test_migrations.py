@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, text
 
 from tradelog._db import migrate
@@ -71,6 +72,7 @@ def test_phase1_revision_alone(empty_url: str) -> None:
     assert fks[0]["options"].get("ondelete") == "SET NULL"
 
 
+@pytest.mark.slow
 def test_alembic_cli_uses_env_url(tmp_path: Path) -> None:
     """``alembic upgrade head`` with alembic.ini takes TRADELOG_DATABASE_URL."""
     url = f"sqlite:///{tmp_path / 'cli.db'}"

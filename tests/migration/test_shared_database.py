@@ -86,6 +86,7 @@ def test_own_schema_leaves_the_host_schema_alone(pg_empty: str) -> None:
     assert _host_state(pg_empty) == before
 
 
+@pytest.mark.slow
 def test_runtime_and_cli_honour_the_schema(pg_empty: str, tmp_path: Path) -> None:
     """configure(db_schema=...) writes rows into tradelog's schema; ``tradelog db upgrade /
     current / check`` honour TRADELOG_DB_SCHEMA (options after the command too)."""

@@ -9,7 +9,11 @@ import venv
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tradelog._db import migrate
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,6 +23,8 @@ from tradelog._notify.dispatch import dispatch
 from tradelog._notify.preferences import update_preferences
 from tradelog.users import create_user
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 USERS = 50
 PER_USER = 2

@@ -17,6 +17,8 @@ import pytest
 from tests.support.browser import Page, chromium, find_chromium, ink_ratio
 from tests.web.conftest import Notifier, Web
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 INK = 0.02
 """A page whose pixels are more than 98% one colour counts as blank."""

@@ -18,6 +18,8 @@ from fastapi.routing import APIRoute
 
 from tests.web.conftest import Web
 
+pytestmark = pytest.mark.slow
+
 Check = Callable[[Web, str, httpx.Response], None]
 
 

@@ -19,6 +19,8 @@ from tests.support.db import MigratedDatabase
 from tradelog._cli.serve import server_url
 from tradelog.web._app import SESSION_COOKIE
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-admin-token-for-tests-0123456789"
 

@@ -17,6 +17,8 @@ from tradelog._db.models import User
 from tradelog._notify.dispatch import dispatch
 from tradelog.web._hub import LISTENER_NAME, QUEUE_LIMIT, Subscription
 
+pytestmark = pytest.mark.slow
+
 
 def _stream(web: Web, who: str, **headers: str) -> EventStream:
     headers["Authorization"] = f"Bearer {who}"

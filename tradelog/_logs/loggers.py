@@ -12,8 +12,9 @@
   it can be and any internal error is counted, never propagated. Async variants (``ainfo`` ...)
   only enqueue, so they run inline instead of in an executor.
 
-:class:`ConsoleOutput` is the wrapped logger: it writes whatever the processor chain rendered
-for the console (nothing when the console is off) to ``sys.stderr``. It carries its logger's
+:class:`ConsoleOutput` is the wrapped logger: it writes whatever the processor chain returned
+as text to ``sys.stderr`` - nothing for tradelog's own chain, whose console lines are written
+by the writer's console thread (:mod:`tradelog._logs.console`). It carries its logger's
 name - for ``structlog.get_logger()`` without one, the module that first uses it
 (:func:`caller_module`) - and its minimum level (``TRADELOG_LOGGER_LEVELS``), which the bound
 logger checks before doing any work.

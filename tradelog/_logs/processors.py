@@ -8,11 +8,15 @@
    exception observers (rare, so it may cost more);
 3. snapshots values that are not plain ``str``/``int``/``float``/``bool``/``None`` into
    JSON-safe copies (so later mutation by the caller cannot change what is written);
-4. appends ``(time, level, logger name, event)`` to the writer's queue - or, when the queue is
-   full, writes the event on this thread (file line + spool), never dropping it.
+4. caps the number of keys (``max_event_keys``): past the cap the remaining keys are left
+   out and summarised under :data:`KEYS_DROPPED` (how many, and the first few names), so one
+   event with 20,000 keys cannot hold the writer - or the host's other threads - for seconds;
+5. appends ``(time, level, logger name, event, console)`` to the writer's queue - or, when the
+   queue is full, writes the event on this thread (file line + spool), never dropping it.
 
-Redaction, sanitising, JSON encoding and all I/O happen on the writer's threads. With the
-console enabled it also renders the event (scrubbed) for ``sys.stderr``.
+Redaction, sanitising, JSON encoding, console rendering (``console`` says whether the event is
+also shown on ``sys.stderr``; see :mod:`tradelog._logs.console`) and all I/O happen on the
+writer's threads, so what a call costs does not depend on the size of what it logs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from itertools import islice
 from types import TracebackType
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -33,7 +38,7 @@ from tradelog._logs.rows import LONG_STR_MAX
 from tradelog._logs.sanitize import to_jsonable
 from tradelog._logs.writer import LogWriter
 
-__all__ = ["EventSink", "ExcInfo", "ExceptionObserver", "exc_info_of"]
+__all__ = ["KEYS_DROPPED", "EventSink", "ExcInfo", "ExceptionObserver", "cap_keys", "exc_info_of"]
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 ExceptionObserver = Callable[[ExcInfo, Mapping[str, Any]], None]
@@ -41,6 +46,11 @@ ExceptionObserver = Callable[[ExcInfo, Mapping[str, Any]], None]
 _PRIMITIVE: Final = frozenset({str, int, float, bool, type(None)})
 _SNAPSHOT_MAX_STR: Final = LONG_STR_MAX * 4
 _INTERNAL_FRAMES: Final = ("/structlog/", "/tradelog/_logs/", "/logging/__init__.py")
+_KEPT: Final = ("event", "user_id", "module", "exc_info", "stack_info", "exception", "stack")
+"""Keys an event keeps whatever the cap (they are the row's columns or its traceback)."""
+_DROPPED_NAMES: Final = 10
+KEYS_DROPPED: Final = "tradelog_keys_dropped"
+"""The key summarising what the key cap left out: ``{"count": n, "first": [names...]}``."""
 
 
 def exc_info_of(value: object) -> ExcInfo | None:
@@ -78,6 +88,18 @@ def _format_stack() -> str:
     return "Stack (most recent call last):\n" + "".join(traceback.format_list(frames))
 
 
+def cap_keys(event: dict[Any, Any], limit: int) -> dict[Any, Any]:
+    """``event`` with at most ``limit`` keys (the first ones, plus the row's own keys), the
+    rest summarised under :data:`KEYS_DROPPED`. Costs one pass over the kept keys."""
+    kept = dict(islice(event.items(), max(1, limit - 1)))
+    for key in _KEPT:
+        if key in event and key not in kept:
+            kept[key] = event[key]
+    names = [str(key)[:64] for key in islice((k for k in event if k not in kept), _DROPPED_NAMES)]
+    kept[KEYS_DROPPED] = {"count": len(event) - len(kept), "first": names}
+    return kept
+
+
 def _snapshot(event: Mapping[Any, Any]) -> dict[Any, Any]:
     return {
         key: value if type(value) in _PRIMITIVE else to_jsonable(value, max_str=_SNAPSHOT_MAX_STR)
@@ -94,8 +116,9 @@ class EventSink:
         *,
         redactor: RedactProcessor,
         observers: Sequence[ExceptionObserver],
-        console: Callable[[Any, str, dict[str, Any]], str] | None,
+        console: bool,
         zone: ZoneInfo,
+        max_keys: int = 1000,
     ) -> None:
         self._writer = writer
         self._submit = writer.submit
@@ -103,6 +126,7 @@ class EventSink:
         self._observers = observers
         self._console = console
         self._zone = zone
+        self._max_keys = max_keys
 
     def attach(self, writer: LogWriter) -> None:
         """Hand events to ``writer`` from now on (a forked child's new writer)."""
@@ -113,42 +137,37 @@ class EventSink:
         """Whether the calling thread is one of the writer's own."""
         return threading.get_ident() in self._writer.thread_idents
 
+    @property
+    def console(self) -> bool:
+        """Whether events of tradelog's own structlog chain are shown on the console."""
+        return self._console
+
     def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> str:
-        """structlog processor: queue the event; return the console line (or "")."""
+        """structlog processor: queue the event (the console line is written by the writer);
+        returns "" so the wrapped logger prints nothing on this thread."""
         level = METHOD_LEVELS.get(method_name) or level_name(method_name)
-        name = getattr(logger, "name", None)
-        event = self.emit(level, name, event_dict)
-        if self._console is None:
-            return ""
-        return self.render(level, name, event)
+        self.emit(level, getattr(logger, "name", None), event_dict, console=self._console)
+        return ""
 
     def emit(
-        self, level: str, name: str | None, event: dict[Any, Any], *, at: float | None = None
+        self,
+        level: str,
+        name: str | None,
+        event: dict[Any, Any],
+        *,
+        at: float | None = None,
+        console: bool = False,
     ) -> dict[Any, Any]:
         """Queue one event (``event`` holds ``event``, ``user_id`` and context keys) logged
-        ``at`` (a Unix time; default: now)."""
+        ``at`` (a Unix time; default: now); ``console``: also show it on the console."""
+        if len(event) > self._max_keys:
+            event = cap_keys(event, self._max_keys)
         if "exc_info" in event or "stack_info" in event:
             event = self._special(level, name, event)
         if not _PRIMITIVE.issuperset(map(type, event.values())):
             event = _snapshot(event)
-        self._submit((time.time() if at is None else at, level, name, event))
+        self._submit((time.time() if at is None else at, level, name, event, console))
         return event
-
-    def render(self, level: str, name: str | None, event: Mapping[Any, Any]) -> str:
-        """The scrubbed console line for an event."""
-        if self._console is None:
-            return ""
-        try:
-            view: dict[str, Any] = {
-                "timestamp": datetime.now(self._zone).isoformat(timespec="milliseconds"),
-                "level": level.lower(),
-                "logger": name,
-            }
-            view.update(event)
-            view.setdefault("event", "")
-            return self._console(None, level.lower(), self._redactor.process(view))
-        except Exception:  # pragma: no cover - a renderer that fails: say so, scrubbed
-            return f"{level} {name}: <event could not be rendered>"
 
     def _special(self, level: str, name: str | None, event: dict[Any, Any]) -> dict[Any, Any]:
         event = dict(event)

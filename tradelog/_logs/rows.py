@@ -5,6 +5,13 @@ an event (its keys) is analysed once and cached as a *plan*; string values get t
 pre-checks of :mod:`tradelog._logs.sanitize` and :mod:`tradelog._logs.redact` before any real
 work; timestamps are formatted once per second.
 
+Plans are compiled only for shapes of at most :data:`COMPILE_MAX_KEYS` keys and only by the
+writer's own builder (``compile_plans=True``); the builder that runs on a caller's thread when
+the queue is full, and every wider shape, use the same rules through a plain loop
+(:meth:`RowBuilder._context_loop`), so no compilation ever holds the GIL for long or runs on a
+caller's thread. The plan cache is bounded in bytes (:data:`PLAN_CACHE_BYTES`, an estimate of
+what each compiled plan holds), oldest plans leaving first.
+
 What it guarantees for every record, whatever it holds:
 
 * secrets are scrubbed (:class:`~tradelog._logs.redact.Redactor`) before anything is encoded;
@@ -29,12 +36,14 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from typing import Any, Final, NamedTuple, TypeAlias
 from zoneinfo import ZoneInfo
 
-from tradelog._logs.redact import Redactor, redact_jsonable
+from tradelog._logs.redact import REDACT_MARGIN, Redactor, redact_jsonable
 from tradelog._logs.sanitize import clean_text, to_jsonable, truncate
 
 __all__ = [
+    "COMPILE_MAX_KEYS",
     "MESSAGE_MAX",
     "MODULE_MAX",
+    "PLAN_CACHE_BYTES",
     "DbRow",
     "FileKey",
     "Prepared",
@@ -43,8 +52,9 @@ __all__ = [
     "row_as_dict",
 ]
 
-Record: TypeAlias = tuple[float, str, "str | None", dict[Any, Any]]
-"""What the caller thread queues: (unix time, level name, logger name, event dict)."""
+Record: TypeAlias = tuple[float, str, "str | None", dict[Any, Any], bool]
+"""What the caller thread queues: (unix time, level name, logger name, event dict, whether the
+console shows it). The builder reads only the first four items."""
 
 DbRow: TypeAlias = tuple[Any, str, str, str, "str | None", str]
 """One ``service_logs`` row: (user_id, level, module, message, context JSON or None,
@@ -68,7 +78,15 @@ _MEMO_LENGTH: Final = 256
 _MEMO_SIZE: Final = 8192
 _RECHECK_SIZE: Final = 2 * CONTEXT_STR_MAX
 """An encoded context longer than this is converted again so nested strings get cut."""
-_PLAN_CACHE_SIZE: Final = 4096
+COMPILE_MAX_KEYS: Final = 16
+"""Shapes with more keys than this are never compiled (they take the loop): compiling one
+holds the GIL in a single call, about 0.2 ms per key."""
+PLAN_CACHE_BYTES: Final = 8 * 1024 * 1024
+"""Bound on the estimated memory of the compiled plans one builder keeps."""
+_PLAN_BYTES_BASE: Final = 2048
+_PLAN_BYTES_PER_KEY: Final = 1024
+"""Estimated bytes of a compiled plan: measured ~800 per key plus ~1.3 KiB (tracemalloc)."""
+_KEY_MEMO_SIZE: Final = 8192
 _RESERVED: Final = frozenset({"event", "user_id", "module"})
 _LONG_KEYS: Final = frozenset({"exception", "stack"})
 
@@ -118,12 +136,17 @@ def _make_encoder() -> Callable[[Any, int], Any]:
 class RowBuilder:
     """Turn queued records into :class:`Prepared` rows and lines (one instance per writer)."""
 
-    def __init__(self, redactor: Redactor, zone: ZoneInfo) -> None:
+    def __init__(self, redactor: Redactor, zone: ZoneInfo, *, compile_plans: bool = True) -> None:
         self._redactor = redactor
+        self._compile = compile_plans
         self._redact_text: Callable[[str], str] = redactor.redact_text
         self._mask = redactor.mask
         self._zone = zone
         self._plans: dict[tuple[Any, ...], Callable[[dict[Any, Any]], dict[str, Any]]] = {}
+        self._plan_sizes: dict[tuple[Any, ...], int] = {}
+        self.plan_bytes = 0
+        """Estimated bytes held by the compiled plans (at most :data:`PLAN_CACHE_BYTES`)."""
+        self._keys: dict[Any, tuple[Any, bool]] = {}
         self._seen: dict[str, str] = {}
         self._shown: dict[str, tuple[str, str]] = {}
         self._encode = _make_encoder()
@@ -140,12 +163,15 @@ class RowBuilder:
             return self._broken(record, exc)
 
     def _build(self, record: Record) -> Prepared:
-        ts, level, name, event = record
-        keys = tuple(event)
-        context_of = self._plans.get(keys)
-        if context_of is None:
-            context_of = self._plan(keys)
-        context = context_of(event)
+        ts, level, name, event = record[0], record[1], record[2], record[3]
+        if len(event) > COMPILE_MAX_KEYS or not self._compile:
+            context = self._context_loop(event)
+        else:
+            keys = tuple(event)
+            context_of = self._plans.get(keys)
+            if context_of is None:
+                context_of = self._plan(keys)
+            context = context_of(event)
 
         message = event.get("event")
         shown = self._shown.get(message) if type(message) is str else None
@@ -248,7 +274,10 @@ class RowBuilder:
         return result
 
     def _text(self, value: str, limit: int) -> str:
-        """Clean, scrub and cut one string (redaction first, so a cut never splits a secret)."""
+        """Clean, scrub and cut one string (redaction first, so a cut never splits a secret;
+        only the first ``limit`` + ``REDACT_MARGIN`` characters are looked at)."""
+        if len(value) > limit + REDACT_MARGIN:
+            value = value[: limit + REDACT_MARGIN]
         if "\x00" in value or not value.isascii():
             value = clean_text(value)
         value = self._redact_text(value)
@@ -313,10 +342,66 @@ class RowBuilder:
         code = compile("\n".join(lines), "<tradelog context builder>", "exec")
         exec(code, namespace)  # noqa: S102 - generated from fixed templates, see above
         context_of: Callable[[dict[Any, Any]], dict[str, Any]] = namespace["context_of"]
-        if len(self._plans) >= _PLAN_CACHE_SIZE:
-            self._plans.clear()
-        self._plans[keys] = context_of
+        size = _PLAN_BYTES_BASE + sum(
+            _PLAN_BYTES_PER_KEY + len(str(key)) + len(str(namespace.get(f"O{index}", "")))
+            for index, key in enumerate(keys)
+        )
+        plans, sizes = self._plans, self._plan_sizes
+        while plans and self.plan_bytes + size > PLAN_CACHE_BYTES:
+            oldest = next(iter(plans))
+            del plans[oldest]
+            self.plan_bytes -= sizes.pop(oldest)
+        if size <= PLAN_CACHE_BYTES:
+            plans[keys] = context_of
+            sizes[keys] = size
+            self.plan_bytes += size
         return context_of
+
+    def _key(self, key: Any) -> tuple[Any, bool]:
+        """A context key as written (scrubbed text) and whether its value is a secret."""
+        known = self._keys.get(key)
+        if known is not None:
+            return known
+        if isinstance(key, str):
+            out: Any = self._redact_text(clean_text(key[: CONTEXT_STR_MAX + REDACT_MARGIN]))
+            if len(out) > CONTEXT_STR_MAX:
+                out = truncate(out, CONTEXT_STR_MAX)
+            result = (out, self._redactor.is_sensitive_key(key))
+        else:
+            converted = to_jsonable(key)
+            out = converted if isinstance(converted, str) else "".join(self._encode(converted, 0))
+            result = (out, False)
+        if not isinstance(key, str) or len(key) <= _MEMO_LENGTH:
+            if len(self._keys) >= _KEY_MEMO_SIZE:
+                self._keys.clear()
+            self._keys[key] = result
+        return result
+
+    def _context_loop(self, event: dict[Any, Any]) -> dict[str, Any]:
+        """The context of an event by the same rules as a compiled plan, as a plain loop (wide
+        shapes, and the builder that runs on a caller's thread)."""
+        context: dict[Any, Any] = {}
+        seen = self._seen.get
+        for key, x in event.items():
+            if key in _RESERVED:
+                continue
+            out, sensitive = self._key(key)
+            if sensitive:
+                context[out] = None if x is None else self._mask
+            elif key in _LONG_KEYS:
+                context[out] = self._text(x, LONG_STR_MAX) if type(x) is str else self._deep(x)
+            else:
+                t = type(x)
+                if t is str:
+                    y = seen(x)
+                    context[out] = y if y is not None else self._string(x)
+                elif t is int or t is bool or x is None:
+                    context[out] = x
+                elif t is float:
+                    context[out] = x if math.isfinite(x) else to_jsonable(x)
+                else:
+                    context[out] = self._deep(x)
+        return context
 
     def _new_second(self, second: int) -> None:
         moment = datetime.fromtimestamp(second, UTC)

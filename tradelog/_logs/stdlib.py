@@ -121,9 +121,11 @@ class Intake:
 class RecordBridge(Intake):
     """Feeds stdlib records to an :class:`EventSink` (see the module docstring)."""
 
-    def feed(self, record: logging.LogRecord) -> tuple[str, dict[Any, Any]] | None:
-        """Take ``record`` (once); returns ``(level, queued event)``, or None when it was left
-        out. Never raises."""
+    def feed(
+        self, record: logging.LogRecord, *, console: bool = False
+    ) -> tuple[str, dict[Any, Any]] | None:
+        """Take ``record`` (once; ``console``: also show it on the console); returns
+        ``(level, queued event)``, or None when it was left out. Never raises."""
         try:
             if record.__dict__.get(_SEEN):
                 return None
@@ -138,7 +140,9 @@ class RecordBridge(Intake):
                 return None
             level = level_name(record.levelno)
             event = self._event(record)
-            return level, self.sink.emit(level, record.name, event, at=record.created)
+            return level, self.sink.emit(
+                level, record.name, event, at=record.created, console=console
+            )
         except Exception as exc:
             self._on_error(exc)
             return None
@@ -226,16 +230,11 @@ class StdlibTakeOver:
             return
         self._busy.on = True
         try:
-            fed = self.bridge.feed(record)
+            handlers, printed = _console_handlers(logger) if self.console else (1, True)
+            fed = self.bridge.feed(record, console=not printed)
             hidden = self._hidden(logger, record)
-            if fed is not None and self.console:
-                handlers, console = _console_handlers(logger)
-                if not console:
-                    line = self.bridge.sink.render(fed[0], record.name, fed[1])
-                    if line:
-                        sys.stderr.write(line + "\n")
-                    if handlers == 0:
-                        return  # tradelog's line stands in for Python's last-resort output
+            if fed is not None and not printed and handlers == 0:
+                return  # tradelog's line stands in for Python's last-resort output
         except Exception as exc:  # pragma: no cover - feed and render never raise
             hidden = False
             self.bridge._on_error(exc)

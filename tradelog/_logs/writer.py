@@ -13,6 +13,11 @@ atomic C call, no lock). Two daemon threads do the rest:
     database is unavailable, replays the spool when it answers again, and publishes the
     counters every few seconds.
 
+``tradelog-console`` (console on)
+    writes the console lines of the events flagged for it, which the file thread hands over
+    per batch (:mod:`tradelog._logs.console`): the same JSON line as the file, or a pretty
+    line when ``sys.stderr`` is a terminal.
+
 Splitting the work lets the file side go on while the database is slow or down, and lets the
 database driver's C code (which releases the GIL) overlap the Python work of the next batch.
 When the database thread falls far behind, the file thread spools batches itself.
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tradelog._logs.batch import Batch, new_batch_id
+from tradelog._logs.console import ConsoleLines, PrettyLines, stderr_is_terminal
 from tradelog._logs.db_sink import DatabaseSink
 from tradelog._logs.file_sink import FileSink
 from tradelog._logs.inserters import Inserter
@@ -113,6 +119,10 @@ class LogWriter:
         self._spill_builders = threading.local()
         self.held: dict[str, list[Record]] = {}
         """Records taken off the queue and not yet handed over or spooled, by batch id."""
+        self.console: ConsoleLines | None = None
+        if settings.console:
+            pretty = PrettyLines(redactor, settings.zone) if stderr_is_terminal() else None
+            self.console = ConsoleLines(pretty)
         self._handoff: deque[Any] = deque()
         self._handoff_wake = threading.Event()
         self._slot = threading.Condition()
@@ -141,6 +151,8 @@ class LogWriter:
             threading.Thread(target=self._run_files, name="tradelog-files", daemon=True),
             threading.Thread(target=self._run_database, name="tradelog-db", daemon=True),
         ]
+        if self.console is not None:
+            self.console.start()
         for thread in self._threads:
             thread.start()
 
@@ -150,7 +162,10 @@ class LogWriter:
 
     @property
     def thread_idents(self) -> frozenset[int]:
-        return frozenset(t.ident for t in self._threads if t.ident is not None)
+        idents = {t.ident for t in self._threads if t.ident is not None}
+        if self.console is not None and self.console.ident is not None:
+            idents.add(self.console.ident)
+        return frozenset(idents)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is in the files and the database.
@@ -162,10 +177,13 @@ class LogWriter:
         if not self.running:
             done = self.database.settled and not self.queue
         else:
+            deadline = time.monotonic() + max(0.0, timeout)
             marker = Marker()
             self.queue.append(marker)
             self.wake.set()
             done = marker.done.wait(max(0.0, timeout))
+            if self.console is not None:  # the file thread handed the lines over first
+                self.console.drain(max(0.0, deadline - time.monotonic()))
         dead = self.stats.dead_lettered
         self._dead_seen = dead
         return done and dead == before
@@ -195,6 +213,8 @@ class LogWriter:
         # Anything that slipped in behind the stop marker is written on this thread.
         self._spill_queue()
         self.save_stats()
+        if self.console is not None:
+            self.console.stop(max(0.0, deadline - time.monotonic()) + 0.5)
         if stuck:  # pragma: no cover - a hung database call: leave its resources alone
             return False
         self.files.close()
@@ -260,6 +280,8 @@ class LogWriter:
         self._stopped = True
         self._running = False
         self.queue.clear()
+        if self.console is not None:
+            self.console.abandon()
         self.files.abandon()
         self.spool.abandon()
         return self.database.inserter.abandon()
@@ -324,6 +346,7 @@ class LogWriter:
         then lines to the files."""
         try:
             prepared = self._build_here(records)
+            self._show(records, prepared)
             groups: dict[FileKey, list[str]] = {}
             rows: list[DbRow] = []
             rejects: list[Prepared] = []
@@ -359,11 +382,13 @@ class LogWriter:
         handler spills while this thread was already building (a builder is not re-entrant)."""
         local = self._spill_builders
         if getattr(local, "busy", False):
-            fresh = RowBuilder(self.redactor, self.settings.zone)
+            fresh = RowBuilder(self.redactor, self.settings.zone, compile_plans=False)
             return [fresh.build(item) for item in records]
         builder: RowBuilder | None = getattr(local, "builder", None)
         if builder is None:
-            builder = local.builder = RowBuilder(self.redactor, self.settings.zone)
+            builder = local.builder = RowBuilder(
+                self.redactor, self.settings.zone, compile_plans=False
+            )
         local.busy = True
         try:
             return [builder.build(item) for item in records]
@@ -432,6 +457,8 @@ class LogWriter:
         try:
             build = self._builder.build
             prepared = [build(record) for record in records]
+            if self.console is not None:
+                self._show(records, prepared)
             groups: dict[FileKey, list[str]] = {}
             rows: list[DbRow] = []
             rejects: list[Prepared] = []
@@ -461,6 +488,19 @@ class LogWriter:
         finally:
             self.held.pop(batch_id, None)
             self.stats.processed += len(records)
+
+    def _show(self, records: list[Record], prepared: list[Prepared]) -> None:
+        """Hand the console the lines of the records flagged for it (one append per batch)."""
+        console = self.console
+        if console is None:
+            return
+        shown = [
+            (record, item.line)
+            for record, item in zip(records, prepared, strict=True)
+            if len(record) > 4 and record[4]
+        ]
+        if shown:
+            console.put(shown)
 
     def _write_files(self, groups: dict[FileKey, list[str]]) -> None:
         count = sum(len(lines) for lines in groups.values())
