@@ -218,7 +218,8 @@ class ErrorCapture:
         sync: bool = False,
         bound: bool = True,
     ) -> bool:
-        """Record ``exc``; returns whether it was queued (or, with ``sync``, written).
+        """Record ``exc``; returns whether it was queued or, the queue being full, kept in the
+        spill file for the writer (with ``sync``: whether it was written).
 
         ``user_id`` defaults to the user ``exc`` was raised for (``tradelog.bind_user``), else
         the ``user_id`` in ``context`` or bound with ``structlog.contextvars``; ``bound``

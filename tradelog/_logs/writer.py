@@ -267,8 +267,12 @@ class LogWriter:
             if type(item) is Batch:
                 self.database.spool_batches([item])
                 count += len(item.rows)
-            with contextlib.suppress(IndexError):
-                handoff.popleft()
+            try:
+                taken = handoff.popleft()
+            except IndexError:
+                break
+            if taken is not item:  # the database thread took ours meanwhile: keep this one
+                handoff.appendleft(taken)
         return count
 
     def abandon(self) -> object:
