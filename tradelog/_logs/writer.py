@@ -381,6 +381,17 @@ class LogWriter:
                 self.stats.last_error = f"spill: {type(exc).__name__}: {exc}"
             return 0
 
+    @property
+    def _spill_builder(self) -> RowBuilder:
+        """The calling thread's spill builder (tests look at its plan cache)."""
+        local = self._spill_builders
+        builder: RowBuilder | None = getattr(local, "builder", None)
+        if builder is None:
+            builder = local.builder = RowBuilder(
+                self.redactor, self.settings.zone, compile_plans=False
+            )
+        return builder
+
     def _build_here(self, records: list[Record]) -> list[Prepared]:
         """Build ``records`` with this thread's spill builder; with a fresh one when a signal
         handler spills while this thread was already building (a builder is not re-entrant)."""
@@ -388,11 +399,7 @@ class LogWriter:
         if getattr(local, "busy", False):
             fresh = RowBuilder(self.redactor, self.settings.zone, compile_plans=False)
             return [fresh.build(item) for item in records]
-        builder: RowBuilder | None = getattr(local, "builder", None)
-        if builder is None:
-            builder = local.builder = RowBuilder(
-                self.redactor, self.settings.zone, compile_plans=False
-            )
+        builder = self._spill_builder
         local.busy = True
         try:
             return [builder.build(item) for item in records]
