@@ -79,7 +79,7 @@ from structlog.contextvars import merge_contextvars
 from structlog.typing import FilteringBoundLogger
 
 from tradelog._db.base import utcnow
-from tradelog._db.engine import Engines, session_factory
+from tradelog._db.engine import DbBounds, Engines, session_factory
 from tradelog._db.migrate import schema_status
 from tradelog._errors.alerts import ErrorAlerts
 from tradelog._errors.hooks import InstalledHooks, install_hooks
@@ -87,6 +87,8 @@ from tradelog._errors.hooks import install_loop_handler as _install_loop_handler
 from tradelog._errors.pipeline import ErrorCapture
 from tradelog._health.lifecycle import ServiceNotices
 from tradelog._health.stale import StaleMonitor
+from tradelog._health.telemetry import SPOOL_PREFIX as HEALTH_SPOOL_PREFIX
+from tradelog._health.telemetry import Telemetry
 from tradelog._health.writer import ServiceHealth, describe_failure
 from tradelog._logs.host_chain import StructlogFeed, insert_feed, remove_feed
 from tradelog._logs.inserters import make_inserter
@@ -99,13 +101,18 @@ from tradelog._logs.loggers import (
 )
 from tradelog._logs.processors import EventSink, ExceptionObserver
 from tradelog._logs.redact import RedactProcessor, redact_text
+from tradelog._logs.stats import RUNTIME_DIR
+from tradelog._logs.stats import save as save_stats
 from tradelog._logs.stdlib import RecordBridge, StdlibTakeOver, expect_record, expected_record
 from tradelog._logs.writer import LogWriter
 from tradelog._notify.channels.base import Channel
+from tradelog._notify.service import SPOOL_PREFIX as NOTIFY_SPOOL_PREFIX
 from tradelog._notify.service import NotificationService
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.worker import DeliveryWorker
 from tradelog._signals import block_in_this_thread
+from tradelog._spool_files import JsonlSpool, Replayer
+from tradelog._status import StatusPublisher, local_backlog
 from tradelog._users.registry import UserRegistry
 from tradelog.config import Settings
 from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageError
@@ -127,6 +134,10 @@ __all__ = [
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds :func:`flush` and :func:`shutdown` wait by default (also at interpreter exit)."""
+STATUS_INTERVAL: Final = 1.0
+"""Seconds between two publications of :meth:`Runtime.stats` to ``_runtime/writer-<pid>.json``."""
+NOTIFY_REPLAY_INTERVAL: Final = 2.0
+"""Seconds between attempts to write spooled notifications (while any are spooled)."""
 EARLY_EVENTS: Final = 1000
 """Events ``tradelog.processor`` / ``tradelog.Handler`` hold until :func:`configure`."""
 
@@ -160,13 +171,22 @@ class Runtime:
             settings.database_url,
             writer_timeout=settings.db_write_timeout,
             schema=settings.db_schema,
+            bounds=DbBounds(settings.db_connect_timeout, settings.db_statement_timeout),
         )
         self.redactor = RedactProcessor()
         self.wakeups = Wakeups()
         self.users = UserRegistry(
             self.engines.app, mode=settings.unknown_users, on_reject=self._count_rejected
         )
-        self.notifications = NotificationService(self.engines.app, self.wakeups, users=self.users)
+        runtime_dir = settings.log_dir / RUNTIME_DIR
+        self.notifications = NotificationService(
+            self.engines.app,
+            self.wakeups,
+            users=self.users,
+            spool=JsonlSpool(runtime_dir, NOTIFY_SPOOL_PREFIX),
+            on_spooled=self._poke_replayer,
+        )
+        self.replayer = self._new_replayer()
         self.errors = ErrorCapture(
             settings,
             self.engines.app(),
@@ -189,8 +209,14 @@ class Runtime:
                 window=settings.error_notify_window,
                 operators=settings.ops_user_ids,
             ),
+            telemetry=lambda health: Telemetry(
+                health.write_records,
+                JsonlSpool(runtime_dir, HEALTH_SPOOL_PREFIX),
+                wait=settings.telemetry_wait,
+            ),
         )
         self.writer = self._new_writer()
+        self.publisher = self._new_publisher()
         self._observers: list[ExceptionObserver] = [self.errors.observe]
         self.sink = EventSink(
             self.writer,
@@ -242,6 +268,8 @@ class Runtime:
             self._hooks = install_hooks(self.errors)
         if writer:
             self.writer.start()
+        self.replayer.start()
+        self.publisher.start()
         if logging_:
             _replay_early(self)
         self._start_background(self.settings.worker if background is None else background)
@@ -262,7 +290,8 @@ class Runtime:
         except Exception as exc:
             self.internal_errors(exc)
             ok = False
-        return self.writer.flush(_remaining(deadline)) and ok
+        ok = self.writer.flush(_remaining(deadline)) and ok
+        return self.health.flush(_remaining(deadline)) and ok
 
     def shutdown(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Flush, stop every part, dispose the engines; idempotent. Returns whether everything
@@ -288,6 +317,9 @@ class Runtime:
         _state.inherited.append(self.writer)
         self.engines.after_fork()
         self.errors.after_fork()
+        if self.health.telemetry is not None:
+            self.health.telemetry.after_fork()
+        self.replayer = self._new_replayer()
         self.wakeups.after_fork()
         self.worker = None  # the parent's background jobs stay the parent's
         self.stale = None
@@ -298,13 +330,28 @@ class Runtime:
             self.writer.close_intake()
             return
         self.writer.start()
+        self.replayer.start()
+        self.publisher.start()
 
     # -- for callers -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """The writer's counters (see :mod:`tradelog._logs.stats`); ``dropped`` is always 0."""
+        """Live figures, taken without touching the database: the log writer's counters (see
+        :mod:`tradelog._logs.stats`; ``dropped`` is always 0), what waits in local files
+        (``dead_letters``, ``unwritten_errors``, ``spooled_notifications``,
+        ``spooled_telemetry``: see :mod:`tradelog._status`), the telemetry writer's state
+        (``telemetry``) and the notification spool's counters (``notifications``)."""
         data = self.writer.snapshot()
         data["internal_errors"] = data.get("internal_errors", 0) + self.internal_errors.count
+        data.update(local_backlog(self.settings.log_dir))
+        if self.health.telemetry is not None:
+            data["telemetry"] = self.health.telemetry.snapshot()
+        notifications = self.notifications
+        data["notifications"] = {
+            "spooled": notifications.spooled,
+            "replayed": notifications.replayed,
+            "refused": notifications.refused,
+        }
         return data
 
     def add_exception_observer(self, observer: ExceptionObserver) -> None:
@@ -332,7 +379,29 @@ class Runtime:
     def _new_writer(self) -> LogWriter:
         timeout = self.settings.db_write_timeout
         inserter = make_inserter(self.engines.log_writer(), lock_timeout=timeout)
-        return LogWriter(self.settings, self.redactor, inserter, users=self.users)
+        writer = LogWriter(self.settings, self.redactor, inserter, users=self.users)
+        writer.publish_stats = False  # the status publisher does, off the database thread
+        return writer
+
+    def _new_publisher(self) -> StatusPublisher:
+        log_dir = self.settings.log_dir
+        return StatusPublisher(
+            self.stats,
+            lambda data: save_stats(log_dir, data),
+            interval=STATUS_INTERVAL,
+            on_error=self.internal_errors,
+        )
+
+    def _new_replayer(self) -> Replayer:
+        return Replayer(
+            self.notifications.replay_spool,
+            interval=NOTIFY_REPLAY_INTERVAL,
+            name="tradelog-notify-replay",
+            on_error=self.internal_errors,
+        )
+
+    def _poke_replayer(self) -> None:
+        self.replayer.poke()
 
     def _count_rejected(self, count: int) -> None:
         self.writer.count_rejected_users(count)
@@ -422,7 +491,17 @@ class Runtime:
         deadline = time.monotonic() + max(0.0, timeout)
         self.flush(_remaining(deadline))
 
-        for stop in (self._stop_background, self._uninstall_hooks, self.errors.close):
+        telemetry_ok = False
+        try:
+            telemetry_ok = self.health.close(_remaining(deadline))
+        except Exception as exc:
+            self.internal_errors(exc)
+        for stop in (
+            self._stop_background,
+            self._uninstall_hooks,
+            self.errors.close,
+            lambda: self.replayer.stop(_remaining(deadline)),
+        ):
             try:
                 stop()
             except Exception as exc:
@@ -435,8 +514,9 @@ class Runtime:
                 if self._own_structlog:
                     structlog.reset_defaults()
         ok = self.writer.stop(_remaining(deadline))
+        self.publisher.stop()
         self.engines.dispose()  # only idle connections: a call still stuck keeps its own
-        return ok
+        return ok and telemetry_ok
 
     def _stop_background(self) -> None:
         """Stop the worker, giving due deliveries up to ``worker_exit_timeout`` seconds of

@@ -359,6 +359,9 @@ class Settings:
     #: keys kept per event; the rest are summarised under ``tradelog_keys_dropped``
     max_event_keys: int = _setting(1000, _number(int, 8))
     db_write_timeout: float = _setting(5.0, _number(float, 0.01))  # locked/unreachable -> spool
+    db_connect_timeout: float = _setting(5.0, _number(float, 0.01))  # open / wait for a connection
+    db_statement_timeout: float = _setting(5.0, _number(float, 0.01))  # one statement, lock waits
+    telemetry_wait: float = _setting(0.5, _number(float, 0))  # heartbeat/task row: caller waits
     #: Delivery worker: ``auto`` runs one in a configured process with a channel configured
     worker: bool | Literal["auto"] = _setting("auto", _parse_worker)
     worker_lease: float = _setting(30.0, _number(float, 1))  # renewed while a send runs
@@ -369,6 +372,9 @@ class Settings:
     max_delivery_attempts: int = _setting(8, _number(int, 1))
     worker_concurrency: int = _setting(8, _number(int, 1, 256))
     worker_poll_interval: float = _setting(1.0, _number(float, 0.01))
+    #: PostgreSQL LISTEN/NOTIFY wake-ups for workers and live streams (off: poll only, e.g.
+    #: behind a transaction-pooling proxy such as PgBouncer, where LISTEN does not work)
+    listen: bool = _setting(True, _parse_bool)
     telegram_rate: float = _setting(28.0, _number(float, 0.1))  # messages/s per bot, all workers
     telegram_chat_interval: float = _setting(1.05, _number(float, 0))  # seconds between, per chat
     #: A due delivery no worker able to send its channel claimed for this long fails (0: waits)
@@ -383,6 +389,9 @@ class Settings:
     #: Web (``tradelog serve``, :mod:`tradelog.web`)
     web_admin_token: Secret | None = _setting(None, _opt_secret)  # bearer token of the admin
     web_poll_interval: float = _setting(0.5, _number(float, 0.05, 60))  # live streams poll
+    #: ``day``: ``service_logs`` is partitioned by day on PostgreSQL (``tradelog db
+    #: partition-logs`` converts it; retention creates partitions ahead and drops whole days)
+    partition_logs: str = _setting("off", _choice("off", "day"))
     #: Retention (days)
     service_logs_retention_days: int = _setting(30, _number(int, 1))
     log_files_retention_days: int = _setting(90, _number(int, 1))

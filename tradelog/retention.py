@@ -29,6 +29,11 @@ applies it: rows go in bounded batches (``batch_size`` ids, one short transactio
 writer waiting for the database waits for one batch at most), files one by one. ``dry_run``
 counts and lists without deleting. :class:`DailyRetention` runs the job once a day in a background
 thread; the runtime starts one in a configured process with ``settings.worker`` on.
+
+With ``TRADELOG_PARTITION_LOGS=day`` and ``service_logs`` partitioned by day on PostgreSQL
+(:mod:`tradelog._db.partitions`), a run first creates the partitions of the coming days, then
+detaches and drops the days wholly past the cut-off (a month of 10M rows in seconds instead of
+a delete per row); the rows of the day the cut-off falls in go by the batched delete.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Engine, delete, exists, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from tradelog._db import partitions
 from tradelog._db.models import (
     AuditLog,
     ErrorLog,
@@ -66,6 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_DAILY_AT",
+    "DEFAULT_PARTITIONS_AHEAD",
     "LOG_FILE_PATTERN",
     "ROW_CATEGORIES",
     "DailyRetention",
@@ -78,6 +86,9 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE: Final = 5_000
+#: Days after today whose ``service_logs`` partitions a run creates (``partition_logs="day"``).
+DEFAULT_PARTITIONS_AHEAD: Final = 7
+PARTITION_MODES: Final = partitions.PARTITION_MODES
 #: Local time (configured timezone) of the daily run: well outside NSE market hours.
 DEFAULT_DAILY_AT: Final = time(3, 30)
 
@@ -200,6 +211,19 @@ class RetentionPolicy:
         return day is not None and day < self.log_files_cutoff(now)
 
 
+def _age(category: str, id_column: Any) -> Any:
+    """The indexed column a category's expired rows are found by, oldest first (the id where
+    the age column has no index)."""
+    return {
+        "service_logs": ServiceLog.timestamp,
+        "read_notifications": Notification.created_at,
+        "unread_notifications": Notification.created_at,
+        "task_executions": ServiceTaskExecution.executed_at,
+        "stale_episodes": ServiceStaleEpisode.ended_at,
+        "audit_logs": AuditLog.timestamp,
+    }.get(category, id_column)
+
+
 def _condition(category: str, cutoff: datetime) -> tuple[Any, ColumnElement[bool]]:
     """The id column and the "expired" condition of a row category (error_logs aside)."""
     if category == "service_logs":
@@ -305,13 +329,19 @@ class RetentionJob:
         policy: RetentionPolicy | None = None,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        partition_logs: str = "off",
+        partitions_ahead: int = DEFAULT_PARTITIONS_AHEAD,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if partition_logs not in PARTITION_MODES:
+            raise ValueError(f"partition_logs must be one of {PARTITION_MODES}")
         self.engine = engine
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.policy = policy or RetentionPolicy()
         self.batch_size = batch_size
+        self.partition_logs = partition_logs
+        self.partitions_ahead = partitions_ahead
 
     @classmethod
     def from_settings(
@@ -327,6 +357,7 @@ class RetentionJob:
             settings.log_dir,
             RetentionPolicy.from_settings(settings),
             batch_size=batch_size,
+            partition_logs=settings.partition_logs,
         )
 
     def run_once(
@@ -347,8 +378,11 @@ class RetentionJob:
             if name == "error_logs" and not dry_run:
                 result.rows[name] = self._purge_errors(at, report)
                 continue
+            dropped = 0
+            if name == "service_logs" and not dry_run:
+                dropped = self.maintain_partitions(at)
             id_column, condition = _condition(name, cutoff)
-            result.rows[name] = self._rows(name, id_column, condition, dry_run, report)
+            result.rows[name] = dropped + self._rows(name, id_column, condition, dry_run, report)
         self._files(result, dry_run, report)
         self._runtime_files(result, dry_run, report)
         return result
@@ -373,7 +407,9 @@ class RetentionJob:
         if dry_run or total == 0:
             report(category, total if dry_run else 0, total)
             return total
-        return self.delete_in_batches(category, id_column, condition, total, report)
+        return self.delete_in_batches(
+            category, id_column, condition, total, report, oldest_first=_age(category, id_column)
+        )
 
     def delete_in_batches(
         self,
@@ -382,18 +418,62 @@ class RetentionJob:
         condition: ColumnElement[bool],
         total: int = 0,
         report: Progress = _noop,
+        *,
+        oldest_first: Any = None,
     ) -> int:
-        """Delete rows matching ``condition``, ``batch_size`` per committed transaction."""
+        """Delete rows matching ``condition``, ``batch_size`` per committed transaction.
+
+        Each batch takes the next ``batch_size`` ids in the order of ``oldest_first`` (an
+        indexed column; default the id), so it is read from that index. Without an order,
+        statistics taken before the purge (a million rows still "expired") lead PostgreSQL to
+        a sequential scan that reads past every row deleted by the earlier batches, each batch
+        slower than the one before (measured: 1M rows in 305 s).
+        """
         table = id_column.table
+        order = oldest_first if oldest_first is not None else id_column
         done = 0
         while True:
-            batch = select(id_column).where(condition).limit(self.batch_size)
+            batch = select(id_column).where(condition).order_by(order).limit(self.batch_size)
             with self.engine.begin() as connection:
-                deleted = connection.execute(delete(table).where(id_column.in_(batch))).rowcount
+                # The condition again on the outer DELETE: on a partitioned table it limits the
+                # id lookups to the partitions that can hold expired rows.
+                deleted = connection.execute(
+                    delete(table).where(condition, id_column.in_(batch))
+                ).rowcount
             done += deleted
             report(category, done, max(total, done))
             if deleted < self.batch_size:
                 return done
+
+    def maintain_partitions(self, now: datetime) -> int:
+        """With ``partition_logs="day"`` on a partitioned ``service_logs`` (PostgreSQL): create
+        the partitions of today and the next ``partitions_ahead`` days, detach and drop the days
+        wholly past the cut-off; returns the rows dropped with them (0 otherwise). The rows of
+        the day the cut-off falls in go by the batched delete as on a plain table."""
+        if self.partition_logs != "day" or self.engine.dialect.name != "postgresql":
+            return 0
+        try:
+            return self._maintain_partitions(now)
+        except SQLAlchemyError:
+            # e.g. lock_timeout behind a long transaction: the batched delete does the work
+            # this time, the next run drops the days.
+            _log.warning("service_logs partition maintenance failed", exc_info=True)
+            return 0
+
+    def _maintain_partitions(self, now: datetime) -> int:
+        with self.engine.begin() as connection:
+            if not partitions.is_partitioned(connection):
+                _log.warning(
+                    "TRADELOG_PARTITION_LOGS=day but service_logs is not partitioned;"
+                    " run `tradelog db partition-logs`"
+                )
+                return 0
+            partitions.ensure_partitions(
+                connection, _aware(now).date(), ahead=self.partitions_ahead
+            )
+        with self.engine.begin() as connection:
+            dropped = partitions.drop_expired(connection, self.policy.service_logs_cutoff(now))
+        return dropped.rows
 
     def _purge_errors(self, now: datetime, report: Progress) -> int:
         """Resolved errors go through the error workflow's own purge (same batching)."""

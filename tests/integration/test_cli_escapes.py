@@ -148,6 +148,8 @@ def test_no_command_writes_control_characters(
         ("db", "downgrade"): ["db", "downgrade", "head"],
         ("db", "current"): ["db", "current"],
         ("db", "check"): ["db", "check"],
+        # without TRADELOG_PARTITION_LOGS=day it refuses (exit 2); test_log_partitions converts
+        ("db", "partition-logs"): ["db", "partition-logs"],
         ("logs",): ["logs", "--limit", "50"],
         ("config", "show"): ["config", "show", "--user", alice],
         ("config", "set"): ["config", "set", "--user", alice, "--as", admin, "task_schedule={}"],
@@ -242,6 +244,7 @@ def test_no_command_writes_control_characters(
         assert CONTROL.search(text) is None, (name, CONTROL.findall(text), text[:400])
         shown.append(text)
     assert codes.pop(("serve",)) == 2
+    assert codes.pop(("db", "partition-logs")) == 2
     failed = {name: code for name, code in codes.items() if code not in (0, 1)}
     assert failed == {}  # every command ran (1: found a problem, e.g. a refused delivery)
     everything = "\n".join(shown)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from tests.support.db import MigratedDatabase
@@ -158,6 +158,56 @@ def test_groups_count_occurrences(
             (FP_A, 3, "bad qty -5"),
         ]
         assert error_groups(session, users["alice"], resolved=True)[0].count == 1
+
+
+def test_group_samples_follow_the_filters(db: MigratedDatabase, users: dict[str, int]) -> None:
+    """Each group's sample is its newest occurrence among the rows the filters keep (own rows
+    for a user, ``until``), also for rows without a fingerprint (grouped by type), all from
+    one grouping statement."""
+    alice, bob = users["alice"], users["bob"]
+    rows = [
+        (alice, "KeyError", None, "alice key 1", 1),
+        (alice, "KeyError", None, "alice key 2", 2),
+        (bob, "KeyError", None, "bob key", 3),
+        (alice, "ValueError", None, "alice value", 4),
+        (alice, "ValueError", FP_A, "alice fp 1", 5),
+        (bob, "ValueError", FP_A, "bob fp", 6),
+        (alice, "ValueError", FP_A, "alice fp late", 9),
+    ]
+    with db.session() as session:
+        session.add_all(
+            ErrorLog(
+                user_id=user,
+                error_type=kind,
+                error_message=message,
+                fingerprint=print_,
+                occurred_at=T0 + timedelta(minutes=minute),
+            )
+            for user, kind, print_, message, minute in rows
+        )
+        session.commit()
+        statements: list[str] = []
+
+        def sent(*args: Any) -> None:
+            statements.append(str(args[2]))
+
+        event.listen(db.engine, "before_cursor_execute", sent)
+        try:
+            everyone = error_groups(session, users["admin"], until=T0 + timedelta(minutes=8))
+        finally:
+            event.remove(db.engine, "before_cursor_execute", sent)
+        assert [(g.fingerprint, g.error_type, g.sample_message) for g in everyone] == [
+            (FP_A, "ValueError", "bob fp"),
+            (None, "ValueError", "alice value"),
+            (None, "KeyError", "bob key"),
+        ]
+        assert sum("FROM error_logs" in sql for sql in statements) == 1
+        mine = error_groups(session, alice)
+        assert [(g.fingerprint, g.error_type, g.sample_message) for g in mine] == [
+            (FP_A, "ValueError", "alice fp late"),
+            (None, "ValueError", "alice value"),
+            (None, "KeyError", "alice key 2"),
+        ]
 
 
 def test_only_admins_resolve_and_only_once(

@@ -90,6 +90,31 @@ def test_deletes_expired_rows_in_batches(db: MigratedDatabase, users: dict[str, 
     assert set(again.counts().values()) == {0}
 
 
+def test_batches_take_the_oldest_rows_first(db: MigratedDatabase, users: dict[str, int]) -> None:
+    """Each batch deletes the oldest expired rows by time, also when ids run the other way (rows
+    replayed from a spool long after their time), and each batch is committed on its own."""
+    alice = users["alice"]
+    for days_ago in (31, 32, 33, 34, 35, 36):  # newest first: ids and times run opposite
+        add_logs(db, alice, days_ago, 1)
+    add_logs(db, alice, 1, 1)
+    after_each: list[list[float]] = []
+
+    def remaining(category: str, done: int, total: int) -> None:
+        if category == "service_logs":
+            rows = db.rows("SELECT timestamp FROM service_logs ORDER BY timestamp")
+            after_each.append(
+                [round((NOW - _aware(row["timestamp"])).total_seconds() / 86400) for row in rows]
+            )
+
+    RetentionJob(db.engine, None, batch_size=2).run_once(NOW, progress=remaining)
+    assert after_each[:3] == [[34, 33, 32, 31, 1], [32, 31, 1], [1]]
+
+
+def _aware(value: object) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def test_resolved_errors_go_90_days_after_resolution(
     db: MigratedDatabase, users: dict[str, int]
 ) -> None:

@@ -292,10 +292,13 @@ def test_unknown_users_rejected(
     monkeypatch.setenv("TRADELOG_LOG_DIR", str(tmp_path))
     code = main(["--database-url", db.url, "status", "--json"])
     shown = json.loads(capsys.readouterr().out)
-    assert code == 0
+    assert code == 1  # the refused log row is in the dead-letter file
     assert shown["rejected_users"] == 6
-    assert main(["--database-url", db.url, "status"]) == 0
-    assert "6 writes refused for unknown users" in capsys.readouterr().out
+    assert shown["backlog"]["dead_letters"] == 1
+    assert main(["--database-url", db.url, "status"]) == 1
+    out = capsys.readouterr().out
+    assert "6 writes refused for unknown users" in out
+    assert "1 log rows in the dead-letter files" in out
 
 
 def test_cli_users_add_sync_list(

@@ -182,6 +182,7 @@ PUBLIC: dict[str, list[str]] = {
     "tradelog.retention": [
         "DEFAULT_BATCH_SIZE",
         "DEFAULT_DAILY_AT",
+        "DEFAULT_PARTITIONS_AHEAD",
         "LOG_FILE_PATTERN",
         "ROW_CATEGORIES",
         "DailyRetention",

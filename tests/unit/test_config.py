@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from tradelog.config import Secret, Settings
 from tradelog.exceptions import ConfigurationError
+from tradelog.retention import RetentionJob
 
 
 def test_defaults() -> None:
@@ -66,6 +68,7 @@ def test_keywords_beat_environment() -> None:
         ("TRADELOG_CONSOLE", "maybe"),
         ("TRADELOG_DATABASE_URL", "not a url"),
         ("TRADELOG_BATCH_SIZE", "0"),
+        ("TRADELOG_PARTITION_LOGS", "week"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
@@ -197,3 +200,16 @@ def test_operator_ids_and_retention_periods() -> None:
         Settings(ops_user_ids=(True,))
     with pytest.raises(ConfigurationError, match="TRADELOG_DELIVERIES_RETENTION_DAYS"):
         Settings.from_env({"TRADELOG_DELIVERIES_RETENTION_DAYS": "0"})
+
+
+def test_partition_logs_is_off_unless_asked() -> None:
+    """``TRADELOG_PARTITION_LOGS`` defaults to ``off`` and takes ``day``; the retention job
+    built from the settings follows it."""
+    assert Settings().partition_logs == "off"
+    settings = Settings.from_env({"TRADELOG_PARTITION_LOGS": "day"})
+    assert settings.partition_logs == "day"
+    engine = create_engine("sqlite://")
+    try:
+        assert RetentionJob.from_settings(settings, engine).partition_logs == "day"
+    finally:
+        engine.dispose()

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from tradelog._access import Actor, resolve_actor
-from tradelog._db.engine import check_connection, create_tradelog_engine, session_factory
+from tradelog._db.engine import DbBounds, check_connection, create_tradelog_engine, session_factory
 from tradelog._users.store import system_user_id
 from tradelog.config import Settings
 
@@ -160,7 +160,10 @@ class Context:
     @cached_property
     def engine(self) -> Engine:
         settings = self.settings
-        engine = create_tradelog_engine(settings.database_url, schema=settings.db_schema)
+        bounds = DbBounds(settings.db_connect_timeout, settings.db_statement_timeout)
+        engine = create_tradelog_engine(
+            settings.database_url, schema=settings.db_schema, bounds=bounds
+        )
         check_connection(engine)
         return engine
 

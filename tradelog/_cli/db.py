@@ -1,15 +1,17 @@
-"""``tradelog db``: upgrade, downgrade, check and show the schema revision."""
+"""``tradelog db``: upgrade, downgrade, check and show the schema revision; partition the logs."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic.util import CommandError as AlembicCommandError
 
 from tradelog._cli._common import CommandError, Context, emit
-from tradelog._db import migrate
+from tradelog._db import migrate, partitions
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +28,17 @@ def register(subparsers: Any) -> None:
     commands.add_parser("check", help="compare the schema with the models").set_defaults(
         handler=_check
     )
+    part = commands.add_parser(
+        "partition-logs",
+        help="partition service_logs by day (PostgreSQL, TRADELOG_PARTITION_LOGS=day)",
+        description=(
+            "Convert service_logs into a table partitioned by UTC day, copying every row under"
+            " an exclusive lock (log writers spool meanwhile): run it outside market hours."
+            " Retention then creates partitions ahead and drops expired days whole."
+        ),
+    )
+    part.add_argument("--ahead", type=int, default=7, help="days of partitions to create ahead")
+    part.set_defaults(handler=_partition_logs)
 
 
 def _migrate(step: Callable[[Any, str], None], context: Context, revision: str) -> None:
@@ -73,4 +86,33 @@ def _check(args: argparse.Namespace, context: Context) -> int:
         emit(context, [{"difference": repr(d)} for d in diffs])
         raise CommandError(f"{len(diffs)} difference(s) between the database and the models")
     emit(context, [{"revision": revision, "status": "schema matches the models"}])
+    return 0
+
+
+def _partition_logs(args: argparse.Namespace, context: Context) -> int:
+    if context.settings.partition_logs != "day":
+        raise CommandError(
+            "set TRADELOG_PARTITION_LOGS=day first (retention then keeps the partitions)",
+            exit_code=2,
+        )
+    if context.engine.dialect.name != "postgresql":
+        raise CommandError("day partitions need PostgreSQL", exit_code=2)
+    began = time.perf_counter()
+    with context.engine.begin() as connection:
+        if partitions.is_partitioned(connection):
+            created = 0
+        else:
+            created = partitions.convert(
+                connection, datetime.now(UTC).date(), ahead=max(args.ahead, 0)
+            )
+    emit(
+        context,
+        [
+            {
+                "action": "partitioned" if created else "already partitioned",
+                "partitions": created,
+                "seconds": round(time.perf_counter() - began, 1),
+            }
+        ],
+    )
     return 0

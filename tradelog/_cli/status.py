@@ -10,11 +10,19 @@
 * log writers: the counters each process's background log writer last saved, with its host,
   pid and last error (admins only), among them ``rejected_users``: writes refused because their
   user is unknown (``TRADELOG_UNKNOWN_USERS=reject``), with a line saying so when there are any.
+  The figures are published every second by a thread that never touches the database, so
+  they stay live while a database call hangs (``database`` then reads ``stalled``, with
+  ``stalled_for`` seconds); ``last_error`` is the current problem only (an outage that is
+  over shows as ``recovered_error`` in ``--json``).
+* waiting in local files: dead letters, unwritten error rows, spooled notifications and
+  spooled telemetry (:func:`tradelog._status.local_backlog`), read from ``TRADELOG_LOG_DIR``.
 * users: how many accounts are placeholders registered for unknown ids (admins only).
 
 Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale,
 deliveries are overdue (due for a long time with no worker sending them), stuck, at their last
-attempt, or failed for good in the last 24 hours, so the command can drive an alert.
+attempt, or failed for good in the last 24 hours, when log rows are in the dead-letter files or
+error rows wait unwritten, or when a live log writer's database is unavailable or stalled - one
+line each says which - so the command can drive an alert.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from tradelog._db.base import utcnow
 from tradelog._db.models import User
 from tradelog._health.status import service_overview
 from tradelog._notify.breaker import paused_channels
+from tradelog._status import local_backlog
 from tradelog._users.store import PLACEHOLDER_DOMAIN
 
 __all__ = ["register"]
@@ -52,7 +61,9 @@ _WRITER_COLUMNS = (
     "rejected_users",
     "dropped",
     "queue_depth",
+    "spool_pending",
     "database",
+    "stalled_for",
     "last_error",
 )
 """Writer counters shown in the table (``--json`` prints all of them)."""
@@ -64,7 +75,8 @@ def register(subparsers: Any) -> None:
         "status",
         help=(
             "service health, notification outbox and log writers "
-            "(exit 1 if a service is stale or deliveries are overdue)"
+            "(exit 1 if a service is stale, deliveries are overdue, rows are dead-lettered "
+            "or unwritten, or a writer's database is down)"
         ),
     )
     parser.add_argument(
@@ -157,11 +169,13 @@ def _status(args: argparse.Namespace, context: Context) -> int:
             failure["at"] = _local_stamp(failure.get("at"), zone)
         for paused in outbox["paused_channels"]:
             paused["paused_until"] = paused["paused_until"].astimezone(zone)
+    backlog = local_backlog(settings.log_dir)
     stale = sum(1 for row in services if row["state"] == "stale")
     rejected = (
         sum(int(w.get("rejected_users") or 0) for w in writers) if isinstance(writers, list) else 0
     )
     problems = _outbox_problems(outbox) if isinstance(outbox, dict) else []
+    problems += _local_problems(backlog, writers if isinstance(writers, list) else [])
     code = 1 if stale or problems else 0
     if context.json:
         json.dump(
@@ -173,6 +187,8 @@ def _status(args: argparse.Namespace, context: Context) -> int:
                 "writers": writers,
                 "placeholder_users": placeholders,
                 "rejected_users": rejected,
+                "backlog": backlog,
+                "problems": problems,
             },
             context.out,
             default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
@@ -205,6 +221,8 @@ def _status(args: argparse.Namespace, context: Context) -> int:
         print_table(writers, shown, out)
     else:
         out.write(f"{safe_text(str(writers))}\n")
+    out.write("\nwaiting in local files\n")
+    print_table([{"kind": key, "records": value} for key, value in backlog.items()], None, out)
     if rejected:
         out.write(
             f"\n{rejected} writes refused for unknown users (TRADELOG_UNKNOWN_USERS=reject); "
@@ -218,6 +236,28 @@ def _status(args: argparse.Namespace, context: Context) -> int:
     if problems:
         out.write("\n" + "".join(f"{line}\n" for line in problems))
     return code
+
+
+def _local_problems(backlog: dict[str, int], writers: list[dict[str, Any]]) -> list[str]:
+    """One line per local condition that makes ``status`` exit 1: dead letters, unwritten
+    error rows, a live writer whose database is unavailable or stalled."""
+    lines = []
+    if backlog.get("dead_letters"):
+        lines.append(
+            f"{backlog['dead_letters']} log rows in the dead-letter files (_dead_letter/): the "
+            "database refused them; read the reason in each line"
+        )
+    if backlog.get("unwritten_errors"):
+        lines.append(
+            f"{backlog['unwritten_errors']} error rows not yet in error_logs "
+            "(_runtime/errors-unwritten-*.jsonl); they are replayed when the database takes them"
+        )
+    for writer in writers:
+        state = writer.get("database")
+        if writer.get("alive") and state in ("unavailable", "stalled"):
+            reason = safe_text(str(writer.get("last_error") or ""))
+            lines.append(f"log writer {writer.get('pid')}: database {state}: {reason}")
+    return lines
 
 
 def _outbox_problems(outbox: dict[str, Any]) -> list[str]:

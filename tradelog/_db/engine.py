@@ -10,19 +10,38 @@ With a ``schema`` (``TRADELOG_DB_SCHEMA``, PostgreSQL only) every connection of 
 ``search_path`` to that schema alone when it opens, so each unqualified table name tradelog
 uses - ORM models, raw SQL, ``COPY`` - is tradelog's table in its own schema and never a host
 table of the same name elsewhere. The schema travels with the engine (:func:`schema_of`).
+
+**Bounds.** An engine built with :class:`DbBounds` (the runtime's host-facing and background
+engines, the CLI's) never waits on the database longer than its bounds and raises only
+:class:`~tradelog.exceptions.StorageError`:
+
+* connecting: ``connect_timeout`` (PostgreSQL; libpq counts whole seconds, at least 2) and
+  ``pool_timeout`` (waiting for a pooled connection while all are busy), both
+  ``DbBounds.connect``;
+* each statement: PostgreSQL ``statement_timeout`` (set at connect) and, for a connection whose
+  peer vanished mid-statement (a black hole), ``tcp_user_timeout`` plus TCP keepalives; SQLite's
+  busy timeout (how long a statement waits for another writer's lock);
+* every driver error (``DBAPIError``) except an ``IntegrityError`` - which callers handle as a
+  constraint outcome - is translated by a ``handle_error`` listener into ``StorageError`` naming
+  the masked URL, the original kept as ``__cause__``; a missing table says to run
+  ``tradelog db upgrade``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from tradelog._files import open_private
 from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageError
@@ -30,13 +49,16 @@ from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageEr
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "STATEMENT_TIMEOUT_MS",
+    "DbBounds",
     "Engines",
     "check_connection",
     "create_tradelog_engine",
     "mask_url",
     "normalize_url",
+    "schema_missing",
     "schema_of",
     "session_factory",
+    "storage_error",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -65,15 +87,114 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-    finally:
-        cursor.close()
+_SCHEMA_MISSING = ("no such table", "no such column", "has no column", "does not exist")
+"""Fragments of SQLite's and PostgreSQL's messages for a table or column that is not there."""
+_UNDEFINED_SQLSTATES = ("42P01", "42703")  # undefined_table, undefined_column
+
+
+@dataclass(frozen=True, slots=True)
+class DbBounds:
+    """How long one database call may wait (seconds; see the module docstring)."""
+
+    connect: float = 5.0
+    """Opening a connection, or waiting for a pooled one (``TRADELOG_DB_CONNECT_TIMEOUT``)."""
+    statement: float = 5.0
+    """One statement, a lock wait included (``TRADELOG_DB_STATEMENT_TIMEOUT``)."""
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def listener(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    return listener
+
+
+def schema_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the driver error it wraps) says a tradelog table or column is
+    missing: the database was never migrated, or is behind."""
+    original = getattr(exc, "orig", None) or exc
+    if getattr(original, "sqlstate", None) in _UNDEFINED_SQLSTATES:
+        return True
+    text_ = str(original).lower()
+    return "no such table" in text_ or "no such column" in text_ or "has no column" in text_
+
+
+def storage_error(exc: BaseException, url: str | URL) -> StorageError:
+    """The :class:`StorageError` a database failure of ``url`` becomes (masked URL, one line,
+    "run ``tradelog db upgrade``" when the schema is missing)."""
+    where = mask_url(url)
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = lines[0] if lines else type(exc).__name__
+    if schema_missing(exc):
+        return StorageError(
+            f"database {where} does not have tradelog's tables ({reason}): "
+            "run `tradelog db upgrade`"
+        )
+    return StorageError(f"database {where}: {reason}")
+
+
+def _translate_errors(url: URL) -> Any:
+    """A ``handle_error`` listener raising :func:`storage_error` instead of a driver error."""
+
+    def listener(context: ExceptionContext) -> None:
+        if context.is_pre_ping:
+            return  # the pool recycles the dead connection and tries a fresh one
+        original = context.original_exception
+        if isinstance(context.sqlalchemy_exception, sa_exc.IntegrityError):
+            return
+        if not isinstance(context.sqlalchemy_exception, sa_exc.DBAPIError):
+            return
+        raise storage_error(original, url)
+
+    return listener
+
+
+class _BoundedPool(QueuePool):
+    """A queue pool whose wait for a free connection ends in :class:`StorageError`."""
+
+    _tradelog_url = "the database"
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"  # log where QueuePool logs
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except sa_exc.TimeoutError as exc:
+            raise StorageError(
+                f"database {self._tradelog_url}: every pooled connection is busy "
+                f"(waited {self._timeout:g} s)"
+            ) from exc
+
+
+def _bounded_options(parsed: URL, bounds: DbBounds) -> dict[str, Any]:
+    """``create_engine`` options that bound every wait (see the module docstring)."""
+    options: dict[str, Any] = {}
+    memory = not parsed.database or parsed.database == ":memory:"
+    if not memory:
+        options["poolclass"] = _BoundedPool
+        options["pool_timeout"] = bounds.connect
+    if parsed.get_backend_name() == "sqlite":
+        options["connect_args"] = {"timeout": bounds.statement}
+        return options
+    statement_ms = max(1, round(bounds.statement * 1000))
+    args: dict[str, Any] = {
+        "connect_timeout": max(2, math.ceil(bounds.connect)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, math.ceil(bounds.connect)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": max(1, round((bounds.connect + bounds.statement) * 1000)),
+    }
+    if "options" not in parsed.query:
+        args["options"] = f"-c statement_timeout={statement_ms}"
+    options["connect_args"] = args
+    return options
 
 
 def _sqlite_savepoint(connection: Any, _name: str) -> None:
@@ -122,12 +243,19 @@ def schema_of(engine: Engine) -> str | None:
     return str(found) if found else None
 
 
-def create_tradelog_engine(url: str | URL, *, schema: str | None = None, **kwargs: Any) -> Engine:
+def create_tradelog_engine(
+    url: str | URL,
+    *,
+    schema: str | None = None,
+    bounds: DbBounds | None = None,
+    **kwargs: Any,
+) -> Engine:
     """Create an engine for ``url`` configured the way tradelog needs it.
 
-    ``schema``: keep every tradelog table in this PostgreSQL schema (see the module
-    docstring). Raises :class:`MissingExtraError` when the PostgreSQL driver is not installed
-    and :class:`ConfigurationError` for a malformed URL or a schema on SQLite.
+    ``schema``: keep every tradelog table in this PostgreSQL schema; ``bounds``: time-bound
+    every call and raise only :class:`StorageError` (both: see the module docstring). Raises
+    :class:`MissingExtraError` when the PostgreSQL driver is not installed and
+    :class:`ConfigurationError` for a malformed URL or a schema on SQLite.
     """
     parsed = normalize_url(url)
     options: dict[str, Any] = {"pool_pre_ping": True}
@@ -139,6 +267,10 @@ def create_tradelog_engine(url: str | URL, *, schema: str | None = None, **kwarg
         _create_sqlite_file(parsed)
         options.pop("pool_pre_ping")
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    if bounds is not None:
+        options.update(_bounded_options(parsed, bounds))
+    if "connect_args" in kwargs and "connect_args" in options:
+        kwargs = {**kwargs, "connect_args": {**options["connect_args"], **kwargs["connect_args"]}}
     options.update(kwargs)
     if schema:
         execution = dict(options.get("execution_options") or {})
@@ -152,11 +284,16 @@ def create_tradelog_engine(url: str | URL, *, schema: str | None = None, **kwarg
         if "psycopg" in str(exc):
             raise MissingExtraError("postgres", "psycopg") from exc
         raise
+    if isinstance(engine.pool, _BoundedPool):
+        engine.pool._tradelog_url = mask_url(parsed)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        busy = SQLITE_BUSY_TIMEOUT_MS if bounds is None else round(bounds.statement * 1000)
+        event.listen(engine, "connect", _sqlite_pragmas(busy))
         event.listen(engine, "savepoint", _sqlite_savepoint)
     elif schema:
         event.listen(engine, "connect", _search_path(schema), insert=True)
+    if bounds is not None:
+        event.listen(engine, "handle_error", _translate_errors(parsed))
     return engine
 
 
@@ -178,7 +315,7 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 class Engines:
     """The engines one runtime owns, created on first use and disposed together.
 
-    * :meth:`app` - a pooled engine for the calls a host makes on its own threads
+    * :meth:`app` - a pooled, bounded engine for the calls a host makes on its own threads
       (notifications, heartbeats, task rows, error rows, inbox reads);
     * :meth:`background` - the delivery worker's and retention's, so a busy worker never
       takes connections from the host-facing pool;
@@ -187,10 +324,18 @@ class Engines:
     Never the host's engine: tradelog's transactions and the host's never mix.
     """
 
-    def __init__(self, url: str, *, writer_timeout: float = 5.0, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        writer_timeout: float = 5.0,
+        schema: str | None = None,
+        bounds: DbBounds | None = None,
+    ) -> None:
         self.url = url
         self.writer_timeout = writer_timeout
         self.schema = schema
+        self.bounds = bounds or DbBounds()
         self._lock = threading.Lock()
         self._engines: dict[str, Engine] = {}
         self.inherited: list[object] = []
@@ -206,12 +351,12 @@ class Engines:
             return engine
 
     def app(self) -> Engine:
-        """The engine for the host-facing calls."""
-        return self._get("app")
+        """The engine for the host-facing calls (bounded: :class:`DbBounds`)."""
+        return self._get("app", bounds=self.bounds)
 
     def background(self) -> Engine:
-        """The engine of the background jobs (delivery worker, retention)."""
-        return self._get("background")
+        """The engine of the background jobs (delivery worker, retention; bounded too)."""
+        return self._get("background", bounds=self.bounds)
 
     def log_writer(self) -> Engine:
         """A one-connection engine for the log writer (connects within ``writer_timeout``)."""

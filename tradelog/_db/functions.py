@@ -12,11 +12,11 @@ from __future__ import annotations
 import string
 from typing import Any, Final
 
-from sqlalchemy import String
+from sqlalchemy import ColumnElement, String, and_, or_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["LIKE_ESCAPE", "ascii_lower", "ascii_lower_text", "like_escape"]
+__all__ = ["LIKE_ESCAPE", "ascii_lower", "ascii_lower_text", "before_keyset", "like_escape"]
 
 LIKE_ESCAPE: Final = "\\"
 _UPPER: Final = string.ascii_uppercase
@@ -54,3 +54,17 @@ def like_escape(text: str) -> str:
         .replace("%", LIKE_ESCAPE + "%")
         .replace("_", LIKE_ESCAPE + "_")
     )
+
+
+def before_keyset(
+    moment_column: Any, id_column: Any, moment: Any, ident: int
+) -> ColumnElement[bool]:
+    """Rows after ``(moment, ident)`` in ``(time, id)`` descending order (the next page).
+
+    Written as a range on the time column plus a tie-break, ``time <= moment AND (time <
+    moment OR id < ident)``, rather than ``time < moment OR (time = moment AND id < ident)``:
+    the same rows, but an index on the time column serves the range directly, so a later
+    page reads as few rows as the first (SQLite otherwise merges two index searches and
+    sorts everything before the cursor).
+    """
+    return and_(moment_column <= moment, or_(moment_column < moment, id_column < ident))

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from tradelog._access import Actor, ActorLike, require_admin, resolve_actor, scoped
 from tradelog._db.base import utcnow
+from tradelog._db.functions import before_keyset
 from tradelog._db.models import ErrorGroup as GroupRow
 from tradelog._db.models import ErrorLog
 from tradelog._errors.groups import effective_substatus, ensure_group
@@ -115,18 +116,20 @@ def _filters(
     fingerprint: str | None,
     since: datetime | None,
     until: datetime | None,
+    rows: Any = ErrorLog,
 ) -> list[Any]:
+    """The occurrence filters over ``rows`` (``ErrorLog`` or an alias of it)."""
     clauses: list[Any] = []
     if resolved is not None:
-        clauses.append(ErrorLog.resolved.is_(resolved))
+        clauses.append(rows.resolved.is_(resolved))
     if error_type is not None:
-        clauses.append(ErrorLog.error_type == error_type)
+        clauses.append(rows.error_type == error_type)
     if fingerprint is not None:
-        clauses.append(ErrorLog.fingerprint == fingerprint)
+        clauses.append(rows.fingerprint == fingerprint)
     if since is not None:
-        clauses.append(ErrorLog.occurred_at >= since)
+        clauses.append(rows.occurred_at >= since)
     if until is not None:
-        clauses.append(ErrorLog.occurred_at < until)
+        clauses.append(rows.occurred_at < until)
     return clauses
 
 
@@ -157,9 +160,7 @@ def list_errors(
     )
     if cursor is not None:
         at, ident = _decode_cursor(cursor)
-        clauses.append(
-            or_(ErrorLog.occurred_at < at, and_(ErrorLog.occurred_at == at, ErrorLog.id < ident))
-        )
+        clauses.append(before_keyset(ErrorLog.occurred_at, ErrorLog.id, at, ident))
     query = query.where(*clauses).order_by(ErrorLog.occurred_at.desc(), ErrorLog.id.desc())
     rows = list(session.scalars(query.limit(size + 1)))
     more = len(rows) > size
@@ -230,50 +231,62 @@ def error_groups(
     who = resolve_actor(session, actor)
     size = max(1, min(int(limit), MAX_LIMIT))
     moment = now or utcnow()
-    last_seen = func.max(ErrorLog.occurred_at)
+    filters: dict[str, Any] = {
+        "resolved": resolved,
+        "error_type": error_type,
+        "fingerprint": fingerprint,
+        "since": since,
+        "until": until,
+    }
+    # Two hash-friendly steps instead of one sort of every occurrence (which a
+    # count(DISTINCT user_id) grouped with the group's columns needed): occurrences per
+    # (group, user), then per group; the groups' own rows are joined to the few results.
+    per_user: Any = select(
+        ErrorLog.fingerprint,
+        ErrorLog.error_type,
+        func.count(ErrorLog.id).label("occurrences"),
+        func.sum(case((ErrorLog.resolved.is_(False), 1), else_=0)).label("unresolved"),
+        func.min(ErrorLog.occurred_at).label("first_seen"),
+        func.max(ErrorLog.occurred_at).label("last_seen"),
+    )
+    per_user = scoped(per_user, ErrorLog.user_id, who, user_id).where(*_filters(**filters))
+    per_user = per_user.group_by(
+        ErrorLog.fingerprint, ErrorLog.error_type, ErrorLog.user_id
+    ).subquery("per_user")
+    totals = (
+        select(
+            per_user.c.fingerprint,
+            per_user.c.error_type,
+            func.sum(per_user.c.occurrences).label("occurrences"),
+            func.count().label("users"),
+            func.sum(per_user.c.unresolved).label("unresolved"),
+            func.min(per_user.c.first_seen).label("first_seen"),
+            func.max(per_user.c.last_seen).label("last_seen"),
+        )
+        .group_by(per_user.c.fingerprint, per_user.c.error_type)
+        .subquery("totals")
+    )
     grouped: Any = select(
-        ErrorLog.fingerprint,
-        ErrorLog.error_type,
-        func.count(ErrorLog.id),
-        func.count(func.distinct(ErrorLog.user_id)),
-        func.sum(case((ErrorLog.resolved.is_(False), 1), else_=0)),
-        func.min(ErrorLog.occurred_at),
-        last_seen,
+        totals.c.fingerprint,
+        totals.c.error_type,
+        totals.c.occurrences,
+        totals.c.users,
+        totals.c.unresolved,
+        totals.c.first_seen,
+        totals.c.last_seen,
         GroupRow.status,
         GroupRow.substatus,
         GroupRow.first_seen,
         GroupRow.regressed_at,
-    ).outerjoin(GroupRow, GroupRow.fingerprint == ErrorLog.fingerprint)
-    clauses = _filters(
-        resolved=resolved, error_type=error_type, fingerprint=fingerprint, since=since, until=until
-    )
+        _newest_message(totals, who, user_id, filters),
+    ).outerjoin(GroupRow, GroupRow.fingerprint == totals.c.fingerprint)
     if status is not None:
-        clauses.append(func.coalesce(GroupRow.status, "unresolved") == status)
-    grouped = scoped(grouped, ErrorLog.user_id, who, user_id).where(*clauses)
-    grouped = grouped.group_by(
-        ErrorLog.fingerprint,
-        ErrorLog.error_type,
-        GroupRow.status,
-        GroupRow.substatus,
-        GroupRow.first_seen,
-        GroupRow.regressed_at,
-    )
-    grouped = grouped.order_by(last_seen.desc()).limit(size)
+        grouped = grouped.where(func.coalesce(GroupRow.status, "unresolved") == status)
+    grouped = grouped.order_by(totals.c.last_seen.desc()).limit(size)
     groups = []
     for row in session.execute(grouped):
         print_, kind, count, users, unresolved, first, last = row[:7]
-        group_status, group_substatus, group_first, regressed_at = row[7:]
-        sample: Any = select(ErrorLog.error_message).outerjoin(
-            GroupRow, GroupRow.fingerprint == ErrorLog.fingerprint
-        )
-        sample = scoped(sample, ErrorLog.user_id, who, user_id).where(
-            *clauses,
-            ErrorLog.error_type == kind,
-            ErrorLog.fingerprint.is_(None) if print_ is None else ErrorLog.fingerprint == print_,
-        )
-        message = session.scalars(
-            sample.order_by(ErrorLog.occurred_at.desc(), ErrorLog.id.desc()).limit(1)
-        ).first()
+        group_status, group_substatus, group_first, regressed_at, message = row[7:]
         shown_status = group_status or ("unresolved" if unresolved else "resolved")
         groups.append(
             ErrorGroup(
@@ -296,6 +309,30 @@ def error_groups(
             )
         )
     return groups
+
+
+def _newest_message(groups: Any, who: Actor, user_id: int | None, filters: dict[str, Any]) -> Any:
+    """The newest matching occurrence's message of each group, as a column of the grouping
+    query: a correlated subquery the database runs for the groups on the page only (one index
+    probe each on ``(fingerprint, occurred_at, id)``), not a query per group from here.
+
+    Rows without a fingerprint form one group per type; their subquery is a separate branch
+    so that both branches stay index lookups."""
+    sample = aliased(ErrorLog, name="sample")
+
+    def newest(without_fingerprint: bool) -> Any:
+        query: Any = select(sample.error_message)
+        query = scoped(query, sample.user_id, who, user_id).where(
+            *_filters(**filters, rows=sample),
+            sample.error_type == groups.c.error_type,
+            sample.fingerprint.is_(None)
+            if without_fingerprint
+            else sample.fingerprint == groups.c.fingerprint,
+        )
+        query = query.order_by(sample.occurred_at.desc(), sample.id.desc()).limit(1)
+        return query.correlate(groups).scalar_subquery()
+
+    return case((groups.c.fingerprint.is_(None), newest(True)), else_=newest(False))
 
 
 def _group_state(group: GroupRow) -> dict[str, Any]:

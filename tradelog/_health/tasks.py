@@ -161,15 +161,28 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
                 return
             failed = status == "failed" and isinstance(exc, Exception)
             notices = health.notices if run.user_id is not None else None  # no owner to tell
-            if notices is not None and failed and exc is not None and run.user_id is not None:
-                # before the capture: the owner's error alert then finds the key taken
-                notices.task_failed(run.user_id, self.task_name, health.clock(), exc)
-            if failed and isinstance(exc, Exception) and health.capture is not None:
-                health.capture.capture(
-                    exc,
-                    user_id=run.user_id,
-                    context={"source": "task", "task": self.task_name},
-                )
+            owner = run.user_id
+            capture = health.capture if failed and isinstance(exc, Exception) else None
+
+            def record_failure() -> None:
+                if capture is not None and isinstance(exc, Exception):
+                    capture.capture(
+                        exc, user_id=owner, context={"source": "task", "task": self.task_name}
+                    )
+
+            if notices is not None and failed and exc is not None and owner is not None:
+                # The notice goes first, so the owner's error alert then finds the key taken;
+                # both run after the rows queued before (on the telemetry thread), in this
+                # context (the capture merges its context variables).
+                failure, at, context = exc, health.clock(), contextvars.copy_context()
+
+                def notice_then_capture() -> None:
+                    notices.task_failed(owner, self.task_name, at, failure)
+                    context.run(record_failure)
+
+                health.later(notice_then_capture)
+            else:
+                record_failure()
             health.record_task(
                 run.user_id,
                 self.task_name,
@@ -179,8 +192,9 @@ class track_task:  # noqa: N801 - used like a function: ``with track_task(...)``
                 details=details,
             )
             if notices is not None and status == "success" and self.notify_success:
-                assert run.user_id is not None  # notices is None without an owner
-                notices.task_succeeded(run.user_id, self.task_name, health.clock(), duration)
+                assert owner is not None  # notices is None without an owner
+                at = health.clock()
+                health.later(lambda: notices.task_succeeded(owner, self.task_name, at, duration))
 
         return status == "skipped", write
 

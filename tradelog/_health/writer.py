@@ -1,10 +1,14 @@
 """Writing service health: heartbeats, running state and task rows (:class:`ServiceHealth`).
 
-Every write is **synchronous** on the caller's thread and uses the engine it is given (the
-runtime's, never the host's session). They are rare (a heartbeat every few seconds, a task every
-minute or so) and cost a few milliseconds; on PostgreSQL each transaction runs under a short
-``statement_timeout``. A database failure never reaches the host: it is logged on the
-``tradelog.service`` stdlib logger and the call returns ``False``.
+Each write is a JSON-able **record** (``kind`` ``status`` or ``task``) stored with the engine
+the health writer is given (the runtime's, never the host's session); on PostgreSQL each
+transaction runs under a short ``statement_timeout``. With a
+:class:`~tradelog._health.telemetry.Telemetry` (the runtime wires one) the records are written on
+its thread: the caller waits at most ``TRADELOG_TELEMETRY_WAIT`` seconds, never while the
+database is down, and what cannot be written is spooled and replayed later (see that module).
+Without one, the write is synchronous on the caller's thread. Either way a database failure
+never reaches the host: it is logged on the ``tradelog.service`` stdlib logger and the call
+returns ``False`` (not in the database yet).
 
 ``service_status`` has one row per user, created on first use by an upsert
 (:func:`tradelog._db.upsert.upsert_status`), so concurrent writers never collide and
@@ -30,6 +34,7 @@ from tradelog._db.base import utcnow
 from tradelog._db.engine import STATEMENT_TIMEOUT_MS
 from tradelog._db.models import ServiceTaskExecution
 from tradelog._db.upsert import upsert_status
+from tradelog._health.telemetry import Telemetry
 from tradelog._logs.redact import Redactor, redact_jsonable, redact_text
 from tradelog._users.registry import KnownUsers
 from tradelog._users.store import system_user_id
@@ -90,30 +95,91 @@ class ServiceHealth:
         clock: Callable[[], datetime] = utcnow,
         users: KnownUsers | None = None,
         notices: LifecycleNotices | None = None,
+        telemetry: Callable[[ServiceHealth], Telemetry] | None = None,
     ) -> None:
         self.engine = engine
         self.capture = capture
         self.clock = clock
         self.users = users
         self.notices = notices
+        self.telemetry = telemetry(self) if telemetry is not None else None
+        """The background writer records go through (None: written on the caller's thread)."""
+
+    # -- storing records ---------------------------------------------------------------------
+
+    def write_records(self, records: list[dict[str, Any]]) -> list[bool]:
+        """Store ``records`` in one transaction; per record, whether it was stored (False: its
+        user is unknown and refused). Raises what the database raises."""
+        stored: list[bool] = []
+        with Session(self.engine) as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+            for record in records:
+                stored.append(self._apply(session, record))
+        return stored
+
+    def _apply(self, session: Session, record: dict[str, Any]) -> bool:
+        user_id = record.get("user_id")
+        if user_id is None:
+            user_id = system_user_id(session)
+        elif self.users is not None and not self.users.ensure(session, [user_id]):
+            self.users.reject()  # the registry names the id on the console, once
+            return False
+        now = _time(record["now"])
+        if record["kind"] == "status":
+            heartbeat = record.get("heartbeat")
+            upsert_status(
+                session,
+                user_id,
+                now=now,
+                running=record.get("running"),
+                heartbeat=_time(heartbeat) if heartbeat else None,
+            )
+            return True
+        executed_at = _time(record["executed_at"])
+        session.add(
+            ServiceTaskExecution(
+                user_id=user_id,
+                task_name=record["task_name"],
+                executed_at=executed_at,
+                status=record["status"],
+                duration_seconds=record["duration_seconds"],
+                details=record.get("details"),
+            )
+        )
+        upsert_status(session, user_id, now=now, task_at=executed_at)
+        return True
 
     def _write(
-        self, action: str, work: Callable[[Session, int], None], user_id: int | None
+        self, action: str, record: dict[str, Any], after: Callable[[], object] | None = None
     ) -> bool:
+        if self.telemetry is not None:
+            return self.telemetry.submit(record, after)
         try:
-            with Session(self.engine) as session, session.begin():
-                if session.get_bind().dialect.name == "postgresql":
-                    session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-                if user_id is None:
-                    user_id = system_user_id(session)
-                elif self.users is not None and not self.users.ensure(session, [user_id]):
-                    self.users.reject()  # the registry names the id on the console, once
-                    return False
-                work(session, user_id)
+            (written,) = self.write_records([record])
         except Exception as exc:
             _log.warning("tradelog could not %s: %s", action, describe_failure(exc))
             return False
-        return True
+        if written and after is not None:
+            after()
+        return written
+
+    def later(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` after the records written so far (on the telemetry thread, or now)."""
+        if self.telemetry is not None:
+            self.telemetry.later(callback)
+        else:
+            callback()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until every record is in the database (True when it is)."""
+        return True if self.telemetry is None else self.telemetry.flush(timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Write what is queued within ``timeout``; the rest is spooled for a later process."""
+        return True if self.telemetry is None else self.telemetry.close(timeout)
+
+    # -- the calls ---------------------------------------------------------------------------
 
     def heartbeat(self, user_id: int | None, *, now: datetime | None = None) -> bool:
         """Record that ``user_id``'s service is alive (``last_heartbeat``); None: the system
@@ -121,39 +187,34 @@ class ServiceHealth:
         at = now or self.clock()
         return self._write(
             f"record a heartbeat for user {_who(user_id)}",
-            lambda s, uid: upsert_status(s, uid, now=at, heartbeat=at),
-            user_id,
+            _status(user_id, at, heartbeat=at),
         )
 
     def mark_running(
         self, user_id: int | None, *, now: datetime | None = None, notify: bool = True
     ) -> bool:
         """Mark ``user_id``'s service as running; counts as a heartbeat too. With ``notify``
-        (and notices wired) the owner is told it started."""
+        (and notices wired) the owner is told it started, once the row is written."""
         at = now or self.clock()
-        written = self._write(
+        notices = self.notices if notify and user_id is not None else None
+        return self._write(
             f"mark the service of user {_who(user_id)} running",
-            lambda s, uid: upsert_status(s, uid, now=at, running=True, heartbeat=at),
-            user_id,
+            _status(user_id, at, running=True, heartbeat=at),
+            (lambda: notices.started(user_id, at)) if notices and user_id is not None else None,
         )
-        if written and notify and self.notices is not None and user_id is not None:
-            self.notices.started(user_id, at)
-        return written
 
     def mark_stopped(
         self, user_id: int | None, *, now: datetime | None = None, notify: bool = True
     ) -> bool:
         """Mark ``user_id``'s service as stopped (a stopped service is never stale). With
-        ``notify`` (and notices wired) the owner is told it stopped."""
+        ``notify`` (and notices wired) the owner is told it stopped, once the row is written."""
         at = now or self.clock()
-        written = self._write(
+        notices = self.notices if notify and user_id is not None else None
+        return self._write(
             f"mark the service of user {_who(user_id)} stopped",
-            lambda s, uid: upsert_status(s, uid, now=at, running=False),
-            user_id,
+            _status(user_id, at, running=False),
+            (lambda: notices.stopped(user_id, at)) if notices and user_id is not None else None,
         )
-        if written and notify and self.notices is not None and user_id is not None:
-            self.notices.stopped(user_id, at)
-        return written
 
     def record_task(
         self,
@@ -169,22 +230,37 @@ class ServiceHealth:
         None: the system user's)."""
         if status not in TASK_STATUSES:
             raise ValueError(f"status must be one of {', '.join(TASK_STATUSES)}, got {status!r}")
-        document = _details(details)
+        record = {
+            "kind": "task",
+            "user_id": user_id,
+            "now": self.clock().isoformat(),
+            "task_name": task_name[:TASK_NAME_LENGTH],
+            "status": status,
+            "executed_at": executed_at.isoformat(),
+            "duration_seconds": duration_seconds,
+            "details": _details(details),
+        }
+        return self._write(f"record task {task_name!r} of user {_who(user_id)}", record)
 
-        def work(session: Session, owner: int) -> None:
-            session.add(
-                ServiceTaskExecution(
-                    user_id=owner,
-                    task_name=task_name[:TASK_NAME_LENGTH],
-                    executed_at=executed_at,
-                    status=status,
-                    duration_seconds=duration_seconds,
-                    details=document,
-                )
-            )
-            upsert_status(session, owner, now=self.clock(), task_at=executed_at)
 
-        return self._write(f"record task {task_name!r} of user {_who(user_id)}", work, user_id)
+def _status(
+    user_id: int | None,
+    at: datetime,
+    *,
+    running: bool | None = None,
+    heartbeat: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": "status",
+        "user_id": user_id,
+        "now": at.isoformat(),
+        "running": running,
+        "heartbeat": heartbeat.isoformat() if heartbeat else None,
+    }
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
 
 
 def _who(user_id: int | None) -> str:

@@ -22,11 +22,17 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, Text, and_, cast, func, or_, select
+from sqlalchemy import ColumnElement, Select, Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from tradelog._access import Actor, ActorLike, resolve_actor, scoped
-from tradelog._db.functions import LIKE_ESCAPE, ascii_lower, ascii_lower_text, like_escape
+from tradelog._db.functions import (
+    LIKE_ESCAPE,
+    ascii_lower,
+    ascii_lower_text,
+    before_keyset,
+    like_escape,
+)
 from tradelog._db.models import ServiceLog
 from tradelog._logs.levels import LEVEL_NAMES, level_number, levels_from
 
@@ -193,10 +199,7 @@ def query_logs(
     if before is not None:
         cursor = Cursor.decode(before) if isinstance(before, str) else before
         statement = statement.where(
-            or_(
-                ServiceLog.timestamp < cursor.timestamp,
-                and_(ServiceLog.timestamp == cursor.timestamp, ServiceLog.id < cursor.id),
-            )
+            before_keyset(ServiceLog.timestamp, ServiceLog.id, cursor.timestamp, cursor.id)
         )
     statement = statement.order_by(ServiceLog.timestamp.desc(), ServiceLog.id.desc()).limit(
         size + 1

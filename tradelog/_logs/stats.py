@@ -22,6 +22,13 @@ system_lines   of those, lines of events without a user (system file only)
 ============== ========================================================================
 
 plus gauges (``queue_depth``, ``spool_pending``, ``database``) and error counters.
+
+``database`` is ``ok``, ``unavailable`` (the last call failed; ``last_error`` says why) or
+``stalled``: a database call has not returned for longer than :data:`STALL_AFTER` seconds (a hung
+network, a lock) - ``stalled_for`` says how long, computed when the snapshot is taken, so a
+publisher thread that never touches the database reports a stall while it lasts. ``last_error``
+is shown only while the database is not ``ok``; the error of an outage that is over moves to
+``recovered_error``.
 """
 
 from __future__ import annotations
@@ -31,15 +38,25 @@ import json
 import os
 import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 from tradelog._files import make_dirs, write_private
 
-__all__ = ["RUNTIME_DIR", "WriterStats", "prune_writer_stats", "read_writer_stats", "stats_path"]
+__all__ = [
+    "RUNTIME_DIR",
+    "STALL_AFTER",
+    "WriterStats",
+    "prune_writer_stats",
+    "read_writer_stats",
+    "stats_path",
+]
 
 RUNTIME_DIR: Final = "_runtime"
+STALL_AFTER: Final = 2.0
+"""Seconds a database call of the writer may run before the snapshot calls it ``stalled``."""
 _PREFIX: Final = "writer-"
 _STALE_AFTER_SECONDS: Final = 30.0
 _KEEP_STOPPED: Final = timedelta(days=7)
@@ -66,7 +83,10 @@ _COUNTERS: Final = (
 class WriterStats:
     """Counters for one writer; each counter is only ever incremented by one thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stall_after: float = STALL_AFTER) -> None:
+        self.stall_after = stall_after
+        self.call_started: float | None = None
+        """``time.monotonic()`` when the database call under way began (None: none is)."""
         self.started_at = datetime.now(UTC)
         self.pid = os.getpid()
         self.written = 0
@@ -104,8 +124,16 @@ class WriterStats:
             data[name] = getattr(self, name)
         data["queue_depth"] = queue_depth
         data["spool_pending"] = spool_pending
-        data["database"] = self.database
-        data["last_error"] = self.last_error
+        started = self.call_started
+        stalled_for = time.monotonic() - started if started is not None else 0.0
+        data["stalled_for"] = round(stalled_for, 1) if stalled_for > self.stall_after else 0.0
+        if data["stalled_for"]:
+            data["database"] = "stalled"
+            data["last_error"] = f"a database call has not returned for {stalled_for:.0f} s"
+        else:
+            data["database"] = self.database
+            data["last_error"] = self.last_error if self.database != "ok" else None
+        data["recovered_error"] = self.last_error if data["last_error"] is None else None
         return data
 
 

@@ -55,7 +55,7 @@ from tradelog._logs.inserters import Inserter
 from tradelog._logs.redact import Redactor
 from tradelog._logs.rows import DbRow, FileKey, Prepared, Record, RowBuilder
 from tradelog._logs.spool import DeadLetterFile, Spool
-from tradelog._logs.stats import WriterStats, prune_writer_stats, save
+from tradelog._logs.stats import STALL_AFTER, WriterStats, prune_writer_stats, save
 from tradelog._signals import block_in_this_thread, deferred
 from tradelog._users.registry import KnownUsers
 from tradelog.config import Settings
@@ -102,7 +102,10 @@ class LogWriter:
         self.wake = threading.Event()
         self.batch_size = settings.batch_size
         self.interval = settings.flush_interval
-        self.stats = WriterStats()
+        self.stats = WriterStats(stall_after=STALL_AFTER)
+        self.publish_stats = True
+        """Save the counters from the database thread every few seconds (False: a status
+        publisher that never touches the database does it; see :mod:`tradelog._status`)."""
         self.redactor = redactor
         self.files = FileSink(self.log_dir, settings.file_max_bytes)
         self.dead_letter = DeadLetterFile(self.log_dir / "_dead_letter", settings.zone)
@@ -596,9 +599,11 @@ class LogWriter:
             while handoff:
                 item = handoff.popleft()
                 if type(item) is Batch:
+                    self.stats.call_started = time.monotonic()
                     try:
                         database.deliver(item, on_sent=self._started.set)
                     finally:
+                        self.stats.call_started = None
                         self._started.set()
                     with self._slot:
                         self._in_flight -= 1
@@ -608,12 +613,16 @@ class LogWriter:
                     database.look_for_orphans()
                     if item.stop_deadline is not None:
                         stop = item
-            more = database.maintain(budget=_REPLAY_BUDGET)
+            self.stats.call_started = time.monotonic()
+            try:
+                more = database.maintain(budget=_REPLAY_BUDGET)
+            finally:
+                self.stats.call_started = None
             if waiting and database.settled:
                 for marker in waiting:
                     marker.done.set()
                 waiting = []
-            if time.monotonic() >= next_stats:
+            if self.publish_stats and time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + _STATS_EVERY
                 self.save_stats()
         database.finish(stop.stop_deadline or time.monotonic())

@@ -6,9 +6,12 @@ How a notification travels::
       -> preferences read now, policy decides per channel          preferences.py, policy.py
       -> notifications row (= in-app inbox entry) + one outbox     dispatch.py
          delivery per external channel, in the caller's
-         transaction when ``session=`` is given
+         transaction when ``session=`` is given; one NOTIFY     listen.py
+         per committed transaction that queued deliveries
     delivery worker (background thread or ``tradelog worker``)     worker.py
-      -> claims due deliveries (FOR UPDATE SKIP LOCKED, lease)     outbox.py
+      -> woken in-process, by LISTEN (PostgreSQL), or by polling   wakeup.py, outbox_listen.py
+      -> claims due deliveries in batches (one statement,          outbox.py
+         FOR UPDATE SKIP LOCKED, lease)
       -> digests deferred ones, renders                            formatting.py
       -> sends: Telegram (shared DB rate limiter), email           channels/, ratelimit.py
       -> records sent / retry with backoff / failed + reason

@@ -5,7 +5,9 @@ Nothing is sent here. The delivery worker picks the outbox rows up once the tran
 commits, so a caller that rolls back sends nothing, and one that commits is guaranteed a
 delivery attempt (the transactional outbox pattern). On PostgreSQL the new notification is also
 announced on :data:`~tradelog._notify.listen.NOTIFICATIONS_CHANNEL`, heard by listeners in
-other processes (live inbox streams) when the transaction commits.
+other processes (live inbox streams) when the transaction commits, and a transaction that
+queued deliveries due now announces :data:`~tradelog._notify.listen.DELIVERIES_CHANNEL` once
+(however many it queued), which wakes the delivery workers of every process.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from tradelog._db.models import Notification, NotificationDelivery
 from tradelog._db.upsert import dialect_insert
 from tradelog._logs.redact import REDACT_MARGIN, redact_text
 from tradelog._notify.formatting import format_time, not_kept_marker
-from tradelog._notify.listen import NOTIFICATIONS_CHANNEL, announce
+from tradelog._notify.listen import (
+    DELIVERIES_CHANNEL,
+    NOTIFICATIONS_CHANNEL,
+    announce,
+    announce_once,
+)
 from tradelog._notify.policy import (
     DEFAULT_TIMEZONE,
     ChannelDecision,
@@ -44,6 +51,7 @@ __all__ = [
     "ChannelOutcome",
     "NotifyResult",
     "OutcomeStatus",
+    "check_request",
     "dispatch",
     "prepare_text",
 ]
@@ -101,6 +109,11 @@ class NotifyResult:
     ``created`` is False when no notification was made: the type is switched off (``reason``
     says so) or the dedupe key matched an earlier one (``duplicate`` is then True and
     ``notification_id`` is the earlier notification).
+
+    ``spooled`` is True when the database could not be reached and the request was kept in
+    the local notification spool instead (``{log_dir}/_runtime/notify-unwritten-<pid>.jsonl``):
+    it is written - preferences, quiet hours and the dedupe key applied then - when the
+    database returns. ``notification_id`` is None and ``channels`` is empty.
     """
 
     user_id: int
@@ -110,6 +123,7 @@ class NotifyResult:
     reason: str | None = None
     timezone: str = DEFAULT_TIMEZONE
     channels: tuple[ChannelOutcome, ...] = field(default_factory=tuple)
+    spooled: bool = False
 
     def channel(self, name: str) -> ChannelOutcome | None:
         """The outcome for channel ``name``, or None when the channel was not involved."""
@@ -121,6 +135,8 @@ class NotifyResult:
             tz = validate_timezone(self.timezone)
         except ValueError:
             tz = ZoneInfo(DEFAULT_TIMEZONE)
+        if self.spooled:
+            return [f"spooled: {self.reason}"]
         if not self.created and not self.duplicate:
             return [f"not created: {self.reason}"]
         head = f"notification {self.notification_id}" + (
@@ -245,6 +261,29 @@ def _outcome(decision: ChannelDecision, delivery_id: int | None) -> ChannelOutco
     )
 
 
+def check_request(
+    type_: str,
+    level: str,
+    title: str,
+    message: str,
+    *,
+    dedupe_key: str | None,
+    channels: Iterable[str] | None,
+) -> dict[str, object]:
+    """Validate a ``notify`` request without the database (raises ``ValueError`` as
+    :func:`dispatch` would); returns it scrubbed, as the notification spool keeps it."""
+    clean_title, stored, full = prepare_text(title, message)
+    allowed = validate_channels(channels)
+    return {
+        "type": validate_type(type_),
+        "level": validate_level(level),
+        "title": clean_title,
+        "message": full or stored,
+        "dedupe_key": _check_dedupe_key(dedupe_key),
+        "channels": sorted(allowed) if allowed is not None else None,
+    }
+
+
 def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, message)
     session: Session,
     user_id: int,
@@ -311,6 +350,8 @@ def dispatch(  # noqa: PLR0917 - mirrors notify(user_id, type, level, title, mes
     session.add_all(deliveries)
     session.flush()
     announce(session, NOTIFICATIONS_CHANNEL, f"{user_id}:{new_id}")  # heard at commit (PostgreSQL)
+    if any(d.action == "send" for d in external_decisions):
+        announce_once(session, DELIVERIES_CHANNEL)  # one wake-up per committed transaction
 
     outcomes = [_outcome(d, row.id) for d, row in zip(external_decisions, deliveries, strict=True)]
     outcomes.append(ChannelOutcome("in_app", "recorded"))

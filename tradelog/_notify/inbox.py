@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, false, func, or_, select, true, update
+from sqlalchemy import false, func, select, true, update
 from sqlalchemy.orm import Session
 
 from tradelog._access import ActorLike, resolve_actor, scoped
 from tradelog._db.base import utcnow
+from tradelog._db.functions import before_keyset
 from tradelog._db.models import Notification
 from tradelog._notify.policy import validate_level, validate_type
 from tradelog.exceptions import NotFound, PermissionDenied
@@ -91,12 +92,7 @@ def list_notifications(
         query = query.where(Notification.created_at < until)
     if cursor is not None:
         when, ident = _decode(cursor)
-        query = query.where(
-            or_(
-                Notification.created_at < when,
-                and_(Notification.created_at == when, Notification.id < ident),
-            )
-        )
+        query = query.where(before_keyset(Notification.created_at, Notification.id, when, ident))
     rows = list(
         session.execute(
             query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit + 1)

@@ -7,6 +7,9 @@ polling, or, on PostgreSQL, by listening:
 * :func:`announce` runs ``SELECT pg_notify(channel, payload)`` inside the caller's transaction.
   PostgreSQL delivers the message when that transaction commits and drops it on a rollback,
   so a listener never hears of a row it cannot read yet. On SQLite it does nothing.
+* :func:`announce_once` does the same at most once per transaction: the delivery workers'
+  wake-up (:data:`DELIVERIES_CHANNEL`) is one message per committed batch of new deliveries,
+  whether the transaction queued one delivery or ten thousand, never one per row.
 * :class:`Listener` is a daemon thread holding one autocommit connection that ``LISTEN``\\ s on
   some channels and calls ``on_message(channel, payload)`` for each message (on its own thread:
   the callback must be quick). It reconnects after a failure with a capped backoff; while it is
@@ -30,10 +33,20 @@ from sqlalchemy.orm import Session
 
 from tradelog._signals import block_in_this_thread
 
-__all__ = ["NOTIFICATIONS_CHANNEL", "Listener", "announce", "supports_listen"]
+__all__ = [
+    "DELIVERIES_CHANNEL",
+    "NOTIFICATIONS_CHANNEL",
+    "Listener",
+    "announce",
+    "announce_once",
+    "supports_listen",
+]
 
 NOTIFICATIONS_CHANNEL: Final = "tradelog_notifications"
 """Announced by every ``notify()`` that creates a notification; payload ``"<user_id>:<id>"``."""
+DELIVERIES_CHANNEL: Final = "tradelog_deliveries"
+"""Announced once by each transaction that queued outbox deliveries due now (empty payload);
+delivery workers listen on it."""
 
 _MAX_BACKOFF: Final = 5.0
 _log = logging.getLogger("tradelog.notify.listen")
@@ -53,6 +66,28 @@ def announce(session: Session, channel: str, payload: str) -> None:
     session.execute(
         text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
     )
+
+
+def announce_once(session: Session, channel: str, payload: str = "") -> None:
+    """:func:`announce` ``payload`` on ``channel`` unless this transaction already did.
+
+    The check costs no statement: the transaction that announced is remembered in
+    ``session.info`` and is recognised while it (or a savepoint inside it) is open. Should the
+    same message be queued twice anyway (the announcing savepoint was released, then another
+    row came), PostgreSQL folds identical messages of one transaction into one.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = ("tradelog.announced", channel, payload)
+    current = session.get_nested_transaction() or session.get_transaction()
+    seen = session.info.get(key)
+    level = current
+    while level is not None:
+        if level is seen:
+            return
+        level = level.parent
+    announce(session, channel, payload)
+    session.info[key] = current
 
 
 class Listener:

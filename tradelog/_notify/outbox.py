@@ -58,6 +58,7 @@ from tradelog._access import Actor, scoped
 from tradelog._db.base import utcnow
 from tradelog._db.models import Notification, NotificationDelivery, NotificationRateLimit
 from tradelog._logs.redact import redact_text
+from tradelog._notify.listen import DELIVERIES_CHANNEL, announce_once
 from tradelog.exceptions import ConflictError, NotFound
 
 __all__ = [
@@ -480,7 +481,10 @@ def requeue_failed(
             status="pending", attempts=0, next_attempt_at=now, updated_at=now
         ).execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    changed = int(result.rowcount)  # type: ignore[attr-defined]
+    if changed:
+        announce_once(session, DELIVERIES_CHANNEL)  # the workers hear of it at commit
+    return changed
 
 
 def backlog_summary(

@@ -35,6 +35,13 @@ on a channel no worker has claimed anything on (or probed) in that time fail wit
 naming the variable to set (:func:`~tradelog._notify.outbox.fail_unserved`). ``0`` turns the
 sweep off (they wait).
 
+Waking up: a worker looks at the outbox when the notification service of its own process rings
+it after a commit, on PostgreSQL when another process's commit sends the ``NOTIFY`` it listens
+for (one per committed transaction that queued deliveries; ``TRADELOG_LISTEN=off`` turns
+listening off), and every ``TRADELOG_WORKER_POLL_INTERVAL`` regardless, which finds retries and
+waits falling due and anything a lost connection missed. Each look claims up to the worker's
+free slots (``concurrency`` minus the deliveries it holds) in one statement.
+
 Deliveries of one user on one channel are sent one after another, in order; different users
 are served concurrently (``concurrency``).
 
@@ -75,6 +82,7 @@ from tradelog._notify.channels.base import (
 )
 from tradelog._notify.channels.in_app import telegram_blocked_notice
 from tradelog._notify.outbox import ClaimedDelivery
+from tradelog._notify.outbox_listen import OutboxListener
 from tradelog._notify.prepare import Job, prepare
 from tradelog._notify.retry import RetryPolicy
 from tradelog._notify.threads import DaemonExecutor
@@ -105,6 +113,8 @@ class DeliveryWorker:
     worker sends may wait before it fails (0: forever). ``clock`` gives the current UTC time
     for every claim, retry, lease and breaker; ``wakeups``, when given, is the registry the
     notification service rings after each commit (the worker subscribes while it runs).
+    ``listen`` (default ``TRADELOG_LISTEN``): on PostgreSQL, :meth:`run` also wakes on the
+    ``NOTIFY`` that other processes' commits send (:mod:`tradelog._notify.outbox_listen`).
     """
 
     def __init__(
@@ -122,11 +132,13 @@ class DeliveryWorker:
         unserved_timeout: float | None = None,
         clock: Callable[[], datetime] = utcnow,
         wakeups: Wakeups | None = None,
+        listen: bool | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.clock = clock
         self.wakeups = wakeups
+        self.listen = listen if listen is not None else settings.listen
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.concurrency = max(1, concurrency or self.settings.worker_concurrency)
         self.poll_interval = (
@@ -154,6 +166,7 @@ class DeliveryWorker:
         self._stopping = threading.Event()
         self._drain_until: float | None = None
         self._thread: threading.Thread | None = None
+        self._listener: OutboxListener | None = None
         self._announced = False
         self.stats: dict[str, int] = {
             "sent": 0,
@@ -191,6 +204,12 @@ class DeliveryWorker:
                 max_pause=settings.channel_pause_max,
             )
         return found
+
+    @property
+    def listening(self) -> bool:
+        """Whether the worker hears other processes' commits now (``LISTEN`` is connected)."""
+        listener = self._listener
+        return listener is not None and listener.listening
 
     def wake(self) -> None:
         """Look for due deliveries now instead of at the next poll (thread-safe)."""
@@ -251,6 +270,8 @@ class DeliveryWorker:
         self._loop.set_default_executor(executor)
         self._event = asyncio.Event()
         unsubscribe = self.wakeups.subscribe(self.wake) if self.wakeups is not None else None
+        if self.listen and not until_idle:
+            self._listener = OutboxListener(self.engine, self.wake).start()
         channels = await asyncio.to_thread(lambda: self.channels)
         self._announce()
         renewer = asyncio.create_task(self._renew_forever())
@@ -282,6 +303,9 @@ class DeliveryWorker:
         finally:
             if unsubscribe is not None:
                 unsubscribe()
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             await self._shutdown()
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

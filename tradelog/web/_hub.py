@@ -8,10 +8,10 @@ subscribed and asks the database for notifications of the subscribed users:
   which every ``notify()`` announces at commit, from any process; the payload names the new
   row), or by this process's own ``notify()`` calls (the runtime's
   :class:`~tradelog._notify.wakeup.Wakeups`);
-* and by polling: every ``poll_interval`` (0.5 s) on SQLite or while the listener is down,
-  every ``listen_poll_interval`` (2 s) as a safety net while it listens. When the listener
-  loses its connection, and again when it listens anew, the hub looks at once: what was
-  committed while nobody listened is found by that look.
+* and by polling: every ``poll_interval`` (0.5 s) on SQLite, with ``TRADELOG_LISTEN=off`` or
+  while the listener is down, every ``listen_poll_interval`` (2 s) as a safety net while it
+  listens. When the listener loses its connection, and again when it listens anew, the hub
+  looks at once: what was committed while nobody listened is found by that look.
 
 One query per round serves every stream: ``user_id IN (subscribed) AND (id > floor OR id IN
 (named by wake-ups))``, ``floor`` being the highest id in the table :data:`LOOKBACK` seconds
@@ -97,7 +97,8 @@ class StreamHub:
     ``sessions`` opens a session on the runtime's database, ``engine`` gives its engine (the
     listener opens its own connection to the same database), ``wakeups`` the registry this
     process's ``notify()`` rings, ``serialize`` turns a notification row into a stream event,
-    ``poll_interval`` gives the seconds between polls while nothing wakes the hub.
+    ``poll_interval`` gives the seconds between polls while nothing wakes the hub; ``listen``
+    whether to ``LISTEN`` on PostgreSQL (``TRADELOG_LISTEN``; off, the hub only polls).
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class StreamHub:
         wakeups: Callable[[], Wakeups | None] = lambda: None,
         poll_interval: Callable[[], float] = lambda: 0.5,
         listen_poll_interval: float = 2.0,
+        listen: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions = sessions
         self._engine = engine
@@ -116,6 +118,7 @@ class StreamHub:
         self._wakeups = wakeups
         self.poll_interval = poll_interval
         self.listen_poll_interval = listen_poll_interval
+        self.listen = listen
         self._lock = threading.Lock()
         self._subscriptions: dict[int, set[Subscription]] = {}
         self._fresh: list[Subscription] = []
@@ -209,7 +212,7 @@ class StreamHub:
             if wakeups is not None:
                 unsubscribe = wakeups.subscribe(self.wake)
             engine = self._engine()
-            if engine.dialect.name == "postgresql":
+            if engine.dialect.name == "postgresql" and self.listen():
                 named = engine.url.update_query_dict({"application_name": LISTENER_NAME})
                 listen_engine = create_tradelog_engine(named, poolclass=NullPool)
                 listener = Listener(

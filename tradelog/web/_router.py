@@ -98,6 +98,7 @@ def create_router(
         serialize=lambda row: notification_out(row).model_dump(mode="json"),
         wakeups=lambda: context.runtime.wakeups,
         poll_interval=lambda: poll_interval or context.runtime.settings.web_poll_interval,
+        listen=lambda: context.runtime.settings.listen,
     )
     router = TradelogRouter(dependencies=[Depends(current)])
     router.hub = hub

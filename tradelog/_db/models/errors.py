@@ -21,6 +21,7 @@ class ErrorLog(Base):
     __tablename__ = "error_logs"
     __table_args__ = (
         Index("ix_error_logs_user_occurred_resolved", "user_id", "occurred_at", "resolved"),
+        Index("ix_error_logs_fingerprint_occurred_id", "fingerprint", "occurred_at", "id"),
     )
 
     id: Mapped[intpk]

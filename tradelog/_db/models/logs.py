@@ -1,11 +1,15 @@
-"""``service_logs``: structured log events, one row per event that names a user."""
+"""``service_logs``: structured log events, one row per event that names a user.
+
+On PostgreSQL with ``pg_trgm``, two trigram GIN indexes (``message`` and ``context::text``,
+revision ``0008_log_search_index``) serve keyword searches; they exist on PostgreSQL only.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, String, func
+from sqlalchemy import JSON, Index, String, Text, cast, column, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tradelog._db.base import Base, UTCDateTime, intpk, user_fk, utcnow
@@ -17,6 +21,18 @@ class ServiceLog(Base):
     __tablename__ = "service_logs"
     __table_args__ = (
         Index("ix_service_logs_user_timestamp_level", "user_id", "timestamp", "level"),
+        Index(
+            "ix_service_logs_message_trgm",
+            "message",
+            postgresql_using="gin",
+            postgresql_ops={"message": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_service_logs_context_trgm",
+            cast(column("context"), Text).label("context_text"),
+            postgresql_using="gin",
+            postgresql_ops={"context_text": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[intpk]

@@ -51,6 +51,7 @@ class Notification(Base):
     __table_args__ = (
         Index("ix_notifications_user_read_created", "user_id", "read", "created_at"),
         Index("ix_notifications_user_id_dedupe_key", "user_id", "dedupe_key", unique=True),
+        Index("ix_notifications_user_created_id", "user_id", "created_at", "id"),
     )
 
     id: Mapped[intpk]

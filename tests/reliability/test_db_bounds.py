@@ -1,0 +1,312 @@
+"""Every synchronous call that touches the database returns, or raises a tradelog exception,
+within its bound: against a black hole, an unmigrated database and a database held under a lock.
+Notifications and telemetry made while the database cannot take them are spooled and replayed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+import tradelog
+from tests.support.blackhole import black_hole
+from tests.support.db import MigratedDatabase
+from tradelog import audit, errors, health, ml, notifications, trading_config
+from tradelog import users as users_api
+from tradelog._cli import main as cli_main
+from tradelog.exceptions import StorageError, TradelogError
+
+BOUND = 5.0
+"""Seconds any one call may take here: the connect bound (libpq's minimum, 2 s) plus margin."""
+
+CLI_BOUND = 8.0
+"""A CLI command: the connect bound plus parsing and lazy imports on a loaded machine
+(measured 2.1-2.4 s idle, 5.0 s during the full suite)."""
+
+SessionCall = Callable[[Session], object]
+
+_SESSION_CALLS: list[tuple[str, SessionCall]] = [
+    ("notifications.list_notifications", lambda s: notifications.list_notifications(s, 1)),
+    ("notifications.unread_count", lambda s: notifications.unread_count(s, 1)),
+    ("notifications.mark_read", lambda s: notifications.mark_read(s, 1, 1)),
+    ("notifications.mark_all_read", lambda s: notifications.mark_all_read(s, 1)),
+    ("notifications.get_preferences", lambda s: notifications.get_preferences(s, 1)),
+    (
+        "notifications.update_preferences",
+        lambda s: notifications.update_preferences(s, 1, 1, email_enabled=False),
+    ),
+    ("errors.list_errors", lambda s: errors.list_errors(s, 1)),
+    ("errors.get_error", lambda s: errors.get_error(s, 1, 1)),
+    ("errors.resolve", lambda s: errors.resolve(s, 1, 1)),
+    ("errors.error_groups", lambda s: errors.error_groups(s, 1)),
+    ("trading_config.get_config", lambda s: trading_config.get_config(s, 1, 1)),
+    ("trading_config.update_config", lambda s: trading_config.update_config(s, 1, 1)),
+    ("ml.list_models", lambda s: ml.list_models(s, 1)),
+    ("ml.list_jobs", lambda s: ml.list_jobs(s, 1)),
+    ("audit.list_audit", lambda s: audit.list_audit(s, 1)),
+    (
+        "audit.record_audit",
+        lambda s: audit.record_audit(s, user_id=1, action="x", resource_type="y"),
+    ),
+    ("users.list_users", lambda s: users_api.list_users(s, 1)),
+    ("users.ensure_user", lambda s: users_api.ensure_user(7, session=s)),
+    (
+        "health.service_overview",
+        lambda s: health.service_overview(s, 1, datetime.now(UTC), 60),
+    ),
+    (
+        "notify(session=...)",
+        lambda s: tradelog.notify(1, "system", "info", "t", "m", session=s),
+    ),
+]
+
+
+def _timed(call: Callable[[], object]) -> tuple[float, BaseException | None]:
+    started = time.monotonic()
+    try:
+        call()
+    except BaseException as exc:
+        return time.monotonic() - started, exc
+    return time.monotonic() - started, None
+
+
+def _check_session_calls(runtime: tradelog.Runtime) -> dict[str, float]:
+    """Run every session call; each raises a tradelog exception within BOUND (or returns)."""
+    took: dict[str, float] = {}
+    for name, call in _SESSION_CALLS:
+        with runtime.session() as session:
+            seconds, exc = _timed(lambda c=call, s=session: c(s))  # type: ignore[misc]
+        took[name] = seconds
+        assert seconds < BOUND, f"{name} took {seconds:.1f} s"
+        assert exc is None or isinstance(exc, TradelogError), f"{name} raised {exc!r}"
+    return took
+
+
+def _configure(url: str, log_dir: Path, **options: Any) -> tradelog.Runtime:
+    return tradelog.configure(
+        database_url=url,
+        log_dir=log_dir,
+        console=False,
+        worker=False,
+        schema_check="off",
+        db_connect_timeout=1,
+        db_statement_timeout=1,
+        db_write_timeout=1,
+        telemetry_wait=0.2,
+        **options,
+    )
+
+
+@pytest.mark.slow
+def test_black_hole_every_sync_api_is_bounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a port that accepts and never answers: telemetry returns at once, notify()
+    spools, every session API and CLI command raises StorageError (masked URL) in < 5 s."""
+    with black_hole() as port:
+        url = f"postgresql+psycopg://tl:hunter2pw@127.0.0.1:{port}/tradelog"
+        runtime = _configure(url, tmp_path)
+
+        def task() -> None:
+            with tradelog.track_task(1, "sell_monitor"):
+                pass
+
+        telemetry = {
+            "heartbeat": lambda: tradelog.heartbeat(1),
+            "mark_running": lambda: tradelog.mark_running(1),
+            "track_task": task,
+            "mark_stopped": lambda: tradelog.mark_stopped(1),
+        }
+        for name, call in telemetry.items():
+            seconds, exc = _timed(call)
+            assert exc is None, f"{name} raised {exc!r}"
+            assert seconds < 0.2 + 0.5, f"{name} took {seconds:.2f} s"
+
+        seconds, exc = _timed(lambda: tradelog.notify(1, "system", "info", "t", "m"))
+        assert exc is None
+        assert seconds < BOUND
+        result = tradelog.notify(1, "system", "info", "t2", "m2")
+        assert result.spooled
+        assert not result.created
+        assert result.notification_id is None
+
+        took = _check_session_calls(runtime)
+        with runtime.session() as session, pytest.raises(StorageError) as raised:
+            notifications.unread_count(session, 1)
+        assert "hunter2pw" not in str(raised.value)
+        assert "***" in str(raised.value)
+
+        monkeypatch.setenv("TRADELOG_DATABASE_URL", url)
+        monkeypatch.setenv("TRADELOG_DB_CONNECT_TIMEOUT", "1")
+        monkeypatch.setenv("TRADELOG_LOG_DIR", str(tmp_path))
+        for argv in (
+            ["errors", "list"],
+            ["notify", "list"],
+            ["users", "list"],
+            ["status"],
+            ["logs"],
+        ):
+            codes: list[int] = []
+            seconds, exc = _timed(
+                lambda a=argv, c=codes: c.append(cli_main(a))  # type: ignore[misc]
+            )
+            assert exc is None, f"{argv} raised {exc!r}"
+            assert codes == [3], f"{argv} exited {codes}"
+            assert seconds < CLI_BOUND, f"{argv} took {seconds:.1f} s"
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert "hunter2pw" not in err
+
+        seconds, exc = _timed(lambda: tradelog.shutdown(2))
+        assert exc is None
+        assert seconds < 2 + 1
+    print(f"slowest session call: {max(took.values()):.2f} s ({max(took, key=took.__getitem__)})")
+    spools = sorted(p.name for p in (tmp_path / "_runtime").glob("*-unwritten-*.jsonl"))
+    assert any(name.startswith("health-unwritten-") for name in spools)
+    assert any(name.startswith("notify-unwritten-") for name in spools)
+    for path in (tmp_path / "_runtime").glob("*-unwritten-*.jsonl"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_unmigrated_database_says_run_db_upgrade(empty_url: str, tmp_path: Path) -> None:
+    """On a database without tradelog's tables every session API and notify() raise
+    StorageError saying to run `tradelog db upgrade`; heartbeat() returns False, no raise."""
+    runtime = _configure(empty_url, tmp_path)
+    with pytest.raises(StorageError, match="tradelog db upgrade"):
+        tradelog.notify(1, "system", "info", "t", "m")
+    for name, call in _SESSION_CALLS:
+        with runtime.session() as session:
+            seconds, exc = _timed(lambda c=call, s=session: c(s))  # type: ignore[misc]
+        assert seconds < BOUND, f"{name} took {seconds:.1f} s"
+        assert exc is None or isinstance(exc, TradelogError), f"{name} raised {exc!r}"
+        if isinstance(exc, StorageError):
+            assert "tradelog db upgrade" in str(exc), f"{name}: {exc}"
+    assert tradelog.heartbeat(1) is False
+
+
+@contextmanager
+def _locked(db: MigratedDatabase, table: str) -> Iterator[None]:
+    """Hold ``table`` (PostgreSQL) or the whole SQLite database under a write lock."""
+    if db.backend == "sqlite":
+        path = db.engine.url.database
+        assert path
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    engine = create_engine(db.url)
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            transaction.rollback()
+    engine.dispose()
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_notify_spools_while_locked_and_replays_in_order(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """notify() while the database cannot take the write: spooled (0600, one line each) within
+    the statement bound, then replayed in order with the dedupe key honoured; session=
+    raises StorageError."""
+    alice = users["alice"]
+    runtime = _configure(db.url, tmp_path)
+    with _locked(db, "notifications"):
+        started = time.monotonic()
+        first = tradelog.notify(alice, "trading", "info", "A", "first", dedupe_key="fill-1")
+        second = tradelog.notify(alice, "trading", "info", "B", "second")
+        again = tradelog.notify(alice, "trading", "info", "A again", "dup", dedupe_key="fill-1")
+        took = time.monotonic() - started
+        assert first.spooled
+        assert second.spooled
+        assert again.spooled
+        assert took < 1 + BOUND
+        with runtime.session() as session, pytest.raises(StorageError):
+            tradelog.notify(alice, "trading", "info", "C", "in a session", session=session)
+        spools = list((tmp_path / "_runtime").glob("notify-unwritten-*.jsonl"))
+        assert spools
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in spools)
+        assert sum(len(p.read_text().splitlines()) for p in spools) == 3
+    # replayed is counted after the spool files are gone: wait for the count
+    assert _wait_for(lambda: runtime.notifications.replayed == 3, 15)
+    assert not list((tmp_path / "_runtime").glob("notify-unwritten-*.jsonl"))
+    rows = db.rows(
+        "SELECT title, dedupe_key FROM notifications WHERE user_id = :u ORDER BY id", u=alice
+    )
+    assert [(r["title"], r["dedupe_key"]) for r in rows] == [("A", "fill-1"), ("B", None)]
+    direct = tradelog.notify(alice, "trading", "info", "D", "after")
+    assert direct.created
+    assert not direct.spooled
+
+
+def test_telemetry_never_waits_on_a_locked_database(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """Heartbeats and task rows while the status table is locked: each call returns within the
+    telemetry wait; afterwards every task row and the latest heartbeat are in the database."""
+    alice = users["alice"]
+    runtime = _configure(db.url, tmp_path)
+    assert tradelog.heartbeat(alice) is True  # the normal path is still synchronous
+    slowest = 0.0
+    with _locked(db, "service_status"):
+        for run in range(5):
+            started = time.monotonic()
+            tradelog.heartbeat(alice)
+            with tradelog.track_task(alice, "sell_monitor") as task:
+                task["run"] = run
+            slowest = max(slowest, time.monotonic() - started)
+        last = datetime.now(UTC)
+        tradelog.heartbeat(alice)
+        assert runtime.flush(0.5) is False  # not in the database yet: flush says so
+    assert slowest < 2 * 0.2 + 0.5, f"slowest {slowest:.2f} s"
+    assert runtime.flush(15) is True
+    runs = db.rows(
+        "SELECT details FROM service_task_execution WHERE user_id = :u ORDER BY id", u=alice
+    )
+    assert len(runs) == 5
+    beat = db.scalar("SELECT last_heartbeat FROM service_status WHERE user_id = :u", u=alice)
+    if isinstance(beat, str):
+        beat = datetime.fromisoformat(beat)
+    assert isinstance(beat, datetime)
+    assert beat.replace(tzinfo=UTC) >= last.replace(microsecond=0) - timedelta(seconds=1)
+    assert not list((tmp_path / "_runtime").glob("health-unwritten-*.jsonl"))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_long_statement_is_cut_at_the_statement_bound(
+    db: MigratedDatabase, tmp_path: Path
+) -> None:
+    """PostgreSQL: every connection of the runtime's engine runs under statement_timeout; a
+    statement longer than the bound raises StorageError after about that long."""
+    runtime = _configure(db.url, tmp_path)
+    with runtime.session() as session:
+        assert session.execute(text("SHOW statement_timeout")).scalar() == "1s"
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="statement timeout"):
+            session.execute(text("SELECT pg_sleep(10)"))
+    assert time.monotonic() - started < 1 + 1.5

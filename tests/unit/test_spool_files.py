@@ -1,0 +1,75 @@
+"""JsonlSpool: owner-only appends, replay in order, resume after a failure, adopt the dead."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tradelog._spool_files import JsonlSpool
+
+_GONE_PID = 4_999_999  # above any pid_max: no such process
+
+
+def _recorder(fail_on: set[int] | None = None) -> tuple[list[int], Any]:
+    seen: list[int] = []
+
+    def write(batch: list[dict[str, Any]]) -> None:
+        for record in batch:
+            if fail_on and record["n"] in fail_on:
+                raise RuntimeError("database down")
+        seen.extend(record["n"] for record in batch)
+
+    return seen, write
+
+
+def test_append_is_owner_only_and_replay_keeps_order(tmp_path: Path) -> None:
+    """Records come back in the order appended; the file is 0600 and gone afterwards."""
+    spool = JsonlSpool(tmp_path / "rt", "t-")
+    spool.append([{"n": 1}, {"n": 2}])
+    spool.append([{"n": 3}])
+    assert stat.S_IMODE(spool.own_path.stat().st_mode) == 0o600
+    assert spool.pending() == 3
+    seen, write = _recorder()
+    assert spool.replay(write, batch_size=2) == 3
+    assert seen == [1, 2, 3]
+    assert spool.pending() == 0
+    assert not list((tmp_path / "rt").iterdir())
+
+
+def test_a_failed_replay_resumes_before_what_came_later(tmp_path: Path) -> None:
+    """The batch that failed and the rest are replayed first, then records appended since."""
+    spool = JsonlSpool(tmp_path, "t-")
+    spool.append([{"n": n} for n in range(1, 6)])
+    seen, write = _recorder(fail_on={3})
+    assert spool.replay(write, batch_size=1) == 2
+    assert seen == [1, 2]
+    spool.append([{"n": 6}])
+    assert spool.pending() == 4
+    seen, write = _recorder()
+    assert spool.replay(write, batch_size=1) == 4
+    assert seen == [3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("name", [f"t-{_GONE_PID}.jsonl", f"t-1.replay-{_GONE_PID}.jsonl"])
+def test_spools_of_dead_processes_are_adopted(tmp_path: Path, name: str) -> None:
+    """A fresh or half-replayed file of a process that is gone is replayed here."""
+    (tmp_path / name).write_text(json.dumps({"n": 9}) + "\n")
+    spool = JsonlSpool(tmp_path, "t-")
+    seen, write = _recorder()
+    assert spool.replay(write) == 1
+    assert seen == [9]
+
+
+def test_files_of_live_processes_are_left_alone(tmp_path: Path) -> None:
+    """Another live process's spool is its own to replay."""
+    other = os.getppid()
+    (tmp_path / f"t-{other}.jsonl").write_text(json.dumps({"n": 1}) + "\n")
+    spool = JsonlSpool(tmp_path, "t-")
+    seen, write = _recorder()
+    assert spool.replay(write) == 0
+    assert seen == []

@@ -1,0 +1,224 @@
+"""Durable local spools of JSON records: what a call could not write while the database was down.
+
+A :class:`JsonlSpool` keeps one owner-only (``0600``) file per process,
+``{directory}/{prefix}{pid}.jsonl``, one JSON object per line. :meth:`JsonlSpool.append` writes
+the lines and ``fsync``\\ s the file before it returns, so a record the caller was told is
+spooled survives a crash of the process or the host.
+
+:meth:`JsonlSpool.replay` hands the records to a writer **in the order they were appended**:
+
+1. files left over from an earlier, interrupted replay come first (``....replay-<pid>.jsonl``,
+   this process's or a dead process's), then this process's file and the files of processes
+   that are no longer running;
+2. a file is claimed by renaming it to ``{prefix}{pid}.replay-{replaying pid}.jsonl`` (only one
+   process wins the rename), then its records are written in batches;
+3. after every batch the claimed file is rewritten (atomically) with the records still to
+   write, so a replay that stops - the database went away again - resumes at the first record
+   that was not written, before anything appended since.
+
+At-least-once window: a process killed after a batch committed and before the claimed file was
+rewritten replays that batch again (the records carry what the writer needs to recognise a
+repeat, e.g. a notification's dedupe key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from tradelog._files import make_dirs, open_private, write_private
+
+__all__ = ["JsonlSpool", "Replayer"]
+
+_REPLAY: Final = ".replay-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class JsonlSpool:
+    """The spool files named ``{prefix}*`` under ``directory`` (see the module docstring)."""
+
+    def __init__(self, directory: Path | str, prefix: str) -> None:
+        self.directory = Path(directory)
+        self.prefix = prefix
+        self._lock = threading.Lock()
+        self._replaying = threading.Lock()
+
+    @property
+    def own_path(self) -> Path:
+        """This process's spool file."""
+        return self.directory / f"{self.prefix}{os.getpid()}.jsonl"
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append ``records`` to this process's file and ``fsync`` it (raises ``OSError``)."""
+        data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        with self._lock:
+            make_dirs(self.directory)
+            fd = open_private(self.own_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                view = memoryview(data.encode("utf-8"))
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def pending(self) -> int:
+        """How many records wait in the files a replay here would take (0 when none)."""
+        count = 0
+        for path in self._ready(claimed=True) + self._ready(claimed=False):
+            with contextlib.suppress(OSError), path.open("rb") as handle:
+                count += sum(1 for line in handle if line.strip())
+        return count
+
+    def _files(self) -> Iterator[Path]:
+        try:
+            yield from sorted(self.directory.glob(f"{self.prefix}*.jsonl"))
+        except OSError:
+            return
+
+    def _ready(self, *, claimed: bool) -> list[Path]:
+        """Leftover claimed files (``claimed``) or fresh files a replay here may take."""
+        ready = []
+        for path in self._files():
+            stem = path.stem.removeprefix(self.prefix)
+            owner, _, claimer = stem.partition(_REPLAY)
+            if not owner.isdigit():
+                continue
+            if claimed != bool(claimer):
+                continue
+            holder = claimer or owner
+            if holder.isdigit() and _pid_alive(int(holder)) is (int(holder) == os.getpid()):
+                ready.append(path)
+        return ready
+
+    def replay(
+        self, write: Callable[[list[dict[str, Any]]], object], *, batch_size: int = 100
+    ) -> int:
+        """Write the spooled records with ``write`` (one call per batch, in order); returns how
+        many were written. Stops at the first batch ``write`` raises on: that batch and the
+        rest stay spooled, ahead of anything appended since."""
+        if not self._replaying.acquire(blocking=False):
+            return 0  # another thread of this process is replaying
+        try:
+            written = 0
+            for path in self._ready(claimed=True):
+                owner = path.stem.partition(_REPLAY)[0]
+                target = path.with_name(f"{owner}{_REPLAY}{os.getpid()}.jsonl")
+                if path != target:
+                    try:
+                        path.rename(target)
+                    except OSError:
+                        continue
+                done, finished = self._replay_file(target, write, batch_size)
+                written += done
+                if not finished:
+                    return written
+            for path in self._ready(claimed=False):
+                target = path.with_name(f"{path.stem}{_REPLAY}{os.getpid()}.jsonl")
+                try:
+                    with self._lock:
+                        path.rename(target)
+                except OSError:
+                    continue
+                done, finished = self._replay_file(target, write, batch_size)
+                written += done
+                if not finished:
+                    return written
+            return written
+        finally:
+            self._replaying.release()
+
+    def _replay_file(
+        self, path: Path, write: Callable[[list[dict[str, Any]]], object], batch_size: int
+    ) -> tuple[int, bool]:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return 0, False
+        records: list[dict[str, Any]] = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        size = max(1, batch_size)
+        written = 0
+        for start in range(0, len(records), size):
+            batch = records[start : start + size]
+            try:
+                write(batch)
+            except Exception:
+                return written, False
+            written += len(batch)
+            rest = records[start + size :]
+            with contextlib.suppress(OSError):
+                if rest:
+                    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rest)
+                    write_private(path, payload.encode("utf-8"))
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return written, True
+
+
+class Replayer:
+    """A daemon thread that calls ``replay`` every ``interval`` seconds, and at once when
+    :meth:`poke`\\ d; what ``replay`` raises is handed to ``on_error``, never raised."""
+
+    def __init__(
+        self,
+        replay: Callable[[], object],
+        *,
+        interval: float,
+        name: str,
+        on_error: Callable[[BaseException], object],
+    ) -> None:
+        self._replay = replay
+        self.interval = interval
+        self.name = name
+        self._on_error = on_error
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Replayer:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+        return self
+
+    def poke(self) -> None:
+        """Replay now rather than at the next interval."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the thread, waiting up to ``timeout`` for a replay under way."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._replay()
+            except Exception as exc:
+                self._on_error(exc)
+            self._wake.wait(self.interval)
+            self._wake.clear()
