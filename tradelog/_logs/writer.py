@@ -332,12 +332,14 @@ class LogWriter:
         """
         batch_id = new_batch_id()
         records: list[Record] = []
-        with deferred():
-            self.held[batch_id] = records
-            self._take_queued(records, self.batch_size - (record is not None))
-            if record is not None:
-                records.append(record)
         try:
+            # A signal held back here is handled as the block ends: what it raises must
+            # find the records noted as held, to be put back.
+            with deferred():
+                self.held[batch_id] = records
+                self._take_queued(records, self.batch_size - (record is not None))
+                if record is not None:
+                    records.append(record)
             return self._write_here(batch_id, records, count_overflow=record is not None)
         except BaseException:
             with deferred():
