@@ -110,6 +110,7 @@ from tradelog._notify.service import SPOOL_PREFIX as NOTIFY_SPOOL_PREFIX
 from tradelog._notify.service import NotificationService
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.worker import DeliveryWorker
+from tradelog._signals import block_in_this_thread
 from tradelog._spool_files import JsonlSpool, Replayer
 from tradelog._status import StatusPublisher, local_backlog
 from tradelog._users.registry import UserRegistry
@@ -878,14 +879,21 @@ def _terminate_after_shutdown(signum: int, frame: object) -> None:
         return
     runtime = _state.current
     if runtime is not None and not runtime.closed:
-        helper = threading.Thread(target=_shutdown_at_exit, name="tradelog-terminate", daemon=True)
+        helper = threading.Thread(target=_terminate_helper, name="tradelog-terminate", daemon=True)
         helper.start()
         helper.join(_terminate_wait(runtime))
-        if helper.is_alive():
-            runtime._spool_what_is_left()
-    elif stopping is not None and not stopping._stopped.wait(_terminate_wait(stopping)):
+        # Also after a shutdown that finished: the call this handler interrupted may hold
+        # records it took off the queue (LogWriter.held); it never resumes.
+        runtime._spool_what_is_left()
+    elif stopping is not None:
+        stopping._stopped.wait(_terminate_wait(stopping))
         stopping._spool_what_is_left()
     signal.raise_signal(signum)
+
+
+def _terminate_helper() -> None:
+    block_in_this_thread()
+    _shutdown_at_exit()
 
 
 def _terminate_wait(runtime: Runtime) -> float:

@@ -61,9 +61,11 @@ from tradelog._db.models import (
     ServiceLog,
     ServiceStaleEpisode,
     ServiceTaskExecution,
+    WriteBatch,
 )
 from tradelog._errors.workflow import purge_resolved
 from tradelog._retention_files import RuntimeFile, expired, remove
+from tradelog._signals import block_in_this_thread
 
 if TYPE_CHECKING:
     from tradelog.config import Settings
@@ -105,6 +107,9 @@ ROW_CATEGORIES: Final[dict[str, str]] = {
     "task_executions": "task_executions_days",
     "stale_episodes": "task_executions_days",
     "audit_logs": "audit_logs_days",
+    # The ids of committed write batches are needed as long as a spool or spill file may
+    # still replay their batch: as long as spill files are kept.
+    "write_batches": "spill_files_days",
 }
 FILE_CATEGORIES: Final = ("log_files", "dead_letters", "spill_files")
 _FINISHED: Final = ("sent", "failed", "suppressed", "digested")
@@ -247,6 +252,8 @@ def _condition(category: str, cutoff: datetime) -> tuple[Any, ColumnElement[bool
         return AuditLog.id, AuditLog.timestamp < cutoff
     if category == "error_logs":
         return ErrorLog.id, ErrorLog.resolved.is_(True) & (ErrorLog.resolved_at < cutoff)
+    if category == "write_batches":
+        return WriteBatch.batch_id, WriteBatch.committed_at < cutoff
     raise ValueError(f"unknown retention category {category!r}")
 
 
@@ -599,6 +606,7 @@ class DailyRetention:
         return result
 
     def _loop(self) -> None:
+        block_in_this_thread()
         while not self._stop.is_set():
             now = self.clock()
             due = next_daily_run(now, self.at, self.job.policy.timezone)

@@ -17,7 +17,7 @@ writers keep accepting events meanwhile (their spool takes what the database can
 upgrade outside market hours.
 
 Revision ID: 0008_log_search_index
-Revises: 0006_system_user_flag
+Revises: 0007_write_batches
 Create Date: 2026-11-29
 """
 
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_log_search_index"
-down_revision: str | None = "0006_system_user_flag"
+down_revision: str | None = "0007_write_batches"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

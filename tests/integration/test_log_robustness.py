@@ -116,7 +116,8 @@ def test_logging_never_raises(db_url: str, tmp_path: Path) -> None:
         finally:
             for handler in others:
                 root.addHandler(handler)
-        assert runtime.flush(30)
+        runtime.flush(30)  # False when some of the odd events were dead-lettered
+        assert runtime.flush(10)
         stats = runtime.stats()
     assert stats["internal_errors"] == 0
     assert stats["dropped"] == 0

@@ -24,6 +24,7 @@ from tradelog._db.models import (
     NotificationDelivery,
     ServiceStaleEpisode,
     ServiceTaskExecution,
+    WriteBatch,
 )
 from tradelog.config import Settings
 from tradelog.retention import RetentionJob, RetentionPolicy
@@ -256,3 +257,21 @@ def test_settings_and_cli(
     assert report["audit_logs"] == 2
     assert report["unread_notifications"] == 2  # unread_new waits for its pending delivery
     assert db.scalar("SELECT count(*) FROM audit_logs") == 2
+
+
+def test_write_batch_ids_go_after_the_spill_file_period(db: MigratedDatabase) -> None:
+    """The id of a batch committed longer ago than spill files are kept (30 days) can no
+    longer meet a replay of its batch: it goes; a younger one stays."""
+    with db.session() as session:
+        session.add_all(
+            [
+                WriteBatch(batch_id="old", committed_at=ago(31)),
+                WriteBatch(batch_id="young", committed_at=ago(29)),
+            ]
+        )
+        session.commit()
+    result = RetentionJob(db.engine, None, batch_size=1).run_once(NOW)
+    assert result.counts()["write_batches"] == 1
+    assert [r["batch_id"] for r in db.rows("SELECT batch_id FROM tradelog_write_batches")] == [
+        "young"
+    ]

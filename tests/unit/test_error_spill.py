@@ -35,12 +35,14 @@ def test_record_round_trip() -> None:
 def test_replay_stores_everything_once(tmp_path: Path) -> None:
     """A failure in the second batch keeps the unstored rows; the next replay stores them."""
     spills = SpillFiles(tmp_path)
-    spills.append([_record(n) for n in range(5)])
+    spills.append([_record(0), _record(1)])
+    spills.append([_record(2), _record(3)])
+    spills.append([_record(4)])
     assert spills.has_own()
     stored: list[int] = []
     calls = 0
 
-    def flaky(batch: Sequence[ErrorRecord]) -> None:
+    def flaky(batch: Sequence[ErrorRecord], batch_id: str) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
@@ -63,7 +65,23 @@ def test_files_of_running_processes_are_left_alone(tmp_path: Path) -> None:
     dead.write_text(record_to_json(_record(2)) + "\nnot json\n")
     (tmp_path / f"{PREFIX}junk.jsonl").write_text("x\n")
     taken: list[ErrorRecord] = []
-    assert SpillFiles(tmp_path).replay(taken.extend, batch_size=10) == 1
+    assert SpillFiles(tmp_path).replay(lambda rows, _: taken.extend(rows), batch_size=10) == 1
     assert taken == [_record(2)]
     assert alive.exists()
     assert not dead.exists()
+
+
+def test_a_batch_keeps_its_id_through_a_failed_replay(tmp_path: Path) -> None:
+    """Each spilled batch is offered under the id it was spilled with, also after a replay
+    that failed put it back: the store recognises a batch it committed before."""
+    spills = SpillFiles(tmp_path)
+    spills.append([_record(0), _record(1)], batch_id="aa")
+    spills.append([_record(2)], batch_id="bb")
+    seen: list[tuple[str, int]] = []
+
+    def down(batch: Sequence[ErrorRecord], batch_id: str) -> None:
+        raise ConnectionError("down")
+
+    assert spills.replay(down, batch_size=10) == 0
+    assert spills.replay(lambda rows, i: seen.append((i, len(rows))), batch_size=10) == 3
+    assert seen == [("aa", 2), ("bb", 1)]

@@ -19,7 +19,8 @@ def _messages(spool: Spool, limit: int = 100) -> list[str]:
 def test_prepend_puts_older_rows_before_everything_pending(tmp_path: Path) -> None:
     """Rows given back after a failed insert are replayed before rows spooled meanwhile."""
     spool = Spool(tmp_path)
-    spool.append(_rows("a1", "a2"))
+    spool.append(_rows("a1"))
+    spool.append(_rows("a2"))
     chunk = spool.read(1)
     spool.commit(chunk)  # a1 replayed
     spool.append(_rows("a3"))
@@ -65,4 +66,45 @@ def test_prepend_appends_behind_a_large_backlog(tmp_path: Path) -> None:
     spool.append(_rows(*(f"backlog {i}" for i in range(5))))
     spool.prepend(_rows("older"))
     assert _messages(spool) == [*(f"backlog {i}" for i in range(5)), "older"]
+    spool.close()
+
+
+def test_batches_are_read_whole_with_their_ids(tmp_path: Path) -> None:
+    """A read never splits a batch: it stops between batches, even past its limit, and
+    every batch comes back under the id it was spooled with."""
+    spool = Spool(tmp_path)
+    spool.append(_rows("a1", "a2", "a3"), batch_id="aaa")
+    spool.append(_rows("b1"), batch_id="bbb")
+    chunk = spool.read(2)
+    assert [(b.batch_id, [r[3] for r in b.rows]) for b in chunk.batches] == [
+        ("aaa", ["a1", "a2", "a3"])
+    ]
+    spool.commit(chunk)
+    assert [b.batch_id for b in spool.read(10).batches] == ["bbb"]
+
+
+def test_a_batch_larger_than_the_read_window_is_read_whole(tmp_path: Path) -> None:
+    """A batch of more than 4 MiB is still one batch (the window grows)."""
+    spool = Spool(tmp_path)
+    big = [(1, "INFO", "spool", "x" * 1000, "y" * 8000, "2025-01-15 03:45:00.000000")] * 600
+    spool.append(big, batch_id="big")
+    spool.append(_rows("after"), batch_id="small")
+    chunk = spool.read(100)
+    assert [(b.batch_id, len(b.rows)) for b in chunk.batches] == [("big", 600)]
+    spool.commit(chunk)
+    assert spool.pending == 1
+
+
+def test_lines_of_older_versions_without_ids_are_replayed(tmp_path: Path) -> None:
+    """A spool written before batch ids (six columns a line) is read as batches of new ids."""
+    path = tmp_path / "spool-1-old.jsonl"
+    path.write_text(
+        '[1,"INFO","m","old1",null,"2025-01-15 03:45:00.000000"]\n'
+        '[1,"INFO","m","old2",null,"2025-01-15 03:45:00.000000"]\n'
+    )
+    (spool,) = adopt_orphans(tmp_path)
+    chunk = spool.read(10)
+    assert [r[3] for r in chunk.rows] == ["old1", "old2"]
+    assert len(chunk.batches) == 1
+    assert len(chunk.batches[0].batch_id) == 32
     spool.close()

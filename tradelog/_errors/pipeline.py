@@ -1,13 +1,20 @@
 """The error capture pipeline: exceptions in, ``error_logs`` rows out (:class:`ErrorCapture`).
 
 How exceptions are written: logged and explicitly captured exceptions go through a bounded,
-non-blocking queue to one background writer thread (a full queue drops and counts, it never
-blocks the caller); ``flush()`` waits for it. Uncaught crashes (``sync=True``) are written on
-the crashing thread, after the queue has been flushed, because the process may be about to die.
+non-blocking queue to one background writer thread; ``flush()`` waits for it. A full queue
+never drops and never blocks: the caller turns the error into its row and appends it to the
+spill file (below), like a full log queue spills to the log spool, and the writer stores it.
+Uncaught crashes (``sync=True``) are written on the crashing thread, after the queue has been
+flushed, because the process may be about to die.
 A batch that cannot be written is retried twice, then kept in a spill file
 (:mod:`tradelog._errors.spill`); this writer stores those rows once the database answers again
-(after its next successful write, or every 30 seconds while idle), and a writer starting later
-picks up files left by processes that have exited.
+(after its next successful write, or every 30 seconds while idle, or when ``flush()`` asks),
+and a writer starting later picks up files left by processes that have exited.
+
+Each batch has an id (:mod:`tradelog._logs.batch`) from its first try to its last, spill file
+included, claimed in the batch's transaction (:class:`~tradelog._errors.store.ErrorStore`): a
+batch whose commit went unacknowledged, or that a killed replay had stored, is not stored
+twice. ``flush()`` is True only once nothing waits in the queue or in a spill file.
 
 The same exception object is recorded once: the first capture marks it, so an exception that
 is logged, re-raised and then reaches ``sys.excepthook`` gives one row.
@@ -38,7 +45,9 @@ from tradelog._db.base import utcnow
 from tradelog._errors.record import ErrorRecord, build_record, capture_frame_locals
 from tradelog._errors.spill import SpillFiles
 from tradelog._errors.store import ErrorStore, Notifier
+from tradelog._logs.batch import new_batch_id
 from tradelog._logs.redact import Redactor
+from tradelog._signals import block_in_this_thread
 from tradelog._users.context import user_of
 from tradelog._users.registry import KnownUsers
 from tradelog.config import Settings
@@ -209,7 +218,8 @@ class ErrorCapture:
         sync: bool = False,
         bound: bool = True,
     ) -> bool:
-        """Record ``exc``; returns whether it was queued (or, with ``sync``, written).
+        """Record ``exc``; returns whether it was queued or, the queue being full, kept in the
+        spill file for the writer (with ``sync``: whether it was written).
 
         ``user_id`` defaults to the user ``exc`` was raised for (``tradelog.bind_user``), else
         the ``user_id`` in ``context`` or bound with ``structlog.contextvars``; ``bound``
@@ -266,18 +276,32 @@ class ErrorCapture:
 
     def _enqueue(self, item: _Item) -> bool:
         with self._cond:
-            if len(self._items) >= self._limit:
-                self._count("dropped")
-                if not self._warned_full:
-                    self._warned_full = True
-                    _log.warning("tradelog error queue is full (%d); dropping errors", self._limit)
-                return False
-            self._items.append(item)
-            self._pending += 1
-            started = self._start_writer()
-            self._cond.notify_all()
+            full = len(self._items) >= self._limit
+            if not full:
+                self._items.append(item)
+                self._pending += 1
+                started = self._start_writer()
+                self._cond.notify_all()
+        if full:
+            return self._overflow(item)
         if not started:
             self._drain_inline()
+        return True
+
+    def _overflow(self, item: _Item) -> bool:
+        """The queue is full: write the row to the spill file on this thread (the writer
+        stores it after its next write, or ``flush()`` does)."""
+        if not self._warned_full:
+            self._warned_full = True
+            _log.warning(
+                "tradelog error queue is full (%d); keeping errors in %s until written",
+                self._limit,
+                self._spills.directory,
+            )
+        self._spill([self._build(item)], new_batch_id())
+        with self._cond:
+            self._start_writer()
+            self._cond.notify_all()
         return True
 
     def _start_writer(self) -> bool:
@@ -297,6 +321,7 @@ class ErrorCapture:
         return [self._items.popleft() for _ in range(count)]
 
     def _run(self) -> None:
+        block_in_this_thread()
         if not self._replayed:
             self._replayed = True
             self._replay()
@@ -305,7 +330,8 @@ class ErrorCapture:
                 while not self._items:
                     if self._closing:
                         return
-                    idle = self.replay_interval if self._has_own_spill() else None
+                    # Not _has_own_spill(): a flush may be replaying the file right now.
+                    idle = self.replay_interval if self._counters["spilled"] else None
                     if not self._cond.wait(idle):
                         break
                 batch = self._take()
@@ -346,9 +372,10 @@ class ErrorCapture:
 
     def _write_batch(self, records: list[ErrorRecord], *, retry: bool) -> bool:
         delays = self.retry_delays if retry else ()
+        batch_id = new_batch_id()  # the same on every try and in the spill file
         for attempt in range(len(delays) + 1):
             try:
-                self.store.write(records)
+                self.store.write(records, batch_id)
             except Exception as exc:
                 lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
                 reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"
@@ -361,7 +388,7 @@ class ErrorCapture:
                     self.redactor.redact_text(reason),
                     self._spills.directory,
                 )
-                self._spill(records)
+                self._spill(records, batch_id)
                 return False
             self._count("written", len(records))
             if self._has_own_spill():
@@ -375,7 +402,9 @@ class ErrorCapture:
         return self._write_batch([self._build(item)], retry=False)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued error is written (or spilled); False on timeout."""
+        """Wait until every error captured so far is in the database: the queue written and
+        the spill files (this process's, and those of processes that are gone) stored.
+        False when that did not happen within ``timeout``."""
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._cond:
             inline = bool(self._pending) and not self._start_writer()
@@ -387,6 +416,13 @@ class ErrorCapture:
                 if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
+        while self._spills.waiting():
+            self._replay()
+            if not self._spills.waiting():
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         return True
 
     def close(self, timeout: float = 5.0) -> None:
@@ -403,7 +439,7 @@ class ErrorCapture:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         if leftover:
-            self._spill([self._build(item) for item in leftover])
+            self._spill([self._build(item) for item in leftover], new_batch_id())
         self._closed = True
 
     # ----------------------------------------------------------------- spill files
@@ -411,9 +447,9 @@ class ErrorCapture:
     def _has_own_spill(self) -> bool:
         return self._counters["spilled"] > 0 and self._spills.has_own()
 
-    def _spill(self, records: list[ErrorRecord]) -> None:
+    def _spill(self, records: list[ErrorRecord], batch_id: str) -> None:
         try:
-            self._spills.append(records)
+            self._spills.append(records, batch_id)
             self._count("spilled", len(records))
         except Exception as exc:
             self._count("failed", len(records))

@@ -11,6 +11,10 @@ the same transaction (``unknown_users=register``, see :mod:`tradelog._users.regi
 error is kept under the system user with the id in ``context["unknown_user_id"]`` (``reject``,
 or no registry). The notifier (operators' and owners' alerts) is called after the commit with
 what each row changed in its group.
+
+A batch written with a ``batch_id`` claims it in ``tradelog_write_batches`` first, in the same
+transaction: a batch retried after its commit went unacknowledged, or replayed from a spill
+file by a process killed after storing it, finds its id taken and stores nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from sqlalchemy.orm import Session
 
 from tradelog._db.base import utcnow
 from tradelog._db.engine import STATEMENT_TIMEOUT_MS
-from tradelog._db.models import ErrorLog, User
-from tradelog._db.upsert import upsert_status
+from tradelog._db.models import ErrorLog, User, WriteBatch
+from tradelog._db.upsert import dialect_insert, upsert_status
 from tradelog._errors.groups import Change, record_occurrences
 from tradelog._errors.record import ErrorRecord
 from tradelog._errors.snapshot import Snapshots
@@ -85,8 +89,11 @@ class ErrorStore:
         """Forget cached ids (after a fork, or when the database may have been replaced)."""
         self._system_user = None
 
-    def write(self, records: Sequence[ErrorRecord]) -> list[Written]:
-        """Store ``records`` in one transaction; raises on database errors (the caller retries)."""
+    def write(self, records: Sequence[ErrorRecord], batch_id: str | None = None) -> list[Written]:
+        """Store ``records`` in one transaction; raises on database errors (the caller retries).
+
+        With ``batch_id``, nothing is stored (and ``[]`` returned) when that id was committed
+        before: the batch is in already."""
         if not records:
             return []
         written: list[Written] = []
@@ -94,6 +101,15 @@ class ErrorStore:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+            if batch_id is not None:
+                claim = (
+                    dialect_insert(session, WriteBatch)
+                    .values(batch_id=batch_id, committed_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=["batch_id"])
+                    .returning(WriteBatch.batch_id)
+                )
+                if session.execute(claim).scalar_one_or_none() is None:
+                    return []
             wanted = {r.user_id for r in records if r.user_id is not None}
             if not wanted:
                 known: set[int] = set()

@@ -41,6 +41,7 @@ from tradelog._db.upsert import dialect_insert
 from tradelog._health.status import stale_services
 from tradelog._health.writer import describe_failure
 from tradelog._recipients import describe_user, local_time, operator_ids, user_zone
+from tradelog._signals import block_in_this_thread
 
 __all__ = ["StaleCheck", "StaleMonitor"]
 
@@ -106,6 +107,7 @@ class StaleMonitor:
             self._thread = None
 
     def _loop(self) -> None:
+        block_in_this_thread()
         while not self._stop.is_set():
             self.run_check()
             if self._stop.wait(self.interval):

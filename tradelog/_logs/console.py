@@ -38,6 +38,7 @@ import structlog
 
 from tradelog._logs.redact import REDACT_MARGIN, Redactor
 from tradelog._logs.sanitize import truncate
+from tradelog._signals import block_in_this_thread
 
 __all__ = ["ConsoleLines", "PrettyLines", "stderr_is_terminal"]
 
@@ -174,6 +175,7 @@ class ConsoleLines:
         self._done = threading.Condition(self._lock)
 
     def _run(self) -> None:
+        block_in_this_thread()
         while not self._stopping:
             self._wake.wait(1.0)
             self._wake.clear()

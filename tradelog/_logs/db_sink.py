@@ -14,6 +14,11 @@ it; failures are told apart by their cause:
   kept, and the database is retried with exponential backoff; once it answers the spool is
   replayed in order.
 
+Every batch keeps its id (:mod:`tradelog._logs.batch`) from the first try to the last: a batch
+whose commit was not acknowledged goes to the spool under the same id and is skipped at replay
+if it did commit. :attr:`DatabaseSink.in_flight` names the batches a call in progress holds,
+so a writer that gives up on a stuck call can spool them (:meth:`DatabaseSink.abandon`).
+
 :class:`DatabaseSink` never raises.
 """
 
@@ -25,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from tradelog._logs.batch import Batch, new_batch, part_id
 from tradelog._logs.inserters import DatabaseUnavailable, Inserter, RowsRejected
 from tradelog._logs.rows import DbRow
 from tradelog._logs.spool import DeadLetterFile, Spool, SpoolChunk, adopt_orphans
@@ -46,9 +52,10 @@ def _nothing() -> None:
 
 
 class _Interrupted(Exception):
-    """The database went away part-way through; ``remaining`` rows were not written."""
+    """The database went away part-way through; the ``remaining`` batches may not be written
+    (the first one may be, if its commit was not acknowledged)."""
 
-    def __init__(self, remaining: list[DbRow], reason: str) -> None:
+    def __init__(self, remaining: list[Batch], reason: str) -> None:
         super().__init__(reason)
         self.remaining = remaining
         self.reason = reason
@@ -84,10 +91,13 @@ class DatabaseSink:
         self._delay = _BACKOFF_START
         self._next_attempt = 0.0
         self._parked: list[tuple[float, DbRow]] = []
-        self._unspooled: list[DbRow] = []
+        self._unspooled: list[Batch] = []
         self._next_park_check = 0.0
         self._orphans: list[Spool] = []
         self._next_orphan_scan = 0.0
+        self.in_flight: list[Batch] = []
+        """The batches the call in progress holds (being inserted, or next in line)."""
+        self.abandoned = False
 
     # -- state -----------------------------------------------------------------------------
 
@@ -123,49 +133,73 @@ class DatabaseSink:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def deliver(self, rows: list[DbRow], *, on_sent: Callable[[], None] = _nothing) -> None:
-        """Insert ``rows`` now, or spool them behind earlier ones.
+    def deliver(self, batch: Batch, *, on_sent: Callable[[], None] = _nothing) -> None:
+        """Insert ``batch`` now, or spool it behind earlier ones.
 
         ``on_sent`` is called when the first insert has handed the rows to the driver (see
         :meth:`Inserter.insert`), or right away when they are spooled.
         """
-        if not rows:
+        if not batch.rows:
             on_sent()
             return
-        if self._down or self.spool.pending:
+        if self._down or self.spool.pending or self.abandoned:
             on_sent()
-            self.spool_rows(rows)
+            self.spool_batches([batch])
             return
         try:
-            self._write(rows, park=True, on_sent=on_sent)
+            self._write([batch], park=True, on_sent=on_sent)
         except _Interrupted as stop:
             self._went_down(stop.reason)
             # Nothing was pending when the insert began, so whatever was spooled while it
             # waited (the file thread gives up on a stuck insert, callers spill) is newer.
             self._spool_first(self.spool, stop.remaining)
+            self.in_flight = []
 
     def spool_rows(self, rows: Sequence[DbRow]) -> None:
-        """Append rows to the spool (thread-safe); nothing is lost if that fails loudly."""
+        """Append ``rows`` to the spool as a new batch (thread-safe)."""
+        self.spool_batches([new_batch(list(rows))])
+
+    def spool_batches(self, batches: Sequence[Batch]) -> None:
+        """Append batches to the spool (thread-safe); nothing is lost if that fails loudly."""
+        batches = [batch for batch in batches if batch.rows]
+        if not batches:
+            return
         try:
-            self.spool.append(rows)
+            self.spool.append_batches(batches)
         except OSError as exc:  # pragma: no cover - a full disk: keep the rows in memory
             self.stats.last_error = f"spool: {exc}"
-            self._unspooled.extend(rows)
+            self._unspooled.extend(batches)
             return
         with self.stats.lock:
-            self.stats.spooled += len(rows)
+            self.stats.spooled += sum(len(batch.rows) for batch in batches)
 
-    def _spool_first(self, spool: Spool, rows: Sequence[DbRow]) -> None:
-        """Put rows back at the front of ``spool`` (older than everything pending in it)."""
+    def abandon(self) -> int:
+        """The call in progress is stuck and the writer stops: spool what it holds (under
+        the same ids: if it commits after all, the replay skips it), the parked rows and
+        anything kept in memory; from now on every batch goes to the spool. Returns the
+        number of rows spooled. Any thread may call it."""
+        self.abandoned = True
+        held = list(self.in_flight)
+        parked = [row for _, row in self._parked]
+        self._parked = []
+        if parked:
+            held.append(new_batch(parked))
+        kept, self._unspooled = self._unspooled, []
+        held.extend(kept)
+        self.spool_batches(held)
+        return sum(len(batch.rows) for batch in held)
+
+    def _spool_first(self, spool: Spool, batches: Sequence[Batch]) -> None:
+        """Put batches back at the front of ``spool`` (older than everything pending in it)."""
         try:
-            spool.prepend(rows)
+            spool.prepend_batches(batches)
         except OSError as exc:  # pragma: no cover - a full disk: keep the rows in memory
             self.stats.last_error = f"spool: {exc}"
-            self._unspooled.extend(rows)
+            self._unspooled.extend(batches)
             return
         if spool is self.spool:
             with self.stats.lock:
-                self.stats.spooled += len(rows)
+                self.stats.spooled += sum(len(batch.rows) for batch in batches)
 
     def maintain(self, *, budget: int = 20, now: float | None = None) -> bool:
         """Retry the database, replay up to ``budget`` spooled batches, settle parked rows.
@@ -173,9 +207,11 @@ class DatabaseSink:
         Returns True when more replay work is ready right away.
         """
         moment = self._clock() if now is None else now
+        if self.abandoned:
+            return False
         if self._unspooled:  # pragma: no cover - only after the spool could not be written
-            rows, self._unspooled = self._unspooled, []
-            self.spool_rows(rows)
+            batches, self._unspooled = self._unspooled, []
+            self.spool_batches(batches)
         if self._parked and moment >= self._next_park_check:
             self._settle_parked(moment)
         if self._down and moment < self._next_attempt:
@@ -208,6 +244,9 @@ class DatabaseSink:
             rows = [row for _, row in self._parked]
             self._parked = []
             self.spool_rows(rows)
+        if self._unspooled:  # pragma: no cover - only after the spool could not be written
+            batches, self._unspooled = self._unspooled, []
+            self.spool_batches(batches)
         for orphan in self._orphans:
             orphan.close()
         self._orphans = []
@@ -215,32 +254,44 @@ class DatabaseSink:
     # -- internals -------------------------------------------------------------------------
 
     def _write(
-        self, rows: list[DbRow], *, park: bool, on_sent: Callable[[], None] = _nothing
+        self, batches: list[Batch], *, park: bool, on_sent: Callable[[], None] = _nothing
     ) -> None:
-        """Insert ``rows`` (users checked first), bisecting around rejected rows.
+        """Insert ``batches`` (users checked first), bisecting around rejected rows.
 
-        Raises :class:`_Interrupted` with the rows not yet written when the database fails.
+        Raises :class:`_Interrupted` with the batches not yet written when the database fails.
         """
-        rows = self._check_users(rows, park=park)
-        pending: list[list[DbRow]] = [rows] if rows else []
-        while pending:
-            chunk = pending.pop()
+        for index, batch in enumerate(batches):
+            later = batches[index + 1 :]
+            self.in_flight = batches[index:]
             try:
-                self.inserter.insert(chunk, on_sent=on_sent)
-            except RowsRejected as exc:
-                if len(chunk) == 1:
-                    self._dead(chunk, str(exc))
+                rows = self._check_users(batch.rows, park=park)
+            except _Interrupted as stop:
+                raise _Interrupted(batches[index:], stop.reason) from stop
+            pending: list[Batch] = [Batch(batch.batch_id, rows)] if rows else []
+            while pending:
+                chunk = pending.pop()
+                self.in_flight = [chunk, *reversed(pending), *later]
+                try:
+                    written = self.inserter.insert(
+                        chunk.rows, batch_id=chunk.batch_id, on_sent=on_sent
+                    )
+                except RowsRejected as exc:
+                    if len(chunk.rows) == 1:
+                        self._dead(chunk.rows, str(exc))
+                        continue
+                    middle = len(chunk.rows) // 2
+                    pending.append(Batch(part_id(chunk.batch_id, 1), chunk.rows[middle:]))
+                    pending.append(Batch(part_id(chunk.batch_id, 0), chunk.rows[:middle]))
                     continue
-                middle = len(chunk) // 2
-                pending.append(chunk[middle:])
-                pending.append(chunk[:middle])
-                continue
-            except DatabaseUnavailable as exc:
-                remaining = [row for part in reversed(pending) for row in part]
-                raise _Interrupted(chunk + remaining, str(exc)) from exc
-            self._came_up()
-            self.stats.written += len(chunk)
-            self.stats.batches += 1
+                except DatabaseUnavailable as exc:
+                    raise _Interrupted([chunk, *reversed(pending), *later], str(exc)) from exc
+                self._came_up()
+                if written:
+                    self.stats.written += len(chunk.rows)
+                    self.stats.batches += 1
+                else:
+                    self.stats.duplicates += len(chunk.rows)
+        self.in_flight = []
 
     def _check_users(self, rows: list[DbRow], *, park: bool) -> list[DbRow]:
         unknown = {row[0] for row in rows} - self._known_users
@@ -249,7 +300,7 @@ class DatabaseSink:
         try:
             found = self.inserter.existing_users(unknown)
         except DatabaseUnavailable as exc:
-            raise _Interrupted(rows, str(exc)) from exc
+            raise _Interrupted([], str(exc)) from exc
         self._known_users.update(found)
         missing = unknown - found
         if not missing:
@@ -265,7 +316,7 @@ class DatabaseSink:
         try:
             registered = self._register(missing)
         except DatabaseUnavailable as exc:
-            raise _Interrupted(rows, str(exc)) from exc
+            raise _Interrupted([], str(exc)) from exc
         missing -= registered
         for row in rows:
             if row[0] in missing:
@@ -323,7 +374,7 @@ class DatabaseSink:
             if self.spool.pending:
                 self.spool_rows(ready)
             else:
-                self.deliver(ready)
+                self.deliver(new_batch(ready))
 
     def _replay_chunk(self, source: Spool) -> bool:
         chunk: SpoolChunk = source.read(self.batch_size)
@@ -335,20 +386,22 @@ class DatabaseSink:
             self.dead_letter.write((None, "unreadable spool line", line) for line in chunk.corrupt)
             with self.stats.lock:
                 self.stats.dead_lettered += len(chunk.corrupt)
+        total = len(chunk.rows)
         try:
-            self._write(chunk.rows, park=False)
+            self._write(chunk.batches, park=False)
         except _Interrupted as stop:
+            self.in_flight = []
             self._went_down(stop.reason)
-            done = len(chunk.rows) - len(stop.remaining)
-            if done == 0:
-                return False
+            left = sum(len(batch.rows) for batch in stop.remaining)
+            if left == total and stop.remaining[0] == chunk.batches[0]:
+                return False  # nothing landed: the chunk stays where it is
             # Part of the chunk landed: the rest goes back in front of what follows it.
             source.commit(chunk)
-            self.stats.replayed += done
+            self.stats.replayed += total - left
             self._spool_first(source, stop.remaining)
             return False
         source.commit(chunk)
-        self.stats.replayed += len(chunk.rows)
+        self.stats.replayed += total
         return True
 
     def _next_orphan(self, now: float) -> Spool | None:

@@ -41,6 +41,7 @@ from typing import Final
 
 from tradelog._files import make_dirs, open_private
 from tradelog._logs.rows import FileKey
+from tradelog._signals import block_in_this_thread
 
 __all__ = ["FileSink", "file_path", "iter_lines"]
 
@@ -298,6 +299,7 @@ def _next_segment(folder: Path, current: str) -> Path:
 
 def _compress(segment: Path, only_if_unclaimed: bool) -> None:
     """Gzip ``segment`` to ``segment.gz`` (via a ``.tmp`` file), then remove it."""
+    block_in_this_thread()
     try:
         fd = open_private(segment, os.O_RDONLY)
     except OSError:

@@ -2,6 +2,9 @@
 
 The writer has its own engine and connection (never the host's). Rows go in with the fastest
 path the driver has: one multi-row ``INSERT`` on SQLite, ``COPY ... FROM STDIN`` on PostgreSQL.
+Each batch also claims its id in ``tradelog_write_batches`` in the same transaction
+(:mod:`tradelog._logs.batch`): a batch whose id is already there was committed before (its
+acknowledgement was lost, or a replay was killed before it saved its place) and is skipped.
 A failure is translated into one of two exceptions, told apart by their cause:
 :class:`RowsRejected` (the rows' fault: SQLSTATE classes 22 and 23, SQLite integrity and data
 errors) and :class:`DatabaseUnavailable` (anything else: down, unreachable, locked, table
@@ -11,8 +14,10 @@ missing). What to do about each is :mod:`~tradelog._logs.db_sink`'s business.
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, Final
 
@@ -20,6 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from tradelog._db.engine import mask_url
+from tradelog._logs.batch import new_batch_id
 from tradelog._logs.rows import DbRow
 
 __all__ = [
@@ -33,7 +39,9 @@ __all__ = [
 ]
 
 _COLUMNS: Final = "user_id, level, module, message, context, timestamp"
+_BATCHES: Final = "tradelog_write_batches"
 _USER_QUERY_CHUNK: Final = 500
+_SAFE_ID: Final = re.compile(r"[0-9a-f.~]{1,96}")
 
 
 def _nothing() -> None:
@@ -51,9 +59,9 @@ class DatabaseUnavailable(Exception):
 class Inserter:
     """Bulk inserts over one long-lived raw connection of a private engine.
 
-    The connection runs in autocommit mode and each batch is one statement (a multi-row
-    ``INSERT`` or a ``COPY``), so a batch is atomic and costs one round trip, and the driver
-    needs the GIL back only once per batch.
+    Each batch is one transaction: its id claimed in ``tradelog_write_batches``, then the rows
+    in one statement (a multi-row ``INSERT`` or a ``COPY``), then the commit, so the driver
+    needs the GIL back only a few times per batch.
     """
 
     backend = "generic"
@@ -63,16 +71,25 @@ class Inserter:
         self.lock_timeout = lock_timeout
         self._raw: PoolProxiedConnection | None = None
 
-    def insert(self, rows: Sequence[DbRow], *, on_sent: Callable[[], None] = _nothing) -> None:
-        """Insert ``rows`` in one transaction, or raise :class:`RowsRejected` /
-        :class:`DatabaseUnavailable` with nothing inserted.
+    def insert(
+        self,
+        rows: Sequence[DbRow],
+        *,
+        batch_id: str | None = None,
+        on_sent: Callable[[], None] = _nothing,
+    ) -> bool:
+        """Insert ``rows`` and claim ``batch_id`` (default: a new id) in one transaction;
+        returns False, inserting nothing, when the id was claimed before (the batch is in).
+        Raises :class:`RowsRejected` / :class:`DatabaseUnavailable` with nothing inserted -
+        except when the connection fails during the commit, when it may be in: the id decides
+        on the next try.
 
         ``on_sent`` is called once the rows are handed to the driver, just before the part of
         the call that runs without the GIL (the insert itself, the wait for the server).
         """
         connection = self._connection()
         try:
-            self._bulk(connection, rows, on_sent)
+            return self._bulk(connection, batch_id or new_batch_id(), rows, on_sent)
         except Exception as exc:
             self._recover(connection, exc)
             raise self._translate(exc) from exc
@@ -108,7 +125,9 @@ class Inserter:
 
     # -- per driver ------------------------------------------------------------------------
 
-    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
+    def _bulk(
+        self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
+    ) -> bool:
         raise NotImplementedError
 
     def _users(self, connection: Any, ids: list[int]) -> set[int]:
@@ -170,6 +189,7 @@ class SqliteInserter(Inserter):
     """
 
     backend = "sqlite"
+    _CLAIM: Final = f"INSERT OR IGNORE INTO {_BATCHES} (batch_id, committed_at) VALUES (?, ?)"
     _MAX_ROWS: Final = (32766 if sqlite3.sqlite_version_info >= (3, 32) else 999) // 6
 
     def __init__(self, engine: Engine, *, lock_timeout: float) -> None:
@@ -180,22 +200,27 @@ class SqliteInserter(Inserter):
         connection.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
         connection.isolation_level = None  # autocommit: one statement, one transaction
 
-    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
+    def _bulk(
+        self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
+    ) -> bool:
         step = self._MAX_ROWS
         on_sent()  # binding keeps the GIL until sqlite3_step lets go of it
-        if len(rows) <= step:
-            connection.execute(self._statement(len(rows)), list(chain.from_iterable(rows)))
-            return
         connection.execute("BEGIN IMMEDIATE")
         try:
+            claimed = connection.execute(self._CLAIM, (batch_id, _utc_text())).rowcount
+            if claimed != 1:
+                connection.execute("ROLLBACK")
+                return False
             for start in range(0, len(rows), step):
                 chunk = rows[start : start + step]
                 connection.execute(self._statement(len(chunk)), list(chain.from_iterable(chunk)))
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
-                connection.execute("ROLLBACK")
+                with contextlib.suppress(Exception):
+                    connection.execute("ROLLBACK")
             raise
+        return True
 
     def _statement(self, count: int) -> str:
         statement = self._statements.get(count)
@@ -237,12 +262,33 @@ class PostgresInserter(Inserter):
         connection.commit()
         connection.autocommit = True  # each COPY is one transaction, one round trip
 
-    def _bulk(self, connection: Any, rows: Sequence[DbRow], on_sent: Callable[[], None]) -> None:
-        with connection.cursor() as cursor, cursor.copy(self._COPY) as copy:
-            write = copy.write_row
-            for row in rows:
-                write(row)
-            on_sent()  # what remains is sending the tail and waiting for the server
+    def _bulk(
+        self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
+    ) -> bool:
+        if not _SAFE_ID.fullmatch(batch_id):
+            raise ValueError(f"unexpected batch id {batch_id[:100]!r}")
+        with connection.cursor() as cursor:
+            # One round trip (simple query protocol, no parameters): begin and claim the id.
+            cursor.execute(
+                f"BEGIN; INSERT INTO {_BATCHES} (batch_id) VALUES ('{batch_id}') "
+                "ON CONFLICT DO NOTHING"
+            )
+            try:
+                cursor.nextset()  # the INSERT's result, after the BEGIN's
+                if cursor.rowcount != 1:
+                    cursor.execute("ROLLBACK")
+                    return False
+                with cursor.copy(self._COPY) as copy:
+                    write = copy.write_row
+                    for row in rows:
+                        write(row)
+                    on_sent()  # what remains is sending the tail and waiting for the server
+                cursor.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cursor.execute("ROLLBACK")
+                raise
+        return True
 
     def _users(self, connection: Any, ids: list[int]) -> set[int]:
         with connection.cursor() as cursor:
@@ -270,6 +316,11 @@ def make_inserter(engine: Engine, *, lock_timeout: float) -> Inserter:
     if backend == "postgresql":
         return PostgresInserter(engine, lock_timeout=lock_timeout)
     raise ValueError(f"tradelog cannot write logs to a {backend} database ({mask_url(engine.url)})")
+
+
+def _utc_text() -> str:
+    """Now, as SQLite stores ``UTCDateTime`` values."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def describe(exc: BaseException) -> str:

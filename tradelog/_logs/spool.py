@@ -1,10 +1,13 @@
 """Local files that keep rows the database could not take: the spool and the dead-letter file.
 
 **Spool** (``{log_dir}/_spool/spool-<pid>-<token>.jsonl``): rows waiting for the database, one
-JSON array per line, in the order they were meant to be written. Each process owns its spool
+JSON array per line (the row's six columns and its batch id, see :mod:`tradelog._logs.batch`),
+in the order they were meant to be written. A batch is always read back whole, so it is
+replayed under the id it was first tried with. Each process owns its spool
 (it holds an exclusive ``flock`` on it while it runs), appends to it while the database is down
 or behind, and replays it in order once the database answers, remembering how far it got in a
-``.offset`` file next to it so a crash replays at most the last unfinished batch. When
+``.offset`` file next to it; a crash between an insert and the saved offset replays that
+batch again, and its id, already committed, makes the database skip it. When
 everything is replayed the file is emptied; at a clean shutdown an empty spool is deleted.
 
 A spool whose lock can be taken belongs to a process that has gone (it crashed, or it stopped
@@ -33,29 +36,35 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from tradelog._files import make_dirs, open_private
+from tradelog._logs.batch import Batch, new_batch_id
 from tradelog._logs.rows import DbRow, row_as_dict
 
 __all__ = ["DeadLetterFile", "Spool", "SpoolChunk", "adopt_orphans"]
 
 _READ_BYTES: Final = 4 << 20
 _OFFSET_WIDTH: Final = 20
+_BATCH_READ_MAX: Final = 256 << 20
 _PREPEND_MAX_BYTES: Final = 64 << 20
 """Pending bytes above which :meth:`Spool.prepend` appends instead."""
 
 
 @dataclass
 class SpoolChunk:
-    """Rows read from a spool, to be committed once they are safely in the database."""
+    """Whole batches read from a spool, to be committed once they are in the database."""
 
-    rows: list[DbRow]
+    batches: list[Batch]
     end: int
     """File offset just after the last line read."""
     corrupt: list[str] = field(default_factory=list)
     """Lines that could not be parsed (they go to the dead-letter file)."""
 
     @property
+    def rows(self) -> list[DbRow]:
+        return [row for batch in self.batches for row in batch.rows]
+
+    @property
     def lines(self) -> int:
-        return len(self.rows) + len(self.corrupt)
+        return sum(len(batch.rows) for batch in self.batches) + len(self.corrupt)
 
 
 class Spool:
@@ -87,18 +96,28 @@ class Spool:
         """Rows appended (or found on adoption) and not yet committed."""
         return self._pending
 
-    def append(self, rows: Sequence[DbRow]) -> None:
-        """Append ``rows`` durably enough to survive the process (one ``write()``)."""
-        if not rows:
+    def append(self, rows: Sequence[DbRow], batch_id: str | None = None) -> None:
+        """Append ``rows`` as one batch (``batch_id``, default a new one) durably enough to
+        survive the process (one ``write()``)."""
+        self.append_batches([Batch(batch_id or new_batch_id(), list(rows))])
+
+    def append_batches(self, batches: Sequence[Batch]) -> None:
+        """Append ``batches`` in order with one ``write()``."""
+        count = sum(len(batch.rows) for batch in batches)
+        if not count:
             return
-        data = _encode(rows)
+        data = _encode(batches)
         with self._lock:
             fd = self._ensure_file()
             _write_all(fd, data)
-            self._pending += len(rows)
+            self._pending += count
 
-    def prepend(self, rows: Sequence[DbRow]) -> None:
-        """Put ``rows`` before every pending row (they are older than all of them).
+    def prepend(self, rows: Sequence[DbRow], batch_id: str | None = None) -> None:
+        """Put ``rows`` (one batch) before every pending row."""
+        self.prepend_batches([Batch(batch_id or new_batch_id(), list(rows))])
+
+    def prepend_batches(self, batches: Sequence[Batch]) -> None:
+        """Put ``batches`` before every pending row (they are older than all of them).
 
         The rows are appended followed by a copy of the pending lines, and the committed
         offset then moves past the originals, so the file stays append-only: a crash part-way
@@ -106,17 +125,18 @@ class Spool:
         ``prepend_limit`` bytes are pending the rows are simply appended (order is given up
         rather than copying a large backlog).
         """
-        if not rows:
+        count = sum(len(batch.rows) for batch in batches)
+        if not count:
             return
-        data = _encode(rows)
+        data = _encode(batches)
         with self._lock:
             if self._fd is None or self._pending <= 0:
-                self.append(rows)
+                self.append_batches(batches)
                 return
             fd = self._fd
             start, end = self._read_offset, os.fstat(fd).st_size
             if end - start > self.prepend_limit:
-                self.append(rows)
+                self.append_batches(batches)
                 return
             _write_all(fd, data)
             position = start
@@ -127,35 +147,30 @@ class Spool:
                 _write_all(fd, chunk)
                 position += len(chunk)
             self._read_offset = end
-            self._pending += len(rows)
+            self._pending += count
             self._save_offset()
 
     def read(self, limit: int) -> SpoolChunk:
-        """Read up to ``limit`` rows after the committed offset (nothing is consumed yet)."""
+        """Read whole batches after the committed offset, about ``limit`` rows (more when the
+        first batch is larger; nothing is consumed yet)."""
         with self._lock:
             if self._fd is None or self._pending <= 0:
                 return SpoolChunk([], self._read_offset)
-            data = os.pread(self._fd, _READ_BYTES, self._read_offset)
-            rows: list[DbRow] = []
-            corrupt: list[str] = []
-            position = 0
-            while len(rows) + len(corrupt) < limit:
-                newline = data.find(b"\n", position)
-                if newline == -1:
-                    break
-                raw = data[position:newline]
-                position = newline + 1
-                row = _parse(raw)
-                if row is None:
-                    corrupt.append(raw.decode("utf-8", "replace"))
-                else:
-                    rows.append(row)
-            if position == 0 and data and len(data) >= _READ_BYTES:
-                # One line longer than the read window: skip it as corrupt.
-                end = data.find(b"\n")
-                corrupt.append("<spool line longer than 4 MiB>")
-                position = len(data) if end == -1 else end + 1
-            return SpoolChunk(rows, self._read_offset + position, corrupt)
+            window = _READ_BYTES
+            while True:
+                data = os.pread(self._fd, window, self._read_offset)
+                chunk = _split(data, limit, complete=len(data) < window)
+                if chunk is not None:
+                    batches, corrupt, position = chunk
+                    return SpoolChunk(batches, self._read_offset + position, corrupt)
+                if window >= _BATCH_READ_MAX:
+                    # One batch larger than any sane batch: give up on it as corrupt.
+                    end = data.find(b"\n", len(data) // 2)
+                    position = len(data) if end == -1 else end + 1
+                    return SpoolChunk(
+                        [], self._read_offset + position, ["<spool batch larger than 256 MiB>"]
+                    )
+                window *= 4
 
     def commit(self, chunk: SpoolChunk) -> None:
         """Mark ``chunk`` as written; empty the file once everything is replayed."""
@@ -310,10 +325,61 @@ class DeadLetterFile:
         return len(lines)
 
 
-def _encode(rows: Sequence[DbRow]) -> bytes:
+def _encode(batches: Sequence[Batch]) -> bytes:
     return "".join(
-        json.dumps(list(row), ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows
+        json.dumps([*row, batch.batch_id], ensure_ascii=False, separators=(",", ":")) + "\n"
+        for batch in batches
+        for row in batch.rows
     ).encode("utf-8", "replace")
+
+
+def _split(data: bytes, limit: int, *, complete: bool) -> tuple[list[Batch], list[str], int] | None:
+    """Whole batches from the start of ``data`` up to about ``limit`` rows, the corrupt lines
+    among them and the position after the last line taken; None when ``data`` ends inside the
+    first batch and more of the file must be read (``complete``: ``data`` is all there is).
+
+    Consecutive lines without a batch id (spools of older versions) form one batch."""
+    batches: list[Batch] = []
+    corrupt: list[tuple[int, str]] = []
+    position = 0  # after the last whole batch
+    scan = 0
+    count = 0
+    current: Batch | None = None
+    current_key: str | None = None
+    while True:
+        newline = data.find(b"\n", scan)
+        if newline == -1:
+            break
+        raw = data[scan:newline]
+        parsed = _parse(raw)
+        if parsed is None:
+            corrupt.append((scan, raw.decode("utf-8", "replace")))
+            scan = newline + 1
+            if current is None:
+                position = scan
+            continue
+        row, batch_id = parsed
+        if current is None or batch_id != current_key:
+            if current is not None:
+                batches.append(current)
+                count += len(current.rows)
+                position = scan
+                current = None
+                if count >= limit:
+                    break
+            current = Batch(batch_id or new_batch_id(), [])
+            current_key = batch_id
+        current.rows.append(row)
+        scan = newline + 1
+    if current is not None:
+        if complete:
+            batches.append(current)
+            position = scan
+        elif not batches:
+            return None  # the first batch goes on beyond what was read
+    if not batches and not corrupt and data and not complete:
+        return None  # one line longer than the window
+    return batches, [line for start, line in corrupt if start < position], position
 
 
 def _offset_path(path: Path) -> Path:
@@ -327,12 +393,16 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _parse(raw: bytes) -> DbRow | None:
+def _parse(raw: bytes) -> tuple[DbRow, str | None] | None:
+    """A spool line's row and batch id (None in lines of older versions, which had none)."""
     try:
         value = json.loads(raw)
     except ValueError:
         return None
-    if not (isinstance(value, list) and len(value) == 6):
+    if not (isinstance(value, list) and len(value) in (6, 7)):
+        return None
+    batch_id = value.pop() if len(value) == 7 else None
+    if batch_id is not None and not isinstance(batch_id, str):
         return None
     user_id, level, module, message, context, timestamp = value
     if not (
@@ -344,7 +414,7 @@ def _parse(raw: bytes) -> DbRow | None:
         and isinstance(timestamp, str)
     ):
         return None
-    return (user_id, level, module, message, context, timestamp)
+    return (user_id, level, module, message, context, timestamp), batch_id
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -11,6 +11,8 @@ enqueued       events accepted from callers (queued, or spilled when the queue w
 written        rows inserted into ``service_logs`` (directly or replayed from the spool)
 spooled        rows appended to the local spool (database down or behind, queue full)
 replayed       spooled rows later inserted (also counted in ``written``)
+duplicates     rows of a batch retried after its commit went unacknowledged, found committed
+               (its id was taken) and skipped: not written twice
 dead_lettered  rows the database refused, written to the dead-letter file with the reason
 rejected_users of those and of other writes (tasks, heartbeats, notifications, errors), the
                ones refused because their user is unknown (``TRADELOG_UNKNOWN_USERS=reject``)
@@ -74,6 +76,7 @@ _COUNTERS: Final = (
     "observer_errors",
     "internal_errors",
     "batches",
+    "duplicates",
 )
 
 
@@ -99,11 +102,12 @@ class WriterStats:
         self.observer_errors = 0
         self.internal_errors = 0
         self.batches = 0
+        self.duplicates = 0
         self.processed = 0
         """Records taken off the queue by the writer (``enqueued`` is derived from it)."""
         self.database = "unknown"
         self.last_error: str | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         """Guards counters incremented from caller threads (spills, observer errors)."""
 
     def snapshot(self, *, queue_depth: int, spool_pending: int, running: bool) -> dict[str, Any]:

@@ -25,10 +25,21 @@ When the database thread falls far behind, the file thread spools batches itself
 :meth:`LogWriter.flush` queues a marker behind everything emitted so far and waits until the
 database thread reaches it with nothing left in the spool - its own, and the spools left by
 processes that are gone (a terminated child), which it adopts and replays first.
+
+**Nothing taken is lost.** Records taken off the queue are, at every moment, either noted in
+:attr:`LogWriter.held` under the id of the batch they will form, or handed over to the database
+thread, or in the spool (:mod:`tradelog._signals` holds signals back on the main thread for
+the few statements that move them from one place to the next). A ``BaseException`` on a
+caller's thread (``sys.exit`` in a ``SIGTERM`` handler) puts what that call held back at the
+front of the queue; a process about to die (:meth:`LogWriter.spool_what_is_left`) spools
+everything held, queued, handed over or in the database call, under the batches' ids, so
+whatever a stuck call commits after all is skipped at replay. No lock is held across code a
+signal handler can re-enter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -36,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from tradelog._logs.batch import Batch, new_batch_id
 from tradelog._logs.console import ConsoleLines, PrettyLines, stderr_is_terminal
 from tradelog._logs.db_sink import DatabaseSink
 from tradelog._logs.file_sink import FileSink
@@ -44,6 +56,7 @@ from tradelog._logs.redact import Redactor
 from tradelog._logs.rows import DbRow, FileKey, Prepared, Record, RowBuilder
 from tradelog._logs.spool import DeadLetterFile, Spool
 from tradelog._logs.stats import STALL_AFTER, WriterStats, prune_writer_stats, save
+from tradelog._signals import block_in_this_thread, deferred
 from tradelog._users.registry import KnownUsers
 from tradelog.config import Settings
 
@@ -106,12 +119,13 @@ class LogWriter:
             users=users,
         )
         self._builder = RowBuilder(redactor, settings.zone)
-        self._spill_builder = RowBuilder(redactor, settings.zone, compile_plans=False)
+        self._spill_builders = threading.local()
+        self.held: dict[str, list[Record]] = {}
+        """Records taken off the queue and not yet handed over or spooled, by batch id."""
         self.console: ConsoleLines | None = None
         if settings.console:
             pretty = PrettyLines(redactor, settings.zone) if stderr_is_terminal() else None
             self.console = ConsoleLines(pretty)
-        self._spill_lock = threading.Lock()
         self._handoff: deque[Any] = deque()
         self._handoff_wake = threading.Event()
         self._slot = threading.Condition()
@@ -122,6 +136,8 @@ class LogWriter:
         self._running = False
         self._stopped = False
         self._next_seal = 0.0
+        self._dead_seen = 0
+        """``dead_lettered`` when the previous flush returned."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -155,17 +171,25 @@ class LogWriter:
         return frozenset(idents)
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far is in the files and the database."""
+        """Wait until everything queued so far is in the files and the database.
+
+        False when that did not happen within ``timeout`` - or when rows went to the
+        dead-letter file since the previous flush (the database refused them: they are not
+        in it)."""
+        before = self._dead_seen
         if not self.running:
-            return self.database.settled and not self.queue
-        deadline = time.monotonic() + max(0.0, timeout)
-        marker = Marker()
-        self.queue.append(marker)
-        self.wake.set()
-        done = marker.done.wait(max(0.0, timeout))
-        if self.console is not None:  # the file thread handed the lines over before the marker
-            self.console.drain(max(0.0, deadline - time.monotonic()))
-        return done
+            done = self.database.settled and not self.queue
+        else:
+            deadline = time.monotonic() + max(0.0, timeout)
+            marker = Marker()
+            self.queue.append(marker)
+            self.wake.set()
+            done = marker.done.wait(max(0.0, timeout))
+            if self.console is not None:  # the file thread handed the lines over first
+                self.console.drain(max(0.0, deadline - time.monotonic()))
+        dead = self.stats.dead_lettered
+        self._dead_seen = dead
+        return done and dead == before
 
     def stop(self, timeout: float) -> bool:
         """Write what is queued, replay what can be replayed within ``timeout``, then stop.
@@ -184,11 +208,13 @@ class LogWriter:
                 thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         stuck = any(thread.is_alive() for thread in self._threads)
         self._running = False
+        if stuck:
+            # A database call that does not return (a network stall): spool what it holds
+            # under its batch ids - if it commits after all, the replay skips it.
+            self.database.abandon()
+            self._spool_handed_over()
         # Anything that slipped in behind the stop marker is written on this thread.
-        while self.queue:
-            item = self.queue.popleft()
-            if type(item) is tuple:
-                self.spill(item)
+        self._spill_queue()
         self.save_stats()
         if self.console is not None:
             self.console.stop(max(0.0, deadline - time.monotonic()) + 0.5)
@@ -201,26 +227,56 @@ class LogWriter:
 
     def spool_what_is_left(self) -> int:
         """The process is about to die (``SIGTERM``) with the writer still busy: put what is
-        still queued or waiting for the database thread in the files and the spool, for the
-        next writer to replay. Returns how many rows were spooled this way."""
+        held by an interrupted call, queued, waiting for the database thread or inside the
+        database call in the files and the spool, for the next writer to replay (batches
+        keep their ids, so one the database thread commits meanwhile is skipped there).
+        Returns how many rows were spooled this way."""
         spooled = 0
-        while True:
-            try:
-                item = self.queue.popleft()
-            except IndexError:
-                break
-            if type(item) is tuple:
-                self.spill(item)
-                spooled += 1
-        while True:
-            try:
-                batch = self._handoff.popleft()
-            except IndexError:
-                break
-            if type(batch) is list:
-                self.database.spool_rows(batch)
-                spooled += len(batch)
+        for batch_id in list(self.held):
+            records = self.held.get(batch_id)
+            if records:  # _write_here takes it out of held as it spools it
+                spooled += self._write_here(batch_id, records)
+        spooled += self._spill_queue()
+        spooled += self._spool_handed_over()
+        spooled += self.database.abandon()
         return spooled
+
+    def _spill_queue(self) -> int:
+        """Write everything queued on this thread (markers are dropped)."""
+        count = 0
+        queue = self.queue
+        while queue:
+            try:
+                head = queue[0]
+            except IndexError:
+                break
+            if type(head) is not tuple:
+                with contextlib.suppress(IndexError):
+                    queue.popleft()
+                continue
+            count += self.spill(None)
+        return count
+
+    def _spool_handed_over(self) -> int:
+        """Spool the batches handed to the database thread and not taken yet (each is
+        spooled before it leaves the hand-over queue: at worst twice, under one id)."""
+        count = 0
+        handoff = self._handoff
+        while handoff:
+            try:
+                item = handoff[0]
+            except IndexError:
+                break
+            if type(item) is Batch:
+                self.database.spool_batches([item])
+                count += len(item.rows)
+            try:
+                taken = handoff.popleft()
+            except IndexError:
+                break
+            if taken is not item:  # the database thread took ours meanwhile: keep this one
+                handoff.appendleft(taken)
+        return count
 
     def abandon(self) -> object:
         """In a forked child: let go of everything inherited from the parent's writer.
@@ -264,43 +320,100 @@ class LogWriter:
         with self.stats.lock:
             self.stats.observer_errors += 1
 
-    def spill(self, record: Record) -> None:
+    def spill(self, record: Record | None) -> int:
         """Handle a record on the calling thread: the queue is full, or the writer stopped.
 
         The caller also takes a batch of queued records off the queue and writes them with
-        its own (file lines now, database rows to the spool, replayed by the database
-        thread), so a writer that has fallen behind gets room again and the next calls
-        queue as usual. Thread-safe; never raises.
+        its own (database rows to the spool, replayed by the database thread, then the file
+        lines), so a writer that has fallen behind gets room again and the next calls queue
+        as usual. Thread-safe and lock-free. Returns how many records were written; raises
+        only a ``BaseException`` raised into it (a signal handler's ``SystemExit``), after
+        putting what it held back at the front of the queue.
         """
+        batch_id = new_batch_id()
+        records: list[Record] = []
         try:
-            with self._spill_lock:
-                records = self._take_queued(self.batch_size - 1)
-                records.append(record)
-                prepared = [self._spill_builder.build(item) for item in records]
-                self._show(records, prepared)
-                groups: dict[FileKey, list[str]] = {}
-                rows: list[DbRow] = []
-                rejects: list[Prepared] = []
-                for item in prepared:
-                    groups.setdefault(item.file_key, []).append(item.line)
-                    if item.row is not None and item.reject is None:
-                        rows.append(item.row)
-                    elif item.row is not None:
-                        rejects.append(item)
-                self._write_files(groups)
-                self._dead_letter(rejects)
+            # A signal held back here is handled as the block ends: what it raises must
+            # find the records noted as held, to be put back.
+            with deferred():
+                self.held[batch_id] = records
+                self._take_queued(records, self.batch_size - (record is not None))
+                if record is not None:
+                    records.append(record)
+            return self._write_here(batch_id, records, count_overflow=record is not None)
+        except BaseException:
+            with deferred():
+                back = self.held.pop(batch_id, None)
+                if back:
+                    self.queue.extendleft(reversed(back))
+            raise
+
+    def _write_here(
+        self, batch_id: str, records: list[Record], *, count_overflow: bool = False
+    ) -> int:
+        """Write ``records`` (held under ``batch_id``) on this thread: rows to the spool,
+        then lines to the files."""
+        try:
+            prepared = self._build_here(records)
+            self._show(records, prepared)
+            groups: dict[FileKey, list[str]] = {}
+            rows: list[DbRow] = []
+            rejects: list[Prepared] = []
+            for item in prepared:
+                groups.setdefault(item.file_key, []).append(item.line)
+                if item.row is not None and item.reject is None:
+                    rows.append(item.row)
+                elif item.row is not None:
+                    rejects.append(item)
+            # No handler runs on this thread while it holds a lock of the sinks (the spool's,
+            # the files', the counters'): one that re-entered them would wait on itself.
+            with deferred():
+                if self.held.pop(batch_id, None) is None:
+                    return 0  # taken over by spool_what_is_left (a signal handler)
                 if rows:
-                    self.database.spool_rows(rows)
-            with self.stats.lock:
-                self.stats.overflowed += 1
-                self.stats.processed += len(records) - 1
-        except Exception:
+                    self.database.spool_batches([Batch(batch_id, rows)])
+                try:
+                    self._dead_letter(rejects)
+                finally:
+                    self._write_files(groups)
+                with self.stats.lock:
+                    self.stats.overflowed += count_overflow
+                    self.stats.processed += len(records) - count_overflow
+            return len(records)
+        except Exception as exc:
             with self.stats.lock:
                 self.stats.internal_errors += 1
+                self.stats.last_error = f"spill: {type(exc).__name__}: {exc}"
+            return 0
 
-    def _take_queued(self, limit: int) -> list[Record]:
-        """Pop up to ``limit`` records from the front of the queue (stopping at a marker)."""
-        taken: list[Record] = []
+    @property
+    def _spill_builder(self) -> RowBuilder:
+        """The calling thread's spill builder (tests look at its plan cache)."""
+        local = self._spill_builders
+        builder: RowBuilder | None = getattr(local, "builder", None)
+        if builder is None:
+            builder = local.builder = RowBuilder(
+                self.redactor, self.settings.zone, compile_plans=False
+            )
+        return builder
+
+    def _build_here(self, records: list[Record]) -> list[Prepared]:
+        """Build ``records`` with this thread's spill builder; with a fresh one when a signal
+        handler spills while this thread was already building (a builder is not re-entrant)."""
+        local = self._spill_builders
+        if getattr(local, "busy", False):
+            fresh = RowBuilder(self.redactor, self.settings.zone, compile_plans=False)
+            return [fresh.build(item) for item in records]
+        builder = self._spill_builder
+        local.busy = True
+        try:
+            return [builder.build(item) for item in records]
+        finally:
+            local.busy = False
+
+    def _take_queued(self, taken: list[Record], limit: int) -> None:
+        """Move up to ``limit`` records from the front of the queue to ``taken`` (stopping
+        at a marker)."""
         queue = self.queue
         while len(taken) < limit:
             try:
@@ -311,7 +424,6 @@ class LogWriter:
                 queue.appendleft(item)
                 break
             taken.append(item)
-        return taken
 
     def snapshot(self) -> dict[str, Any]:
         """The counters and gauges (see :mod:`tradelog._logs.stats`)."""
@@ -327,6 +439,7 @@ class LogWriter:
     # -- file thread -----------------------------------------------------------------------
 
     def _run_files(self) -> None:
+        block_in_this_thread()
         queue = self.queue
         wake = self.wake
         batch_size = self.batch_size
@@ -335,7 +448,9 @@ class LogWriter:
                 wake.wait(self.interval)
                 wake.clear()
             while queue:
+                batch_id = new_batch_id()
                 records: list[Record] = []
+                self.held[batch_id] = records
                 marker: Marker | None = None
                 while queue and len(records) < batch_size:
                     item = queue.popleft()
@@ -345,14 +460,16 @@ class LogWriter:
                         marker = item
                         break
                 if records:
-                    self._process(records)
+                    self._process(batch_id, records)
+                else:
+                    self.held.pop(batch_id, None)
                 if marker is not None:
                     self._hand_over(marker)
                     if marker.stop_deadline is not None:
                         return  # whatever follows is written by stop() on its own thread
             self._maybe_seal()
 
-    def _process(self, records: list[Record]) -> None:
+    def _process(self, batch_id: str, records: list[Record]) -> None:
         try:
             build = self._builder.build
             prepared = [build(record) for record in records]
@@ -373,14 +490,19 @@ class LogWriter:
                         rows.append(row)
                     else:
                         rejects.append(item)
+            if rows:
+                # Handed over (or spooled) before it stops being held: a dying process's
+                # spool_what_is_left sees it in one place or the other, at worst in both
+                # under the same id.
+                self._hand_over_rows(Batch(batch_id, rows))
+            self.held.pop(batch_id, None)
             self._write_files(groups)
             self._dead_letter(rejects)
-            if rows:
-                self._hand_over_rows(rows)
         except Exception as exc:  # pragma: no cover - defensive: nothing above should raise
             self.stats.internal_errors += 1
             self.stats.last_error = f"writer: {type(exc).__name__}: {exc}"
         finally:
+            self.held.pop(batch_id, None)
             self.stats.processed += len(records)
 
     def _show(self, records: list[Record], prepared: list[Prepared]) -> None:
@@ -421,7 +543,7 @@ class LogWriter:
         self._handoff.append(item)
         self._handoff_wake.set()
 
-    def _hand_over_rows(self, rows: list[DbRow]) -> None:
+    def _hand_over_rows(self, batch: Batch) -> None:
         """Give a batch to the database thread once it has finished the previous one.
 
         One batch in flight at a time, handed over in lock-step so the two threads overlap
@@ -437,12 +559,12 @@ class LogWriter:
                 # The database thread is stuck in a call (a lock wait, a slow network): keep
                 # the files flowing and let the rows wait in the spool, in order.
                 self._db_stalled = True
-                self.database.spool_rows(rows)
+                self.database.spool_batches([batch])
                 return
             self._db_stalled = False
             self._in_flight += 1
         self._started.clear()
-        self._hand_over(rows)
+        self._hand_over(batch)
         self._started.wait(_DB_WAIT)
 
     def _slot_free(self) -> bool:
@@ -462,6 +584,7 @@ class LogWriter:
     # -- database thread -------------------------------------------------------------------
 
     def _run_database(self) -> None:
+        block_in_this_thread()
         handoff = self._handoff
         wake = self._handoff_wake
         database = self.database
@@ -477,7 +600,7 @@ class LogWriter:
                 wake.clear()
             while handoff:
                 item = handoff.popleft()
-                if type(item) is list:
+                if type(item) is Batch:
                     self.stats.call_started = time.monotonic()
                     try:
                         database.deliver(item, on_sent=self._started.set)

@@ -31,6 +31,8 @@ from typing import Final
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from tradelog._signals import block_in_this_thread
+
 __all__ = [
     "DELIVERIES_CHANNEL",
     "NOTIFICATIONS_CHANNEL",
@@ -148,6 +150,7 @@ class Listener:
                 self.on_state(connected)
 
     def _run(self) -> None:
+        block_in_this_thread()
         backoff = 0.1
         while not self._stop.is_set():
             try:

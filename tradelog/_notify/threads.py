@@ -18,6 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from tradelog._signals import block_in_this_thread
+
 __all__ = ["DaemonExecutor"]
 
 _Call = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
@@ -63,6 +65,7 @@ class DaemonExecutor(ThreadPoolExecutor):
                     thread.join()
 
     def _serve(self) -> None:
+        block_in_this_thread()
         while True:
             call = self._calls.get()
             if call is None:

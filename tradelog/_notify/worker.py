@@ -88,6 +88,7 @@ from tradelog._notify.retry import RetryPolicy
 from tradelog._notify.threads import DaemonExecutor
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.wiring import CHANNEL_SETTINGS, build_channels
+from tradelog._signals import block_in_this_thread
 from tradelog.config import Settings
 from tradelog.exceptions import PermanentDeliveryError, RetryableDeliveryError
 
@@ -227,6 +228,10 @@ class DeliveryWorker:
         """Deliver until :meth:`stop` is called."""
         await self._serve(until_idle=False)
 
+    def _run_in_thread(self) -> None:
+        block_in_this_thread()
+        asyncio.run(self.run())
+
     def start(self) -> threading.Thread:
         """Run the worker in a daemon thread with its own event loop."""
         if self._thread is not None and self._thread.is_alive():
@@ -234,7 +239,7 @@ class DeliveryWorker:
         self._stopping.clear()
         self._drain_until = None
         self._thread = threading.Thread(
-            target=lambda: asyncio.run(self.run()), name="tradelog-delivery", daemon=True
+            target=self._run_in_thread, name="tradelog-delivery", daemon=True
         )
         self._thread.start()
         return self._thread

@@ -47,6 +47,7 @@ from tradelog._db.engine import create_tradelog_engine
 from tradelog._db.models import Notification
 from tradelog._notify.listen import NOTIFICATIONS_CHANNEL, Listener
 from tradelog._notify.wakeup import Wakeups
+from tradelog._signals import block_in_this_thread
 
 __all__ = ["IDLE_STOP", "LISTENER_NAME", "LOOKBACK", "QUEUE_LIMIT", "StreamHub", "Subscription"]
 
@@ -202,6 +203,7 @@ class StreamHub:
     # -- the thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        block_in_this_thread()
         unsubscribe: Callable[[], None] | None = None
         listen_engine: Engine | None = None
         listener: Listener | None = None

@@ -1,6 +1,7 @@
 """Every tradelog table, importable from one place."""
 
 from tradelog._db.models.audit import AuditLog
+from tradelog._db.models.batches import WriteBatch
 from tradelog._db.models.config import UserTradingConfig
 from tradelog._db.models.errors import ErrorGroup, ErrorLog
 from tradelog._db.models.logs import ServiceLog
@@ -28,4 +29,5 @@ __all__ = [
     "User",
     "UserNotificationPreferences",
     "UserTradingConfig",
+    "WriteBatch",
 ]
