@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tradelog._files import make_dirs, open_private, write_private
+from tradelog._signals import block_in_this_thread
 
 __all__ = ["JsonlSpool", "Replayer"]
 
@@ -215,6 +216,7 @@ class Replayer:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        block_in_this_thread()  # termination signals go to the main thread
         while not self._stop.is_set():
             try:
                 self._replay()

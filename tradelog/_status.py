@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from tradelog._signals import block_in_this_thread
+
 __all__ = ["BACKLOG_KEYS", "PROBLEM_KEYS", "StatusPublisher", "local_backlog"]
 
 _SOURCES: Final = (
@@ -102,5 +104,6 @@ class StatusPublisher:
         self.publish()
 
     def _run(self) -> None:
+        block_in_this_thread()  # termination signals go to the main thread
         while not self._stop.wait(self.interval):
             self.publish()

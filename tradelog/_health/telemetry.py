@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from tradelog._signals import block_in_this_thread
 from tradelog._spool_files import JsonlSpool
 
 __all__ = ["SPOOL_PREFIX", "Telemetry"]
@@ -215,6 +216,7 @@ class Telemetry:
             return job
 
     def _run(self) -> None:
+        block_in_this_thread()  # termination signals go to the main thread
         if self.spool.pending():  # left by this process earlier, or by one that is gone
             with self._cond:
                 self.down, self._next_probe = True, 0.0
