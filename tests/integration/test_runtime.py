@@ -223,3 +223,38 @@ def test_internal_errors_are_counted_not_raised(
         finally:
             processors.remove(broken)
         assert runtime.stats()["internal_errors"] >= 2
+
+
+def _blocked_signals(native_id: int) -> int:
+    """The signal mask of one of this process's threads, from ``/proc`` (a bit per signal)."""
+    for line in Path(f"/proc/self/task/{native_id}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_every_tradelog_thread_keeps_termination_signals_off(db_url: str, tmp_path: Path) -> None:
+    """A termination signal must reach the main thread: one delivered to a tradelog thread
+    would let the host's handler run inside a block where records are neither queued nor
+    held (tests/reliability/test_log_signals.py shows the loss that caused)."""
+    import signal
+    import threading
+
+    runtime = tradelog.configure(
+        database_url=db_url, log_dir=tmp_path / "logs", console=True, worker="on"
+    )
+    try:
+        tradelog.get_logger("t").info("hello", user_id=None)
+        assert runtime.flush(30)
+        ours = [t for t in threading.enumerate() if t.name.startswith("tradelog")]
+        assert len(ours) >= 5, [t.name for t in ours]  # writer, console, health, status, worker
+        term = 1 << (signal.SIGTERM - 1)
+        for thread in ours:
+            assert thread.native_id is not None
+            assert _blocked_signals(thread.native_id) & term, f"{thread.name} takes SIGTERM"
+        main = threading.main_thread().native_id
+        assert main is not None
+        assert not _blocked_signals(main) & term
+    finally:
+        tradelog.shutdown()
