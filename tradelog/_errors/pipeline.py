@@ -317,8 +317,13 @@ class ErrorCapture:
         return True
 
     def _take(self) -> list[_Item]:
-        count = min(len(self._items), self._batch)
-        return [self._items.popleft() for _ in range(count)]
+        taken: list[_Item] = []
+        while len(taken) < self._batch:
+            try:
+                taken.append(self._items.popleft())
+            except IndexError:  # empty: another thread may take from the same queue
+                break
+        return taken
 
     def _run(self) -> None:
         block_in_this_thread()

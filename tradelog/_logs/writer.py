@@ -452,8 +452,13 @@ class LogWriter:
                 records: list[Record] = []
                 self.held[batch_id] = records
                 marker: Marker | None = None
-                while queue and len(records) < batch_size:
-                    item = queue.popleft()
+                while len(records) < batch_size:
+                    try:
+                        item = queue.popleft()
+                    except IndexError:
+                        # A caller's spill took the rest since the look above: this thread
+                        # must live on and write what it already took.
+                        break
                     if type(item) is tuple:
                         records.append(item)
                     else:
@@ -598,8 +603,11 @@ class LogWriter:
                 timeout = self.interval if hint is None else min(self.interval, hint)
                 wake.wait(max(0.0, timeout))
                 wake.clear()
-            while handoff:
-                item = handoff.popleft()
+            while True:
+                try:
+                    item = handoff.popleft()
+                except IndexError:  # empty, or a dying process's sweep spooled the rest
+                    break
                 if type(item) is Batch:
                     self.stats.call_started = time.monotonic()
                     try:
