@@ -32,6 +32,10 @@ def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("TRADELOG_"):
             monkeypatch.delenv(name)
+    # A heartbeat or task row returns True once it is in the database; the default wait
+    # (0.5 s) is what a service should spend, not what a loaded test machine always needs.
+    # Tests of the wait itself pass telemetry_wait explicitly.
+    monkeypatch.setenv("TRADELOG_TELEMETRY_WAIT", "10")
     hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level

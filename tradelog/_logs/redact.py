@@ -355,8 +355,8 @@ class Redactor:
         done = 0
         for match in _URL_USER.finditer(text):
             start = match.end()
-            if start < done:
-                continue
+            if start < done or text.startswith(self._mask + "@", start):
+                continue  # inside a masked part, or a password masked already
             space = _WHITESPACE.search(text, start)
             token_end = len(text) if space is None else space.start()
             netloc_end = token_end
