@@ -499,7 +499,7 @@ class Runtime:
         for stop in (
             self._stop_background,
             self._uninstall_hooks,
-            self.errors.close,
+            lambda: self.errors.close(_remaining(deadline)),
             lambda: self.replayer.stop(_remaining(deadline)),
         ):
             try:

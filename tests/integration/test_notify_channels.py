@@ -208,10 +208,14 @@ def test_backlog_summary(db: MigratedDatabase, users: dict[str, int]) -> None:
         )
         now = datetime.now(UTC)
         local = now.astimezone(IST)
-        quiet_now = now + timedelta(
-            hours=(23 - local.hour) % 24, minutes=-local.minute
-        )  # next 23:00 IST, still inside the window
-        dispatch(session, alice, "trading", "info", "due", "x", now=now - timedelta(minutes=1))
+        # The due one is sent at the last noon IST (outside quiet hours whatever the time of
+        # day the test runs); the later one at the next 23:00 IST, inside the window.
+        noon = local.replace(hour=12, minute=0, second=0, microsecond=0)
+        noon -= timedelta(days=1) if noon > local else timedelta(0)
+        late = local.replace(hour=23, minute=0, second=0, microsecond=0)
+        late += timedelta(days=1) if late <= local else timedelta(0)
+        quiet_now = late.astimezone(UTC)
+        dispatch(session, alice, "trading", "info", "due", "x", now=noon.astimezone(UTC))
         dispatch(session, alice, "trading", "info", "later", "x", now=quiet_now)
         session.commit()
     claimed = outbox.claim(db.engine, "w", limit=1, lease=0.0)

@@ -178,6 +178,25 @@ def test_black_hole_every_sync_api_is_bounded(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_shutdown_keeps_its_bound_with_errors_waiting_and_the_database_away(
+    tmp_path: Path,
+) -> None:
+    """shutdown(timeout) returns within its timeout while captured errors and log rows cannot
+    reach the database (a refused port); both stay on disk for the next writer."""
+    _configure("postgresql://tradelog@127.0.0.1:9/nowhere", tmp_path)
+    tradelog.get_logger("bounds", user_id=1).info("while the database is away")
+    for _ in range(3):
+        try:
+            raise ValueError("while the database is away")
+        except ValueError as exc:
+            tradelog.capture_exception(exc)
+    seconds, exc = _timed(lambda: tradelog.shutdown(1.0))
+    assert exc is None
+    assert seconds < 1.0 + 0.5, f"shutdown(1.0) took {seconds:.2f} s"
+    assert list((tmp_path / "_runtime").glob("errors-unwritten-*.jsonl"))
+    assert list((tmp_path / "_spool").glob("spool-*"))
+
+
 def test_unmigrated_database_says_run_db_upgrade(empty_url: str, tmp_path: Path) -> None:
     """On a database without tradelog's tables every session API and notify() raise
     StorageError saying to run `tradelog db upgrade`; heartbeat() returns False, no raise."""

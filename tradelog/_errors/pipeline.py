@@ -232,7 +232,7 @@ class ErrorCapture:
             if not _claim(exc):
                 self._count("duplicates")
                 if sync:
-                    self.flush(SYNC_FLUSH_SECONDS)
+                    self._drain_queue(time.monotonic() + SYNC_FLUSH_SECONDS)
                 return False
             merged: dict[str, Any] = {}
             if bound:
@@ -403,14 +403,13 @@ class ErrorCapture:
 
     def _write_now(self, item: _Item) -> bool:
         if threading.current_thread() is not self._thread:
-            self.flush(SYNC_FLUSH_SECONDS)
+            # The queue first, so rows keep their order; spill files are not waited for (with
+            # the database away they cannot be stored, and a crash hook must not wait for that).
+            self._drain_queue(time.monotonic() + SYNC_FLUSH_SECONDS)
         return self._write_batch([self._build(item)], retry=False)
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every error captured so far is in the database: the queue written and
-        the spill files (this process's, and those of processes that are gone) stored.
-        False when that did not happen within ``timeout``."""
-        deadline = time.monotonic() + max(timeout, 0.0)
+    def _drain_queue(self, deadline: float) -> bool:
+        """Wait until every queued error has been written or spilled (False at ``deadline``)."""
         with self._cond:
             inline = bool(self._pending) and not self._start_writer()
         if inline:
@@ -421,6 +420,15 @@ class ErrorCapture:
                 if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
+        return True
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every error captured so far is in the database: the queue written and
+        the spill files (this process's, and those of processes that are gone) stored.
+        False when that did not happen within ``timeout``."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        if not self._drain_queue(deadline):
+            return False
         while self._spills.waiting():
             self._replay()
             if not self._spills.waiting():
@@ -431,9 +439,11 @@ class ErrorCapture:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued and stop the writer (the engine is the owner's to dispose)."""
+        """Write what is queued and stop the writer (the engine is the owner's to dispose),
+        within ``timeout`` in all; what could not be stored by then stays in a spill file."""
         if self._closed:
             return
+        deadline = time.monotonic() + max(timeout, 0.0)
         self.flush(timeout)
         with self._cond:
             self._closing = True
@@ -442,7 +452,7 @@ class ErrorCapture:
             leftover = list(self._items)
             self._items.clear()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         if leftover:
             self._spill([self._build(item) for item in leftover], new_batch_id())
         self._closed = True
