@@ -12,17 +12,28 @@ not be split by a handler (taking records off the queue and noting that they are
 them to the spool and forgetting them): a handler that raises (``sys.exit`` in a ``SIGTERM``
 handler) or that ends the process then finds every record either queued, held where it can
 see it, or written.
+
+:func:`redeliver_swallowed` covers a gap in Python itself: a handler runs wherever the main
+thread is at the next check, which may be inside a weak-reference callback or a ``__del__``
+run by the garbage collector (SQLAlchemy registers such callbacks). There the handler's
+``SystemExit`` cannot propagate: Python reports it as "unraisable" and the process carries on
+as if the signal had never come. tradelog's ``sys.unraisablehook`` hands such an exit to
+:func:`redeliver_swallowed`, which sends the same signal again from a helper thread, so the
+handler runs once more where its exception can end the program.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import signal
 import threading
 from collections.abc import Iterator
+from types import CodeType, TracebackType
 from typing import Final
 
-__all__ = ["TERMINATING", "block_in_this_thread", "deferred"]
+__all__ = ["TERMINATING", "block_in_this_thread", "deferred", "redeliver_swallowed"]
 
 TERMINATING: Final = frozenset(
     getattr(signal, name)
@@ -48,11 +59,81 @@ def deferred() -> Iterator[None]:
         yield
         return
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINATING)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the mask as it is
     except Exception:
         yield
         return
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, TERMINATING)
+    except BaseException:
+        # The block took effect, then a handler pending since before it ran and raised
+        # (Python runs pending handlers as pthread_sigmask returns): undo the block, or the
+        # process would keep these signals blocked for good.
+        with contextlib.suppress(Exception):
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+_REDELIVERY_DELAY: Final = 0.01
+"""Seconds before a swallowed signal is sent again: the collection that swallowed it ends."""
+_MAX_REDELIVERIES: Final = 20
+"""A process whose handler keeps landing in callbacks is not sent the signal forever."""
+_redeliveries = itertools.count()
+
+
+def _handler_code(handler: object) -> CodeType | None:
+    function = getattr(handler, "__func__", handler)
+    code = getattr(function, "__code__", None)
+    return code if isinstance(code, CodeType) else None
+
+
+def _signal_raised_in(traceback: TracebackType | None) -> int | None:
+    """The termination signal whose Python handler has a frame in ``traceback``."""
+    handlers: dict[CodeType, int] = {}
+    for signum in TERMINATING:
+        with contextlib.suppress(Exception):
+            code = _handler_code(signal.getsignal(signum))
+            if code is not None:
+                handlers.setdefault(code, signum)
+    while traceback is not None:
+        found = handlers.get(traceback.tb_frame.f_code)
+        if found is not None:
+            return found
+        traceback = traceback.tb_next
+    return None
+
+
+def _send_to_this_process(signum: int) -> None:
+    """Send ``signum`` from a thread that blocks it: the kernel hands it to the main thread."""
+    block_in_this_thread()
+    with contextlib.suppress(OSError):
+        os.kill(os.getpid(), signum)
+
+
+def redeliver_swallowed(exc: BaseException | None, traceback: TracebackType | None) -> bool:
+    """If ``exc`` is a ``SystemExit`` or ``KeyboardInterrupt`` raised by a signal handler in a
+    place Python could not raise it from (reported to ``sys.unraisablehook``), send the
+    signal again shortly from a helper thread. Returns whether it did; never raises."""
+    try:
+        if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return False
+        signum = _signal_raised_in(traceback)
+        if (
+            signum is None
+            and isinstance(exc, KeyboardInterrupt)
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            signum = signal.SIGINT
+        if signum is None or next(_redeliveries) >= _MAX_REDELIVERIES:
+            return False
+        timer = threading.Timer(_REDELIVERY_DELAY, _send_to_this_process, (signum,))
+        timer.daemon = True
+        timer.name = "tradelog-signal-redelivery"
+        timer.start()
+        return True
+    except Exception:
+        return False

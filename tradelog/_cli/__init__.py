@@ -20,6 +20,7 @@ schema that was never migrated) exits 3 with a hint, an unexpected error exits 1
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -112,9 +113,15 @@ def _plain_descriptions(parser: argparse.ArgumentParser) -> None:
                 _plain_descriptions(child)
 
 
+@functools.cache
+def _shared_parser() -> argparse.ArgumentParser:
+    """The parser :func:`main` uses, built once per process (parsing never changes it)."""
+    return build_parser()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
+    parser = _shared_parser()
     args = parser.parse_args(argv)
     context: Context | None = None
     try:

@@ -16,6 +16,9 @@ hook                        what is recorded
                             does.
 ``sys.unraisablehook``      an exception Python could not raise (``__del__``, callbacks):
                             queued (the hook may run inside garbage collection); ``error``.
+                            A signal handler's ``SystemExit`` or ``KeyboardInterrupt``
+                            swallowed there is not an error: the signal is sent again
+                            (:func:`tradelog._signals.redeliver_swallowed`).
 asyncio                     an exception handler on the loop running at install time, and on
                             every loop created afterwards through the event-loop policy
                             (``asyncio.run``, ``asyncio.new_event_loop``): "Task exception
@@ -45,6 +48,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
+from tradelog._signals import redeliver_swallowed
 from tradelog._users.context import user_of
 
 __all__ = [
@@ -160,6 +164,9 @@ class UnraisableHook(_Hook):
 
     def __call__(self, unraisable: Any) -> None:
         value = getattr(unraisable, "exc_value", None)
+        # A signal handler's sys.exit() that ran inside a garbage-collection callback: Python
+        # swallowed it; send the signal again so the program still ends (not an error).
+        redeliver_swallowed(value, getattr(unraisable, "exc_traceback", None))
         if isinstance(value, Exception):
             self._record(
                 _with_traceback(value, getattr(unraisable, "exc_traceback", None)),
