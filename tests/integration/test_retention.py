@@ -234,11 +234,14 @@ def test_daily_thread_runs_at_the_daily_time(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
     """A clock 0.2 s before 03:30 IST makes the thread run once, then wait for tomorrow."""
-    real = datetime.now(UTC)
-    offset = next_daily_run(real, time(3, 30), "Asia/Kolkata") - real - timedelta(seconds=0.2)
+    start = next_daily_run(datetime.now(UTC), time(3, 30), "Asia/Kolkata") - timedelta(seconds=0.2)
+    first_read: list[float] = []
 
     def shifted() -> datetime:
-        return datetime.now(UTC) + offset
+        # The clock starts when the thread first reads it, however late the thread starts.
+        if not first_read:
+            first_read.append(clock.monotonic())
+        return start + timedelta(seconds=clock.monotonic() - first_read[0])
 
     with db.session() as session:
         session.add(
@@ -247,7 +250,7 @@ def test_daily_thread_runs_at_the_daily_time(
                 level="INFO",
                 module="t",
                 message="old",
-                timestamp=shifted() - timedelta(days=40),
+                timestamp=start - timedelta(days=40),
             )
         )
         session.commit()
