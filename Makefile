@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The demo needs only tradelog and its runtime extras; tests and linters need the dev extra.
 DEMO_STAMP := $(VENV)/.runtime-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Tests may write bytecode even where the environment says not to: without it every worker
+# re-rewrites each test module's asserts and every subprocess compiles tradelog from source.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 
 .PHONY: demo test test-fast lint bench clean
 
@@ -28,16 +31,17 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	bash .ci/ensure-postgres
 	bash .ci/ensure-chromium
-	$(BIN)/python -m pytest -n 2 --cov=tradelog --cov-report=term --cov-fail-under=85
+	$(PYTEST) -n 4 --dist worksteal --cov=tradelog --cov-report=term --cov-fail-under=85
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The quick loop while working: no coverage, no tests marked slow (processes, browsers, wheels);
-# four workers on two cores, since most of a test's time is spent waiting on a database or a socket.
+# The quick loop while working: no coverage, no tests marked slow (processes, browsers, wheels).
+# More workers than cores: most of a test's time is spent waiting on a database or a socket;
+# worksteal lets idle workers take tests queued behind a long one.
 test-fast: $(STAMP)
 	bash .ci/ensure-postgres
-	$(BIN)/python -m pytest -n 4 -q -m "not slow" -p no:cacheprovider
+	$(PYTEST) -n 6 --dist worksteal -q -m "not slow" -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
