@@ -1,4 +1,4 @@
-"""What the outbox benchmarks share: a fresh PostgreSQL database, users with email switched on,
+"""What the outbox benchmarks share: users with email switched on,
 ``tradelog worker`` processes sending to a local aiosmtpd server, percentiles and the load.
 
 Not a benchmark itself; ``bench/outbox_bench.py`` and ``bench/market_open_bench.py`` use it.
@@ -14,16 +14,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 
 from tests.support.smtp_server import SmtpServer
-from tradelog._db import migrate
 from tradelog._db.engine import session_factory
 from tradelog._notify.outbox_listen import LISTENER_NAME
 from tradelog._notify.preferences import update_preferences
@@ -38,24 +35,6 @@ def load() -> str:
     """``os.getloadavg()`` as printed beside every table (the machine is shared)."""
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
-
-
-@contextmanager
-def postgres_database(admin_url: str, tag: str) -> Iterator[str]:
-    """A new, migrated database next to ``admin_url``'s, dropped afterwards."""
-    name = f"tradelog_{tag}_{os.getpid()}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def email_users(engine: Engine, count: int, prefix: str) -> list[int]:

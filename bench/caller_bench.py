@@ -224,7 +224,7 @@ def main() -> None:
         folder = Path(raw_folder)
         databases: list[tuple[str, Any]] = [("sqlite", lb.sqlite_database(folder))]
         if not args.no_postgres:
-            databases.append(("postgresql", lb.postgres_database(args.pg_url)))
+            databases.append(("postgresql", lb.postgres_database(args.pg_url, "caller")))
         urls: dict[str, str] = {}
         contexts = []
         for backend, database in databases:

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import create_engine, text
+from _database import postgres_database
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 import tradelog
@@ -177,23 +178,6 @@ def sqlite_database(folder: Path) -> Iterator[str]:
     url = f"sqlite:///{folder / 'bench.db'}"
     migrate.upgrade(url)
     yield url
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    name = f"tradelog_bench_{os.getpid()}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _prepare(url: str) -> int:
@@ -370,7 +354,7 @@ def main() -> None:
             results.append(loguru_result)
         databases: list[tuple[str, Any]] = [("sqlite", sqlite_database(folder))]
         if not args.no_postgres:
-            databases.append(("postgresql", postgres_database(args.pg_url)))
+            databases.append(("postgresql", postgres_database(args.pg_url, "bench")))
         for backend, database in databases:
             with database as url:
                 results.append(bench_tradelog(backend, url, folder, args.events, args.burst))

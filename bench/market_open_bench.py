@@ -41,13 +41,13 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 import tradelog
+from bench._database import postgres_database
 from bench._outbox_support import (
     DEFAULT_PG,
     email_users,
     load,
     mail_by_notification,
     percentile,
-    postgres_database,
     start_email_workers,
     statuses,
     stop_workers,

@@ -32,37 +32,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _database import postgres_database
+
 import tradelog
 from tests.support.tcp_proxy import TcpProxy
-from tradelog._db import migrate
 from tradelog._db.engine import create_tradelog_engine, session_factory
 from tradelog.users import create_user
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    name = f"tradelog_outage_{os.getpid()}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run(args: argparse.Namespace, url: str, log_dir: Path) -> dict[str, object]:
@@ -165,7 +146,7 @@ def main() -> None:
         ),
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, postgres_database(args.pg_url) as url:
+    with tempfile.TemporaryDirectory() as folder, postgres_database(args.pg_url, "outage") as url:
         result = run(args, url, Path(folder))
     load = os.getloadavg()
     print(

@@ -44,10 +44,9 @@ from typing import Any
 
 import httpx
 import psycopg
-from sqlalchemy import create_engine, text
+from _database import postgres_database
 from sqlalchemy.engine import make_url
 
-from tradelog._db import migrate
 from tradelog._runtime import Runtime
 from tradelog.config import Settings
 
@@ -75,23 +74,6 @@ SERVER = textwrap.dedent(
                 timeout_graceful_shutdown=2, backlog=4096)
     """
 )
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    name = f"tradelog_webbench_{os.getpid()}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _copy(cursor: psycopg.Cursor[Any], table: str, columns: str, rows: Iterator[str]) -> None:
@@ -459,7 +441,7 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
-    with postgres_database(args.pg_url) as url:
+    with postgres_database(args.pg_url, "webbench") as url:
         started = time.monotonic()
         ids = fill(url, notifications=args.notifications, logs=args.logs, users=args.users)
         print(
