@@ -3,6 +3,7 @@ traceback, no secret."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,29 @@ def test_database_error_never_shows_the_password(
     err = capsys.readouterr().err
     assert "pa55word-xyz" not in err
     assert "tradelog db upgrade" in err
+
+
+def test_status_without_a_database_still_shows_the_local_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that refuses connections: ``status`` prints what waits in local files (and
+    says what is wrong with it), then the one-line database error, and exits 3."""
+    dead = tmp_path / "logs" / "_dead_letter"
+    dead.mkdir(parents=True)
+    (dead / "rows-1.jsonl").write_text('{"user_id": 5}\n{"user_id": 6}\n')
+    url = "postgresql://tradelog:hunter2@127.0.0.1:9/nowhere"
+    monkeypatch.setenv("TRADELOG_LOG_DIR", str(tmp_path / "logs"))
+    argv = ["--database-url", url, "status"]
+    assert main(argv) == 3
+    captured = capsys.readouterr()
+    assert "waiting in local files (the database could not be read)" in captured.out
+    assert "dead" in captured.out
+    assert captured.err.startswith("tradelog: error: ")
+    assert "hunter2" not in captured.out + captured.err
+    assert main([*argv, "--json"]) == 3
+    document = json.loads(capsys.readouterr().out)
+    assert document["database"] == "unreachable"
+    assert document["problems"]
 
 
 def test_unknown_revision_is_a_usage_error(

@@ -16,6 +16,8 @@
   over shows as ``recovered_error`` in ``--json``).
 * waiting in local files: dead letters, unwritten error rows, spooled notifications and
   spooled telemetry (:func:`tradelog._status.local_backlog`), read from ``TRADELOG_LOG_DIR``.
+  When the database cannot be read, this section is still printed (or, with ``--json``,
+  ``{"database": "unreachable", "backlog": ..., "problems": ...}``) before the error, exit 3.
 * users: how many accounts are placeholders registered for unknown ids (admins only).
 
 Sections whose subsystem is not installed show ``n/a``. Exit status 1 when a service is stale,
@@ -44,6 +46,7 @@ from tradelog._health.status import service_overview
 from tradelog._notify.breaker import paused_channels
 from tradelog._status import local_backlog
 from tradelog._users.store import PLACEHOLDER_DOMAIN
+from tradelog.exceptions import StorageError
 
 __all__ = ["register"]
 
@@ -113,6 +116,34 @@ def _local_stamp(value: Any, zone: ZoneInfo) -> Any:
 
 
 def _status(args: argparse.Namespace, context: Context) -> int:
+    try:
+        return _full_status(args, context)
+    except StorageError:
+        _local_status(context)  # what this host holds on disk, before the database error
+        raise
+
+
+def _local_status(context: Context) -> None:
+    """The local-files section alone (the database could not be read); never raises."""
+    try:
+        backlog = local_backlog(context.settings.log_dir)
+        problems = _local_problems(backlog, [])
+        if context.json:
+            json.dump(
+                {"database": "unreachable", "backlog": backlog, "problems": problems}, context.out
+            )
+            context.out.write("\n")
+            return
+        context.out.write("waiting in local files (the database could not be read)\n")
+        rows = [{"kind": key, "records": value} for key, value in backlog.items()]
+        print_table(rows, None, context.out)
+        if problems:
+            context.out.write("\n" + "".join(f"{line}\n" for line in problems))
+    except Exception:  # noqa: S110 - the database error that follows is what matters
+        pass
+
+
+def _full_status(args: argparse.Namespace, context: Context) -> int:
     settings = context.settings
     threshold = args.threshold if args.threshold is not None else settings.stale_heartbeat_seconds
     now = utcnow()
