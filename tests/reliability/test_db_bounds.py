@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 import tradelog
 from tests.support.blackhole import black_hole
 from tests.support.db import MigratedDatabase
+from tests.support.tcp_proxy import TcpProxy
 from tradelog import audit, errors, health, ml, notifications, trading_config
 from tradelog import users as users_api
 from tradelog._cli import main as cli_main
@@ -176,6 +178,60 @@ def test_black_hole_every_sync_api_is_bounded(
     assert any(name.startswith("notify-unwritten-") for name in spools)
     for path in (tmp_path / "_runtime").glob("*-unwritten-*.jsonl"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_an_established_connection_that_stops_answering_is_cut(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """Behind a proxy that black-holes the open connections (bytes accepted, nothing answers:
+    no server-side timeout or keepalive can see it), a session call on a pooled connection
+    raises StorageError within its bound (the ping cut after the connect bound, a new
+    connection refused after libpq's 2 s), and so does the next one; once the network is back,
+    calls work again."""
+    alice = users["alice"]
+    with TcpProxy.for_url(db.url) as proxy:
+        runtime = _configure(proxy.url(db.url), tmp_path)  # bounds: 1 s + 1 s
+        with runtime.session() as session:
+            assert notifications.unread_count(session, alice) == 0  # the connection is open
+        proxy.set_mode("black_hole")
+        for _ in range(2):
+            outcome: list[tuple[float, BaseException | None]] = []
+
+            def call(out: list[tuple[float, BaseException | None]] = outcome) -> None:
+                with runtime.session() as session:
+                    out.append(_timed(lambda: notifications.unread_count(session, alice)))
+
+            worker = threading.Thread(target=call, daemon=True)
+            worker.start()
+            worker.join(30)
+            assert outcome, "the call was still waiting after 30 s"
+            seconds, exc = outcome[0]
+            assert isinstance(exc, StorageError), repr(exc)
+            # the pool's ping of the idle connection is cut after 1 s, its replacement gives
+            # up connecting after 2 s (libpq's minimum), plus margin
+            assert seconds < 1.0 + 2.0 + 1.5, f"took {seconds:.2f} s"
+        proxy.set_mode("pass")  # (resets the connections it held)
+        # A statement on a connection the session already holds (no ping first).
+        held: list[tuple[float, BaseException | None]] = []
+
+        def in_transaction() -> None:
+            with runtime.session() as session:
+                assert notifications.unread_count(session, alice) == 0
+                proxy.set_mode("black_hole")
+                held.append(_timed(lambda: notifications.unread_count(session, alice)))
+
+        worker = threading.Thread(target=in_transaction, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert held, "the statement was still waiting after 30 s"
+        seconds, exc = held[0]
+        assert isinstance(exc, StorageError), repr(exc)
+        assert seconds < 2.0 + 1.5, f"statement took {seconds:.2f} s"  # statement + connect
+        proxy.set_mode("pass")
+        with runtime.session() as session:
+            assert notifications.unread_count(session, alice) == 0
+        runtime.shutdown(2)
 
 
 def test_shutdown_keeps_its_bound_with_errors_waiting_and_the_database_away(

@@ -21,6 +21,10 @@ engines, the CLI's) never waits on the database longer than its bounds and raise
 * each statement: PostgreSQL ``statement_timeout`` (set at connect) and, for a connection whose
   peer vanished mid-statement (a black hole), ``tcp_user_timeout`` plus TCP keepalives; SQLite's
   busy timeout (how long a statement waits for another writer's lock);
+* each PostgreSQL statement, commit and rollback on the client side too: a call still waiting
+  ``statement + connect`` seconds after it was sent (the pool's ping of an idle connection:
+  ``connect``) has its socket shut down (:mod:`tradelog._db.watchdog`), for a path that accepts
+  bytes but never answers;
 * every driver error (``DBAPIError``) except an ``IntegrityError`` - which callers handle as a
   constraint outcome - is translated by a ``handle_error`` listener into ``StorageError`` naming
   the masked URL, the original kept as ``__cause__``; a missing table says to run
@@ -43,6 +47,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, S
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
+from tradelog._db.watchdog import bound_driver_calls
 from tradelog._files import open_private
 from tradelog.exceptions import ConfigurationError, MissingExtraError, StorageError
 
@@ -294,6 +299,8 @@ def create_tradelog_engine(
         event.listen(engine, "connect", _search_path(schema), insert=True)
     if bounds is not None:
         event.listen(engine, "handle_error", _translate_errors(parsed))
+        if engine.dialect.name == "postgresql":
+            bound_driver_calls(engine, bounds.statement + bounds.connect, bounds.connect)
     return engine
 
 
