@@ -143,10 +143,12 @@ def test_pool_workers_that_cannot_reach_the_database_leave_their_rows_to_the_par
             options = {"initializer": tradelog.configure, "initargs": (runtime.settings,)}
         blocker = sqlite3.connect(path, isolation_level=None)
         try:
+            # Locked before the workers log: a worker's writer may write a batch as soon as it
+            # has one, before the pool ends.
+            blocker.execute("BEGIN EXCLUSIVE")
             with context.Pool(2, **options) as pool:
                 tasks = [(task, users["alice"]) for task in range(POOL_TASKS)]
                 assert pool.starmap(_pool_task, tasks) == list(range(POOL_TASKS))
-                blocker.execute("BEGIN EXCLUSIVE")
             assert list((tmp_path / "_spool").glob("spool-*.jsonl"))
             assert db.scalar("SELECT count(*) FROM service_logs") == 0
         finally:

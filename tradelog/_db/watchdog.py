@@ -46,6 +46,7 @@ class SocketWatchdog:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._wakes_at = 0.0
+        self._fork_hook = False
         self.cut = 0
         """How many calls were cut (their socket shut down) since the process started."""
 
@@ -66,9 +67,20 @@ class SocketWatchdog:
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
             return
+        if not self._fork_hook:
+            # A child forked while the thread held the lock would find it held for ever.
+            os.register_at_fork(after_in_child=self._after_fork)
+            self._fork_hook = True
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="tradelog-db-watchdog", daemon=True)
         self._thread.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, none of the parent's calls, no thread yet."""
+        self._lock = threading.Condition()
+        self._deadlines = {}
+        self._thread = None
+        self._wakes_at = 0.0
 
     def _run(self) -> None:
         block_in_this_thread()
