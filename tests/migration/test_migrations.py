@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from tradelog._db import migrate
-from tradelog._db.engine import create_tradelog_engine
+from tradelog._db.engine import DbBounds, create_tradelog_engine
 
 REPO = Path(__file__).resolve().parents[2]
 PHASE1_TABLES = {
@@ -49,6 +49,21 @@ def test_upgrade_downgrade_cycle(empty_url: str) -> None:
     assert _tables(empty_url) == set()
     migrate.upgrade(empty_url)
     assert migrate.current(empty_url) == migrate.head()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_migrations_are_not_cut_by_a_bounded_engines_statement_timeout(empty_url: str) -> None:
+    """``tradelog db upgrade`` runs through the CLI's bounded engine (5 s per statement by
+    default), but a migration may build an index over millions of rows: it lifts the limit
+    for its own transaction. Shown with a 1 ms statement bound, which every CREATE exceeds."""
+    engine = create_tradelog_engine(empty_url, bounds=DbBounds(connect=5.0, statement=0.001))
+    try:
+        migrate.upgrade(engine)
+        assert migrate.current(engine) == migrate.head()
+        migrate.downgrade(engine, "0001_initial")
+        assert migrate.current(engine) == "0001_initial"
+    finally:
+        engine.dispose()
 
 
 def test_models_match_migrations(empty_url: str) -> None:

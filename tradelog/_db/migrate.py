@@ -125,6 +125,10 @@ def _connected(url_or_engine: str | Engine, schema: str | None) -> Iterator[Conn
         engine = create_tradelog_engine(url_or_engine, schema=schema, poolclass=pool.NullPool)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # A migration is an operator's step and may build an index over millions of
+                # rows: the statement bound of a bounded engine (the CLI's) does not apply.
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
             yield connection
     finally:
         if not isinstance(url_or_engine, Engine):
