@@ -22,6 +22,7 @@ import re
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -121,11 +122,11 @@ def bound_driver_calls(engine: Engine, seconds: float, ping_seconds: float) -> N
     on the client side, and the pool's ping of an idle connection to ``ping_seconds`` (see the
     module docstring)."""
     dialect = engine.dialect
-    unbounded: set[int] = set()
+    unbounded: weakref.WeakSet[Any] = weakref.WeakSet()  # connections that lifted their limit
 
     def guarded(dbapi_connection: Any, call: Callable[[], Any], bound: float = seconds) -> Any:
         key = id(dbapi_connection)
-        fd = None if key in unbounded else _socket_of(dbapi_connection)
+        fd = None if dbapi_connection in unbounded else _socket_of(dbapi_connection)
         if fd is None:
             return call()
         watchdog.arm(key, fd, bound)
@@ -140,7 +141,7 @@ def bound_driver_calls(engine: Engine, seconds: float, ping_seconds: float) -> N
         def wrapper(cursor: Any, text: Any, *args: Any, **kwargs: Any) -> Any:
             connection = cursor.connection
             if isinstance(text, str) and _LIFTS_LIMIT.match(text):
-                unbounded.add(id(connection))
+                unbounded.add(connection)
             return guarded(connection, lambda: original(cursor, text, *args, **kwargs))
 
         setattr(dialect, name, wrapper)
@@ -152,7 +153,7 @@ def bound_driver_calls(engine: Engine, seconds: float, ping_seconds: float) -> N
             try:
                 return guarded(dbapi_connection, lambda: original(dbapi_connection))
             finally:
-                unbounded.discard(id(dbapi_connection))
+                unbounded.discard(dbapi_connection)
 
         setattr(dialect, name, wrapper)
 
