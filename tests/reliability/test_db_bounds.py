@@ -26,6 +26,8 @@ from tests.support.tcp_proxy import TcpProxy
 from tradelog import audit, errors, health, ml, notifications, trading_config
 from tradelog import users as users_api
 from tradelog._cli import main as cli_main
+from tradelog._db.engine import DbBounds, create_tradelog_engine
+from tradelog._db.watchdog import watchdog
 from tradelog.exceptions import StorageError, TradelogError
 
 BOUND = 5.0
@@ -232,6 +234,33 @@ def test_an_established_connection_that_stops_answering_is_cut(
         with runtime.session() as session:
             assert notifications.unread_count(session, alice) == 0
         runtime.shutdown(2)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_the_client_side_bound_spares_a_transaction_that_lifts_its_limit(
+    db: MigratedDatabase,
+) -> None:
+    """The watchdog cuts a statement still waiting at statement + connect seconds (here 0.5 s)
+    even when the server would wait longer, and leaves alone a transaction that set
+    ``statement_timeout = 0`` for itself (a migration, converting to partitions) until it
+    ends."""
+    engine = create_tradelog_engine(db.url, bounds=DbBounds(connect=0.3, statement=0.2))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
+            connection.execute(text("SELECT pg_sleep(1.0)"))  # past 0.5 s: left alone
+        cut = watchdog.cut
+        started = time.monotonic()
+        with engine.connect() as connection:
+            connection.execute(text("SET LOCAL statement_timeout = 10000"))  # the server waits
+            with pytest.raises(StorageError):
+                connection.execute(text("SELECT pg_sleep(3.0)"))
+        assert time.monotonic() - started < 0.5 + 1.0
+        assert watchdog.cut == cut + 1
+        with engine.begin() as connection:  # the pool replaced the cut connection
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
 
 
 def test_shutdown_keeps_its_bound_with_errors_waiting_and_the_database_away(

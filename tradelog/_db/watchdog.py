@@ -111,6 +111,12 @@ watchdog = SocketWatchdog()
 """The process's watchdog."""
 
 
+def _driver(connection: Any) -> Any:
+    """The driver's own connection behind SQLAlchemy's proxies (a statement sees the driver's
+    connection, a commit the pool's proxy of it)."""
+    return getattr(connection, "driver_connection", None) or connection
+
+
 def _socket_of(dbapi_connection: Any) -> int | None:
     with contextlib.suppress(Exception):
         return int(dbapi_connection.pgconn.socket)
@@ -125,8 +131,9 @@ def bound_driver_calls(engine: Engine, seconds: float, ping_seconds: float) -> N
     unbounded: weakref.WeakSet[Any] = weakref.WeakSet()  # connections that lifted their limit
 
     def guarded(dbapi_connection: Any, call: Callable[[], Any], bound: float = seconds) -> Any:
-        key = id(dbapi_connection)
-        fd = None if dbapi_connection in unbounded else _socket_of(dbapi_connection)
+        driver = _driver(dbapi_connection)
+        key = id(driver)
+        fd = None if driver in unbounded else _socket_of(driver)
         if fd is None:
             return call()
         watchdog.arm(key, fd, bound)
@@ -141,7 +148,7 @@ def bound_driver_calls(engine: Engine, seconds: float, ping_seconds: float) -> N
         def wrapper(cursor: Any, text: Any, *args: Any, **kwargs: Any) -> Any:
             connection = cursor.connection
             if isinstance(text, str) and _LIFTS_LIMIT.match(text):
-                unbounded.add(connection)
+                unbounded.add(_driver(connection))
             return guarded(connection, lambda: original(cursor, text, *args, **kwargs))
 
         setattr(dialect, name, wrapper)
@@ -153,7 +160,7 @@ def bound_driver_calls(engine: Engine, seconds: float, ping_seconds: float) -> N
             try:
                 return guarded(dbapi_connection, lambda: original(dbapi_connection))
             finally:
-                unbounded.discard(dbapi_connection)
+                unbounded.discard(_driver(dbapi_connection))
 
         setattr(dialect, name, wrapper)
 
