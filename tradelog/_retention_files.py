@@ -26,7 +26,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Final
 
-from tradelog._errors.spill import _pid_alive
+from tradelog._spool_files import pid_alive
 
 __all__ = ["DEAD_LETTER_PATTERN", "RuntimeFile", "expired", "remove"]
 
@@ -77,7 +77,7 @@ def _in_use(path: Path) -> bool:
         return _spool_held(path)
     match = _ERROR_SPILL.match(path.name)
     if match is not None:
-        return any(_pid_alive(int(pid)) for pid in (match["pid"], match["by"]) if pid)
+        return any(pid_alive(int(pid)) for pid in (match["pid"], match["by"]) if pid)
     return False
 
 

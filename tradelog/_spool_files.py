@@ -34,12 +34,13 @@ from typing import Any, Final
 from tradelog._files import make_dirs, open_private, write_private
 from tradelog._signals import block_in_this_thread
 
-__all__ = ["JsonlSpool", "Replayer"]
+__all__ = ["JsonlSpool", "Replayer", "pid_alive"]
 
 _REPLAY: Final = ".replay-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (the owner of a spool or spill file)."""
     if pid == os.getpid():
         return True
     try:
@@ -104,7 +105,7 @@ class JsonlSpool:
             if claimed != bool(claimer):
                 continue
             holder = claimer or owner
-            if holder.isdigit() and _pid_alive(int(holder)) is (int(holder) == os.getpid()):
+            if holder.isdigit() and pid_alive(int(holder)) is (int(holder) == os.getpid()):
                 ready.append(path)
         return ready
 
@@ -118,29 +119,22 @@ class JsonlSpool:
             return 0  # another thread of this process is replaying
         try:
             written = 0
-            for path in self._ready(claimed=True):
-                owner = path.stem.partition(_REPLAY)[0]
-                target = path.with_name(f"{owner}{_REPLAY}{os.getpid()}.jsonl")
-                if path != target:
-                    try:
-                        path.rename(target)
-                    except OSError:
-                        continue
-                done, finished = self._replay_file(target, write, batch_size)
-                written += done
-                if not finished:
-                    return written
-            for path in self._ready(claimed=False):
-                target = path.with_name(f"{path.stem}{_REPLAY}{os.getpid()}.jsonl")
-                try:
-                    with self._lock:
-                        path.rename(target)
-                except OSError:
-                    continue
-                done, finished = self._replay_file(target, write, batch_size)
-                written += done
-                if not finished:
-                    return written
+            # Files a replay claimed first (this process's unfinished ones, or those of a
+            # replayer that died), then unclaimed ones; each is renamed to this process's claim.
+            for claimed in (True, False):
+                for path in self._ready(claimed=claimed):
+                    owner = path.stem.partition(_REPLAY)[0]
+                    target = path.with_name(f"{owner}{_REPLAY}{os.getpid()}.jsonl")
+                    if path != target:
+                        try:
+                            with self._lock:  # not while this process appends to it
+                                path.rename(target)
+                        except OSError:
+                            continue
+                    done, finished = self._replay_file(target, write, batch_size)
+                    written += done
+                    if not finished:
+                        return written
             return written
         finally:
             self._replaying.release()

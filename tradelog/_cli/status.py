@@ -34,7 +34,7 @@ import importlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -135,8 +135,7 @@ def _local_status(context: Context) -> None:
             context.out.write("\n")
             return
         context.out.write("waiting in local files (the database could not be read)\n")
-        rows = [{"kind": key, "records": value} for key, value in backlog.items()]
-        print_table(rows, None, context.out)
+        _print_backlog(backlog, context.out)
         if problems:
             context.out.write("\n" + "".join(f"{line}\n" for line in problems))
     except Exception:  # noqa: S110 - the database error that follows is what matters
@@ -253,7 +252,7 @@ def _full_status(args: argparse.Namespace, context: Context) -> int:
     else:
         out.write(f"{safe_text(str(writers))}\n")
     out.write("\nwaiting in local files\n")
-    print_table([{"kind": key, "records": value} for key, value in backlog.items()], None, out)
+    _print_backlog(backlog, out)
     if rejected:
         out.write(
             f"\n{rejected} writes refused for unknown users (TRADELOG_UNKNOWN_USERS=reject); "
@@ -267,6 +266,10 @@ def _full_status(args: argparse.Namespace, context: Context) -> int:
     if problems:
         out.write("\n" + "".join(f"{line}\n" for line in problems))
     return code
+
+
+def _print_backlog(backlog: dict[str, int], out: TextIO) -> None:
+    print_table([{"kind": key, "records": value} for key, value in backlog.items()], None, out)
 
 
 def _local_problems(backlog: dict[str, int], writers: list[dict[str, Any]]) -> list[str]:

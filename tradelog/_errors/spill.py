@@ -25,6 +25,7 @@ from typing import Final
 from tradelog._errors.record import ErrorRecord
 from tradelog._files import make_dirs, open_private
 from tradelog._logs.batch import new_batch_id
+from tradelog._spool_files import pid_alive
 
 __all__ = ["PREFIX", "SpillFiles", "record_from_json", "record_to_json"]
 
@@ -59,16 +60,6 @@ def _from_json(line: str) -> tuple[ErrorRecord, str | None]:
     batch_id = data.pop("batch_id", None)
     data["occurred_at"] = datetime.fromisoformat(data["occurred_at"])
     return ErrorRecord(**data), batch_id if isinstance(batch_id, str) else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 class SpillFiles:
@@ -126,7 +117,7 @@ class SpillFiles:
         ready = []
         for path in paths:
             pid = path.stem.removeprefix(PREFIX)
-            if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
                 ready.append(path)
         return ready
 
