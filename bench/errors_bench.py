@@ -19,6 +19,7 @@ from pathlib import Path
 from tradelog._db import migrate
 from tradelog._db.engine import create_tradelog_engine, session_factory
 from tradelog._errors.pipeline import ErrorCapture
+from tradelog._health.tasks import track_task
 from tradelog._health.writer import ServiceHealth
 from tradelog.config import Settings
 from tradelog.users import create_user
@@ -101,7 +102,7 @@ def main() -> None:
     _report("heartbeat()", _timed(lambda: health.heartbeat(users[1]), 300))
 
     def task() -> None:
-        with health.track_task(users[2], "bench") as run:
+        with track_task(users[2], "bench", health=health) as run:
             run["n"] = 1
 
     _report("track_task() around an empty block", _timed(task, 300))
