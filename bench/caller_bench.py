@@ -39,6 +39,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+MODES = ("thread", "process")
+"""``log_writer``: the default (the writer's threads in the callers' process), and the helper
+process (``TRADELOG_LOG_WRITER=process``)."""
+_CONTENDER = {"thread": "tradelog", "process": "tradelog-process"}
 SMALL = {"symbol": "NIFTY", "qty": 50}
 """With the message and the bound user_id: a ~100 byte event."""
 
@@ -79,7 +83,10 @@ def _setup(contender: str, url: str, folder: Path) -> tuple[Any, Any]:
         return structlog.get_logger("bench").bind(user_id=1), done
     import tradelog
 
-    runtime = tradelog.configure(database_url=url, log_dir=folder / f"logs-{os.getpid()}")
+    mode = "process" if contender == "tradelog-process" else "thread"
+    runtime = tradelog.configure(
+        database_url=url, log_dir=folder / f"logs-{os.getpid()}", log_writer=mode
+    )
     user_id = int(os.environ["BENCH_USER_ID"])
     log = tradelog.get_logger("bench").bind(user_id=user_id)  # bound the same way as structlog
     return log, lambda: runtime.flush(600)
@@ -234,7 +241,7 @@ def main() -> None:
             env = {"BENCH_USER_ID": str(lb._prepare(urls["sqlite"]))}
             caller = {
                 name: _run_child("caller", name, urls["sqlite"], raw_folder, quick, env=env)
-                for name in ("structlog", "tradelog")
+                for name in ("structlog", "tradelog", "tradelog-process")
             }
             memory = {
                 name: _run_child("memory", name, urls["sqlite"], raw_folder, quick, env=env)
@@ -247,22 +254,31 @@ def main() -> None:
                 )
                 rates[("structlog", count)] = out["events"] / out["elapsed"]
                 for backend, url in urls.items():
-                    env = {"BENCH_USER_ID": str(lb._prepare(url))}
-                    out = _run_child(
-                        "throughput", "tradelog", url, raw_folder, str(count), str(total), env=env
-                    )
-                    assert lb._count(url) == out["events"], "rows missing"
-                    rates[(backend, count)] = out["events"] / out["elapsed"]
+                    for mode in MODES:
+                        env = {"BENCH_USER_ID": str(lb._prepare(url))}
+                        out = _run_child(
+                            "throughput",
+                            _CONTENDER[mode],
+                            url,
+                            raw_folder,
+                            str(count),
+                            str(total),
+                            env=env,
+                        )
+                        assert lb._count(url) == out["events"], "rows missing"
+                        rates[(f"{backend} {mode}", count)] = out["events"] / out["elapsed"]
             drains = []
             batch_size = Settings.from_env().batch_size
             for backend, url in urls.items():
-                ours = lb.bench_tradelog_drain(backend, url, folder, total)
                 raws = lb.bench_raw(backend, url, total, batch_size)
-                drains.append((backend, ours, raws[0]))
+                for mode in MODES:
+                    ours = lb.bench_tradelog_drain(backend, url, folder, total, log_writer=mode)
+                    drains.append((f"{backend} {mode}", ours, raws[0]))
         finally:
             for database in reversed(contexts):
                 database.__exit__(None, None, None)
-    _print(caller, memory, (rates, threads, list(urls)), drains, total)
+    columns = [f"{backend} {mode}" for backend in urls for mode in MODES]
+    _print(caller, memory, (rates, threads, columns), drains, total)
     print(f"end: {_load()}")
 
 
@@ -274,26 +290,29 @@ def _print(
     total: int,
 ) -> None:
     rates, threads, backends = throughput
-    print("\n1. caller cost, µs per call (tradelog: defaults, console on, stderr a pipe; SQLite)")
+    print("\n1. caller cost, µs per call (tradelog: defaults, console on, stderr a pipe; SQLite;")
+    print("   last column: the same with log_writer=process)")
     print(
         f"{'event':<13} {'structlog p50/p99/mean':>26} {'tradelog p50/p99/mean':>26} "
-        f"{'p50 ratio':>9}"
+        f"{'p50 ratio':>9} {'process p50/p99':>17}"
     )
     for case in ("100 B", "4 MB", "10,000 keys", "filtered"):
         ours, theirs = caller["tradelog"][case], caller["structlog"][case]
+        helper = caller["tradelog-process"][case]
         print(
             f"{case:<13} {theirs['p50']:>8.1f} {theirs['p99']:>8.1f} {theirs['mean']:>8.1f} "
             f"{ours['p50']:>8.1f} {ours['p99']:>8.1f} {ours['mean']:>8.1f} "
-            f"{ours['p50'] / theirs['p50']:>6.2f}x"
+            f"{ours['p50'] / theirs['p50']:>6.2f}x {helper['p50']:>8.1f} {helper['p99']:>8.1f}"
         )
     print("   targets: 100 B <= 1.3x structlog; filtered <= 1.0x (ratio of p50)")
     print("\n2. RSS (MiB) before and after each of 3 rounds of distinct wide events (50 keys,")
     print("   every shape new; flushed after each round)")
-    for name, out in memory.items():
+    for name, out in memory.items():  # log_writer=thread
         rounds = " -> ".join(f"{value:.1f}" for value in out["after"])
         print(f"{name:<10} {out['events']:,} events per round: {out['before']:.1f} -> {rounds}")
     print(f"\n3. sustained end-to-end events/s ({total:,} events, calls then flush)")
     print(f"{'threads':>7} {'structlog':>10} " + " ".join(f"{b:>18}" for b in backends))
+    print("   (thread: the default log_writer; process: log_writer=process)")
     for count in threads:
         base = rates[("structlog", count)]
         cells = " ".join(
@@ -308,10 +327,11 @@ def _print(
             f"   {backend}: best end-to-end rate {best:,.0f}/s = {best / raw[backend]:.2f}x the "
             "raw driver's bulk rate alone (section 4)"
         )
-    print(f"\n4. writer-only drain, rows/s ({total:,} rows queued, then the writer started)")
+    print(f"\n4. writer-only drain, rows/s ({total:,} rows queued, then the writer started;")
+    print("   process: the helper was started before the clock)")
     for backend, ours, raw in drains:
         print(
-            f"{backend:<11} tradelog {ours:>10,.0f}   {raw.name} {raw.drain:>10,.0f}   "
+            f"{backend:<19} tradelog {ours:>10,.0f}   {raw.name} {raw.drain:>10,.0f}   "
             f"{ours / raw.drain:.2f}x (target >= 0.7x)"
         )
     call = caller["tradelog"]["100 B"]["p50"]
@@ -321,11 +341,23 @@ def _print(
     )
     base = rates[("structlog", 1)]
     for backend, ours, _raw in drains:
+        if not backend.endswith("thread"):
+            continue
         bound = 1e6 / (call + 1e6 / ours)
         print(
             f"{backend:<11} {bound:>10,.0f} events/s = {bound / base:.2f}x structlog's 1-thread "
             f"rate (call {call:.1f} µs, drain {ours:,.0f} rows/s)"
         )
+    print(
+        "\n6. the raw driver alone (section 4, rows already built) against structlog's 1-thread "
+        "rate:\n   no writer, in any number of processes, inserts faster than this"
+    )
+    for backend, raw_rate in raw.items():
+        if backend.endswith("thread"):
+            print(
+                f"{backend.split()[0]:<11} {raw_rate:>10,.0f} rows/s = {raw_rate / base:.2f}x "
+                "structlog's 1-thread rate"
+            )
 
 
 if __name__ == "__main__":

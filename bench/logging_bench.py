@@ -51,6 +51,7 @@ from sqlalchemy.engine import make_url
 import tradelog
 from tradelog._db import migrate
 from tradelog._db.engine import create_tradelog_engine, session_factory
+from tradelog._logs.process_writer import ProcessLogWriter
 from tradelog._runtime import Runtime
 from tradelog.config import Settings
 from tradelog.users import create_user
@@ -228,17 +229,26 @@ def bench_tradelog(backend: str, url: str, folder: Path, events: int, burst: int
     return result
 
 
-def bench_tradelog_drain(backend: str, url: str, folder: Path, events: int) -> float:
+def bench_tradelog_drain(
+    backend: str, url: str, folder: Path, events: int, *, log_writer: str = "thread"
+) -> float:
     """Rows/s of the writer alone: queue ``events`` with the writer stopped, then start it and
-    time it until everything is in ``service_logs`` and the files (console off)."""
+    time it until everything is in ``service_logs`` and the files (console off). With
+    ``log_writer="process"`` the helper process is started (and ready) before the clock."""
     user_id = _prepare(url)
     settings = Settings.from_env(
-        database_url=url, log_dir=folder / f"drain-{backend}", console=False, queue_size=events + 1
+        database_url=url,
+        log_dir=folder / f"drain-{backend}-{log_writer}",
+        console=False,
+        queue_size=events + 1,
+        log_writer=log_writer,
     )
     drained = Runtime(settings).start(writer=False)
     log = tradelog.get_logger("bench", user_id=user_id).bind()
     for _ in range(events):
         log.info("order placed", **FIELDS)
+    if isinstance(drained.writer, ProcessLogWriter):
+        assert drained.writer.start_helper(), "the helper process did not start"
     start = time.perf_counter()
     drained.writer.start()
     assert drained.flush(600), "tradelog did not drain"

@@ -8,6 +8,8 @@ it needs - its engine, its settings, its clock, the redactor - explicitly:
     Runtime(settings)
     ├── Engines              app (host-facing calls) · background (worker, retention) · log_writer
     ├── LogWriter            queue → files + service_logs (own connection), spool, dead letters
+    │                        (log_writer=process: ProcessLogWriter ships batches to a helper
+    │                        process that does the same)
     ├── EventSink            the last structlog processor and the stdlib handler's target
     ├── ErrorCapture         error_logs rows; alerts → ErrorAlerts → NotificationService.notify
     ├── ServiceHealth        heartbeats, running state, task rows; failed tasks → ErrorCapture;
@@ -99,6 +101,7 @@ from tradelog._logs.loggers import (
     caller_module,
     output_factory,
 )
+from tradelog._logs.process_writer import ProcessLogWriter
 from tradelog._logs.processors import EventSink, ExceptionObserver
 from tradelog._logs.redact import RedactProcessor, redact_text
 from tradelog._logs.stats import RUNTIME_DIR
@@ -379,7 +382,8 @@ class Runtime:
     def _new_writer(self) -> LogWriter:
         timeout = self.settings.db_write_timeout
         inserter = make_inserter(self.engines.log_writer(), lock_timeout=timeout)
-        writer = LogWriter(self.settings, self.redactor, inserter, users=self.users)
+        kind = ProcessLogWriter if self.settings.log_writer == "process" else LogWriter
+        writer = kind(self.settings, self.redactor, inserter, users=self.users)
         writer.publish_stats = False  # the status publisher does, off the database thread
         return writer
 

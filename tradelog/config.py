@@ -29,6 +29,7 @@ from tradelog.exceptions import ConfigurationError
 __all__ = [
     "ENV_PREFIX",
     "LEVELS",
+    "LOG_WRITER_MODES",
     "SCHEMA_CHECK_MODES",
     "SMTP_SECURITY_MODES",
     "UNKNOWN_USER_MODES",
@@ -41,6 +42,7 @@ LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SMTP_SECURITY_MODES: Final = ("starttls", "tls", "none")
 UNKNOWN_USER_MODES: Final = ("register", "reject")
 SCHEMA_CHECK_MODES: Final = ("warn", "raise", "off")
+LOG_WRITER_MODES: Final = ("thread", "process")
 DEFAULT_LOGGER_LEVELS: Final = (("httpcore", "WARNING"), ("httpx", "WARNING"))
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _LOGGER_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -74,6 +76,15 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def _in_memory(url: str) -> bool:
+    """Whether ``url`` names an SQLite database that lives in this process's memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    path = parsed.database or ""
+    return path in ("", ":memory:") or "mode=memory" in path or parsed.query.get("mode") == "memory"
 
 
 def _env_name(name: str) -> str:
@@ -355,6 +366,10 @@ class Settings:
     queue_size: int = _setting(10_000, _number(int, 1))
     batch_size: int = _setting(500, _number(int, 1))
     flush_interval: float = _setting(0.25, _number(float, 0.001))
+    #: ``thread``: the writer's threads run in this process; ``process``: rows are built and
+    #: written by a helper process (``python -m tradelog._logs.helper``), so the writer's
+    #: Python work does not share the callers' GIL (see "Log writer" in the README)
+    log_writer: str = _setting("thread", _choice(*LOG_WRITER_MODES))
     file_max_bytes: int = _setting(64 * 1024 * 1024, _number(int, 1024))
     #: keys kept per event; the rest are summarised under ``tradelog_keys_dropped``
     max_event_keys: int = _setting(1000, _number(int, 8))
@@ -438,6 +453,12 @@ class Settings:
                 f"{_env_name('db_schema')} needs PostgreSQL; "
                 "an SQLite database is tradelog's alone (leave it unset)",
                 variable=_env_name("db_schema"),
+            )
+        if self.log_writer == "process" and _in_memory(self.database_url):
+            raise ConfigurationError(
+                f"{_env_name('log_writer')}=process needs a database another process can "
+                "open; an in-memory SQLite database is this process's alone",
+                variable=_env_name("log_writer"),
             )
         security = self.smtp_security.strip().lower()
         if security not in SMTP_SECURITY_MODES:

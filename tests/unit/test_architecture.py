@@ -85,6 +85,7 @@ PUBLIC: dict[str, list[str]] = {
     "tradelog.config": [
         "ENV_PREFIX",
         "LEVELS",
+        "LOG_WRITER_MODES",
         "SCHEMA_CHECK_MODES",
         "SMTP_SECURITY_MODES",
         "UNKNOWN_USER_MODES",

@@ -112,6 +112,11 @@ class DatabaseSink:
             and not self._orphans
         )
 
+    @property
+    def parked(self) -> int:
+        """Rows waiting in memory for their user to be registered."""
+        return len(self._parked)
+
     def look_for_orphans(self) -> None:
         """Adopt the spools of processes that are gone at the next :meth:`maintain` (a flush
         asks for this, so what a terminated child left in its spool is replayed by it)."""

@@ -46,6 +46,7 @@ from typing import Any, Final
 from tradelog._files import make_dirs, write_private
 
 __all__ = [
+    "COUNTERS",
     "RUNTIME_DIR",
     "STALL_AFTER",
     "WriterStats",
@@ -62,7 +63,7 @@ _STALE_AFTER_SECONDS: Final = 30.0
 _KEEP_STOPPED: Final = timedelta(days=7)
 """Files of writers that are gone are removed after this long."""
 
-_COUNTERS: Final = (
+COUNTERS: Final = (
     "written",
     "spooled",
     "replayed",
@@ -120,7 +121,7 @@ class WriterStats:
             "updated_at": datetime.now(UTC).isoformat(),
             "enqueued": self.processed + queue_depth + self.overflowed,
         }
-        for name in _COUNTERS:
+        for name in COUNTERS:
             data[name] = getattr(self, name)
         data["queue_depth"] = queue_depth
         data["spool_pending"] = spool_pending

@@ -43,9 +43,10 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from tradelog._logs.batch import Batch, new_batch_id
 from tradelog._logs.console import ConsoleLines, PrettyLines, stderr_is_terminal
@@ -60,7 +61,7 @@ from tradelog._signals import block_in_this_thread, deferred
 from tradelog._users.registry import KnownUsers
 from tradelog.config import Settings
 
-__all__ = ["LogWriter", "Marker"]
+__all__ = ["LogWriter", "Marker", "Shipment"]
 
 _STATS_EVERY: Final = 5.0
 _SEAL_EVERY: Final = 60.0
@@ -79,6 +80,18 @@ class Marker:
     def __init__(self, stop_deadline: float | None = None) -> None:
         self.done = threading.Event()
         self.stop_deadline = stop_deadline
+
+
+class Shipment(NamedTuple):
+    """Records that arrive already formed into a batch, under the id they keep (a helper
+    process's writer receives these from its parent: see :mod:`tradelog._logs.helper`)."""
+
+    batch_id: str
+    records: list[Record]
+
+
+def _no_one(batch_id: str) -> None:
+    return None
 
 
 class LogWriter:
@@ -138,6 +151,10 @@ class LogWriter:
         self._next_seal = 0.0
         self._dead_seen = 0
         """``dead_lettered`` when the previous flush returned."""
+        self.batch_done: Callable[[str], None] = _no_one
+        """Called twice for every batch: once its lines are in the files, once its rows are
+        in the database, the spool or the dead-letter file (a helper process acknowledges a
+        shipment to its parent after both)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -187,9 +204,13 @@ class LogWriter:
             done = marker.done.wait(max(0.0, timeout))
             if self.console is not None:  # the file thread handed the lines over first
                 self.console.drain(max(0.0, deadline - time.monotonic()))
-        dead = self.stats.dead_lettered
+        dead = self.dead_lettered()
         self._dead_seen = dead
         return done and dead == before
+
+    def dead_lettered(self) -> int:
+        """Rows sent to the dead-letter file so far."""
+        return self.stats.dead_lettered
 
     def stop(self, timeout: float) -> bool:
         """Write what is queued, replay what can be replayed within ``timeout``, then stop.
@@ -461,6 +482,14 @@ class LogWriter:
                         break
                     if type(item) is tuple:
                         records.append(item)
+                    elif type(item) is Shipment:
+                        if records:  # written after the records taken before it
+                            queue.appendleft(item)
+                            break
+                        self.held.pop(batch_id, None)
+                        batch_id, records = item
+                        self.held[batch_id] = records
+                        break
                     else:
                         marker = item
                         break
@@ -503,12 +532,15 @@ class LogWriter:
             self.held.pop(batch_id, None)
             self._write_files(groups)
             self._dead_letter(rejects)
+            if not rows:
+                self.batch_done(batch_id)
         except Exception as exc:  # pragma: no cover - defensive: nothing above should raise
             self.stats.internal_errors += 1
             self.stats.last_error = f"writer: {type(exc).__name__}: {exc}"
         finally:
             self.held.pop(batch_id, None)
             self.stats.processed += len(records)
+            self.batch_done(batch_id)
 
     def _show(self, records: list[Record], prepared: list[Prepared]) -> None:
         """Hand the console the lines of the records flagged for it (one append per batch)."""
@@ -565,6 +597,7 @@ class LogWriter:
                 # the files flowing and let the rows wait in the spool, in order.
                 self._db_stalled = True
                 self.database.spool_batches([batch])
+                self.batch_done(batch.batch_id)
                 return
             self._db_stalled = False
             self._in_flight += 1
@@ -615,6 +648,7 @@ class LogWriter:
                     finally:
                         self.stats.call_started = None
                         self._started.set()
+                    self.batch_done(item.batch_id)
                     with self._slot:
                         self._in_flight -= 1
                         self._slot.notify()

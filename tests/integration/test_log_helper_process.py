@@ -1,0 +1,176 @@
+"""``log_writer=process``: the writer's work in a helper process, and what happens when that
+process is killed, cannot start, or outlives its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import tradelog
+from tests.support.db import MigratedDatabase
+from tests.support.logs import everything_written, file_records, running
+from tradelog._logs.process_writer import ProcessLogWriter
+from tradelog.exceptions import ConfigurationError
+
+pytestmark = pytest.mark.slow  # starts processes
+
+
+def _writer(runtime: tradelog.Runtime) -> ProcessLogWriter:
+    writer = runtime.writer
+    assert isinstance(writer, ProcessLogWriter)
+    return writer
+
+
+def _counts(db: MigratedDatabase, user_id: int) -> tuple[int, int]:
+    """(rows, distinct seq values) of ``user_id``."""
+    rows = db.rows(f"SELECT message FROM service_logs WHERE user_id = {int(user_id)}")
+    return len(rows), len({row["message"] for row in rows})
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_rows_files_and_console_come_from_the_helper(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Rows and lines are what thread mode writes: scrubbed, exactly once, and the console
+    line is written by the helper to the same stderr."""
+    alice = users["alice"]
+    with running(db.url, tmp_path, log_writer="process", console=True) as runtime:
+        writer = _writer(runtime)
+        helper = writer.link.pid
+        assert helper is not None
+        assert helper != os.getpid()
+        assert _alive(helper)
+        log = tradelog.get_logger("strategy", user_id=alice)
+        for seq in range(2_000):
+            log.info(f"order {seq}", qty=seq, password="hunter2-secret")
+        assert runtime.flush(30)
+        stats = runtime.stats()
+        assert stats["log_writer"] == "process"
+        assert stats["helper_pid"] == helper
+        assert stats["written"] == 2_000
+        assert stats["file_lines"] == 2_000
+        assert stats["enqueued"] == 2_000
+        assert stats["database"] == "ok"
+    assert _counts(db, alice) == (2_000, 2_000)
+    lines = file_records(tmp_path, alice)
+    assert sorted(line["message"] for line in lines) == sorted(f"order {n}" for n in range(2_000))
+    assert "hunter2-secret" not in everything_written(tmp_path)
+    rows = db.rows("SELECT context FROM service_logs")
+    assert all("hunter2-secret" not in str(row["context"]) for row in rows)
+    err = capfd.readouterr().err
+    assert "order 1999" in err
+    assert "hunter2-secret" not in err
+    deadline = time.monotonic() + 5
+    while _alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(helper), "the helper outlived shutdown()"
+
+
+def test_a_killed_helper_loses_nothing_and_writes_no_row_twice(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """SIGKILL the helper while events stream: this process writes what the helper had not
+    acknowledged, under the same batch ids, and carries on in thread mode."""
+    alice = users["alice"]
+    with running(db.url, tmp_path, log_writer="process", batch_size=50) as runtime:
+        writer = _writer(runtime)
+        helper = writer.link.pid
+        assert helper is not None
+        log = tradelog.get_logger("strategy", user_id=alice)
+        for seq in range(3_000):
+            log.info(f"event {seq}")
+            if seq == 1_500:
+                os.kill(helper, signal.SIGKILL)
+        assert runtime.flush(60)
+        stats = runtime.stats()
+        assert stats["log_writer"] == "thread (helper process gone)"
+        assert stats["helper_pid"] is None
+        assert "helper process" in str(stats["last_error"] or stats["recovered_error"])
+    assert _counts(db, alice) == (3_000, 3_000)
+    messages = {line["message"] for line in file_records(tmp_path, alice)}
+    assert messages == {f"event {n}" for n in range(3_000)}
+
+
+def test_a_helper_that_cannot_start_leaves_the_writing_to_this_process(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interpreter that cannot run the helper (an embedded Python, a broken path): the
+    writer says why in its counters and writes in this process instead."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    alice = users["alice"]
+    with running(db.url, tmp_path, log_writer="process", console=False) as runtime:
+        log = tradelog.get_logger("strategy", user_id=alice)
+        for seq in range(500):
+            log.info(f"event {seq}")
+        assert runtime.flush(30)
+        stats = runtime.stats()
+        assert stats["log_writer"] == "thread (helper process gone)"
+        assert "could not start" in str(stats["last_error"] or stats["recovered_error"])
+    assert _counts(db, alice) == (500, 500)
+
+
+def test_the_helper_ends_when_its_parent_is_killed(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """The parent dies without a shutdown (SIGKILL): the helper sees its pipe close, writes
+    every batch it had received and exits - no orphan process, no lost batch it held."""
+    alice = users["alice"]
+    script = textwrap.dedent(
+        f"""
+        import os, sys, tradelog
+        runtime = tradelog.configure(
+            database_url={db.url!r}, log_dir={str(tmp_path)!r}, log_writer="process",
+            console=False,
+        )
+        log = tradelog.get_logger("child", user_id={alice})
+        for seq in range(1_000):
+            log.info(f"event {{seq}}")
+        assert runtime.flush(30)
+        print(runtime.writer.link.pid, flush=True)
+        sys.stdin.readline()
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        helper = int(child.stdout.readline())
+        assert _alive(helper)
+        child.kill()
+        child.wait(10)
+        deadline = time.monotonic() + 15
+        while _alive(helper) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(helper), "the helper outlived its parent"
+    finally:
+        child.kill()
+        child.wait(10)
+    assert _counts(db, alice) == (1_000, 1_000)
+
+
+def test_an_in_memory_database_cannot_be_shared_with_a_helper() -> None:
+    with pytest.raises(ConfigurationError, match="LOG_WRITER"):
+        tradelog.Settings(database_url="sqlite://", log_writer="process")
+    with pytest.raises(ConfigurationError, match="LOG_WRITER"):
+        tradelog.Settings(database_url="sqlite:///:memory:", log_writer="process")
+    with pytest.raises(ConfigurationError, match="LOG_WRITER"):
+        tradelog.Settings(log_writer="threads")
