@@ -53,10 +53,17 @@ def _log_until_stopped(prefix: str, user_id: int, progress: Any, slot: int) -> N
         log.info(f"{prefix} e{event}", user_id=user_id)
 
 
-def _recipe_child(url: str, log_dir: str, run: int, user_id: int, progress: Any) -> None:
+def _recipe_child(
+    url: str, log_dir: str, run: int, user_id: int, progress: Any, *, log_writer: str = "thread"
+) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the README's recipe
     tradelog.configure(
-        database_url=url, log_dir=log_dir, console=False, queue_size=1000, schema_check="off"
+        database_url=url,
+        log_dir=log_dir,
+        console=False,
+        queue_size=1000,
+        schema_check="off",
+        log_writer=log_writer,
     )
     _log_until_stopped(f"r{run}", user_id, progress, 0)
 
@@ -65,10 +72,21 @@ class _Token:
     """Something to hold a weak reference to."""
 
 
-def _swallowed_child(url: str, log_dir: str, user_id: int, progress: Any) -> None:
+def _slow_hook(unraisable: Any) -> None:
+    """An unraisable hook that takes its time (as pytest's, formatting the traceback)."""
+    time.sleep(1.0)  # the redelivered signal's handler runs in here
+
+
+def _swallowed_child(
+    url: str, log_dir: str, user_id: int, progress: Any, *, slow_hook: bool = False
+) -> None:
     """The recipe, with SIGTERM raised inside a weak-reference callback after 5,000 events:
-    the handler runs there and Python swallows its SystemExit."""
+    the handler runs there and Python swallows its SystemExit. ``slow_hook``: the unraisable
+    hook tradelog chains to is slow, so the signal sent again arrives inside it (and Python
+    swallows that SystemExit as well)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the README's recipe
+    if slow_hook:
+        sys.unraisablehook = _slow_hook
     tradelog.configure(
         database_url=url, log_dir=log_dir, console=False, queue_size=1000, schema_check="off"
     )
@@ -101,10 +119,13 @@ def _wait_for(progress: Any, slots: int, at_least: int, timeout: float = 60.0) -
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize(("log_writer", "runs"), [("thread", RUNS), ("process", 5)])
 def test_the_readme_sigterm_recipe_loses_nothing_20_times(
-    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, log_writer: str, runs: int
 ) -> None:
-    """SIGTERM → sys.exit(0) at a random moment, 20 runs: 0 lost, 0 duplicated, 0 hung."""
+    """SIGTERM → sys.exit(0) at a random moment, 20 runs: 0 lost, 0 duplicated, 0 hung. With
+    the helper process (5 runs), the exit hooks' shutdown waits for the helper to write what it
+    was sent."""
     rng = random.Random(10)
     adopter = tradelog.configure(
         database_url=db.url, log_dir=tmp_path, console=False, worker=False, schema_check="off"
@@ -112,10 +133,12 @@ def test_the_readme_sigterm_recipe_loses_nothing_20_times(
     hung = 0
     emitted = 0
     slowest = 0.0
-    for run in range(RUNS):
+    for run in range(runs):
         progress = _CONTEXT.Array("l", 1, lock=False)
         child = _CONTEXT.Process(
-            target=_recipe_child, args=(db.url, str(tmp_path), run, users["alice"], progress)
+            target=_recipe_child,
+            args=(db.url, str(tmp_path), run, users["alice"], progress),
+            kwargs={"log_writer": log_writer},
         )
         child.start()
         _wait_for(progress, 1, 2_000)
@@ -133,20 +156,27 @@ def test_the_readme_sigterm_recipe_loses_nothing_20_times(
         assert adopter.flush(60)  # rows the child left in its spool are replayed here
         _check_prefix(db, f"r{run}", progress[0])
         emitted += progress[0]
-    print(f"\nSIGTERM recipe: {RUNS} runs, {emitted} events, 0 lost, slowest exit {slowest:.2f} s")
+    print(
+        f"\nSIGTERM recipe ({log_writer}): {runs} runs, {emitted} events, 0 lost, "
+        f"slowest exit {slowest:.2f} s"
+    )
     assert hung == 0
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("slow_hook", [False, True], ids=["", "slow-previous-hook"])
 def test_an_exit_python_swallowed_in_a_callback_still_ends_the_process(
-    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, slow_hook: bool
 ) -> None:
     """The recipe's handler runs inside a weak-reference callback (Python reports its
     SystemExit as unraisable and carries on): tradelog sends SIGTERM again, the child ends
-    within the bound long before it runs out of events, and nothing it logged is lost."""
+    within the bound long before it runs out of events, and nothing it logged is lost - also
+    when the signal sent again lands inside the host's own (slow) unraisable hook."""
     progress = _CONTEXT.Array("l", 1, lock=False)
     child = _CONTEXT.Process(
-        target=_swallowed_child, args=(db.url, str(tmp_path), users["alice"], progress)
+        target=_swallowed_child,
+        args=(db.url, str(tmp_path), users["alice"], progress),
+        kwargs={"slow_hook": slow_hook},
     )
     child.start()
     child.join(EXIT_BOUND + 30)

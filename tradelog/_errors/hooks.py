@@ -167,16 +167,23 @@ class UnraisableHook(_Hook):
         # A signal handler's sys.exit() that ran inside a garbage-collection callback: Python
         # swallowed it; send the signal again so the program still ends (not an error).
         redeliver_swallowed(value, getattr(unraisable, "exc_traceback", None))
-        if isinstance(value, Exception):
-            self._record(
-                _with_traceback(value, getattr(unraisable, "exc_traceback", None)),
-                context={
-                    "source": "sys.unraisablehook",
-                    "err_msg": getattr(unraisable, "err_msg", None),
-                    "object": _safe_repr(getattr(unraisable, "object", None)),
-                },
-            )
-        self.previous(unraisable)
+        try:
+            if isinstance(value, Exception):
+                self._record(
+                    _with_traceback(value, getattr(unraisable, "exc_traceback", None)),
+                    context={
+                        "source": "sys.unraisablehook",
+                        "err_msg": getattr(unraisable, "err_msg", None),
+                        "object": _safe_repr(getattr(unraisable, "object", None)),
+                    },
+                )
+            self.previous(unraisable)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # The redelivered signal's handler ran inside this hook (the previous hook can be
+            # slow: it formats the traceback, reading source files): Python swallows what an
+            # unraisable hook raises too, so send the signal once more.
+            redeliver_swallowed(exc, exc.__traceback__)
+            raise
 
 
 def _task_bindings(task: object) -> dict[str, Any]:
