@@ -17,6 +17,7 @@ import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.logs import everything_written, file_records, running
 from tradelog._logs.process_writer import ProcessLogWriter
+from tradelog._logs.stats import read_writer_stats
 from tradelog.exceptions import ConfigurationError
 
 pytestmark = pytest.mark.slow  # starts processes
@@ -67,6 +68,8 @@ def test_rows_files_and_console_come_from_the_helper(
         assert stats["enqueued"] == 2_000
         assert stats["database"] == "ok"
     assert _counts(db, alice) == (2_000, 2_000)
+    published = read_writer_stats(tmp_path)  # what `tradelog status` shows: one writer
+    assert [(data["pid"], data["written"]) for data in published] == [(os.getpid(), 2_000)]
     lines = file_records(tmp_path, alice)
     assert sorted(line["message"] for line in lines) == sorted(f"order {n}" for n in range(2_000))
     assert "hunter2-secret" not in everything_written(tmp_path)

@@ -138,6 +138,7 @@ def serve(source: IO[bytes], out: IO[bytes]) -> int:
     writer = LogWriter(settings, RedactProcessor(), inserter, users=users)
     holder.append(writer)
     writer.publish_stats = False  # the parent publishes the counters this process sends
+    writer.stats_file = False
     answers = _Answers(out, writer.snapshot)
     answers.parked = lambda: bool(writer.database.parked)
     writer.batch_done = answers.batch_done

@@ -119,6 +119,9 @@ class LogWriter:
         self.publish_stats = True
         """Save the counters from the database thread every few seconds (False: a status
         publisher that never touches the database does it; see :mod:`tradelog._status`)."""
+        self.stats_file = True
+        """Whether this writer has a stats file at all (a helper process's counters are
+        published by its parent, merged with its own)."""
         self.redactor = redactor
         self.files = FileSink(self.log_dir, settings.file_max_bytes)
         self.dead_letter = DeadLetterFile(self.log_dir / "_dead_letter", settings.zone)
@@ -455,7 +458,9 @@ class LogWriter:
         )
 
     def save_stats(self) -> None:
-        save(self.log_dir, self.snapshot())
+        """Write the counters to this process's stats file (unless ``stats_file`` is off)."""
+        if self.stats_file:
+            save(self.log_dir, self.snapshot())
 
     # -- file thread -----------------------------------------------------------------------
 
