@@ -3,6 +3,7 @@ process is killed, cannot start, or outlives its parent."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -168,6 +169,43 @@ def test_the_helper_ends_when_its_parent_is_killed(
         child.kill()
         child.wait(10)
     assert _counts(db, alice) == (1_000, 1_000)
+
+
+def _forked_work(user_id: int) -> tuple[int, int | None]:
+    log = tradelog.get_logger("forked", user_id=user_id)
+    for seq in range(500):
+        log.info(f"forked {seq}")
+    writer = _writer(tradelog.current())
+    return os.getpid(), writer.link.pid
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")
+def test_a_forked_child_gets_a_helper_of_its_own(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """A ``fork`` pool worker lets go of its parent's helper (the pipe ends it inherited) and
+    starts its own; both write everything, the parent's helper is untouched."""
+    alice = users["alice"]
+    with running(db.url, tmp_path, log_writer="process") as runtime:
+        parent_helper = _writer(runtime).link.pid
+        log = tradelog.get_logger("parent", user_id=alice)
+        log.info("before the fork")
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            worker, worker_helper = pool.apply(_forked_work, (alice,))
+        log.info("after the fork")
+        assert runtime.flush(30)
+        assert _writer(runtime).link.pid == parent_helper
+        assert runtime.stats()["log_writer"] == "process"
+    assert worker != os.getpid()
+    assert worker_helper not in (None, parent_helper)
+    assert worker_helper is not None
+    # The pool's exit terminated the worker; its helper writes what it received, then ends.
+    deadline = time.monotonic() + 15
+    while _alive(worker_helper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker_helper), "the worker's helper outlived it"
+    rows, distinct = _counts(db, alice)
+    assert (rows, distinct) == (502, 502)
 
 
 def test_an_in_memory_database_cannot_be_shared_with_a_helper() -> None:
