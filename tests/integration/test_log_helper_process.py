@@ -3,6 +3,7 @@ process is killed, cannot start, or outlives its parent."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -215,3 +216,38 @@ def test_an_in_memory_database_cannot_be_shared_with_a_helper() -> None:
         tradelog.Settings(database_url="sqlite:///:memory:", log_writer="process")
     with pytest.raises(ConfigurationError, match="LOG_WRITER"):
         tradelog.Settings(log_writer="threads")
+
+
+def test_a_helper_that_stops_reading_cannot_hold_up_shutdown(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """SIGSTOP the helper: its pipe fills, the ship thread's send blocks, callers spill to the
+    spool. shutdown() keeps its bound (the helper is killed as it runs out), writes here what
+    the helper did not acknowledge, and the next writer has every row once."""
+    alice = users["alice"]
+    runtime = tradelog.configure(
+        database_url=db.url,
+        log_dir=tmp_path,
+        log_writer="process",
+        console=False,
+        queue_size=1_000,
+        flush_interval=0.05,
+    )
+    helper = _writer(runtime).link.pid
+    assert helper is not None
+    os.kill(helper, signal.SIGSTOP)
+    try:
+        log = tradelog.get_logger("strategy", user_id=alice)
+        for seq in range(20_000):
+            log.info(f"event {seq} " + "x" * 200)
+        started = time.monotonic()
+        tradelog.shutdown(3.0)
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(helper, signal.SIGKILL)
+    assert took < 3.0 + 2.0, f"shutdown(3) took {took:.1f} s"  # measured: 3.05-3.12 s
+    later = tradelog.configure(database_url=db.url, log_dir=tmp_path, console=False)
+    assert later.flush(60)  # replays what the first writer spooled
+    tradelog.shutdown()
+    assert _counts(db, alice) == (20_000, 20_000)

@@ -99,6 +99,11 @@ class HelperLink:
         )
         self.send(dumps(("settings", quiet)))
 
+    @property
+    def sending(self) -> bool:
+        """Whether a send is under way (blocked, when the helper does not read)."""
+        return self._send_lock.locked()
+
     def send(self, payload: bytes) -> None:
         """Write one frame; raises ``OSError`` when the helper is gone."""
         out = self._out
@@ -125,11 +130,20 @@ class HelperLink:
 
     def close(self, timeout: float) -> None:
         """Close the pipe (the helper ends once it has written what it got) and reap it;
-        kill it if it is still there after ``timeout`` seconds."""
-        out, self._out = self._out, None
-        if out is not None:
-            with contextlib.suppress(OSError, ValueError):
-                out.close()
+        kill it if it is still there after ``timeout`` seconds - or if a send is still
+        blocked on the pipe by then (a helper that stopped reading: stopped, or stuck)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        if not self._send_lock.acquire(timeout=max(0.0, timeout)):
+            self.kill()  # the blocked write fails with EPIPE and lets go of the lock
+            self._send_lock.acquire()
+        try:
+            out, self._out = self._out, None
+            if out is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    out.close()
+        finally:
+            self._send_lock.release()
+        timeout = max(0.0, deadline - time.monotonic())
         process = self.process
         if process is None:
             return
@@ -187,6 +201,7 @@ class ProcessLogWriter(LogWriter):
         self._gone: str | None = None
         self._helper_stopped = threading.Event()
         self._reader: threading.Thread | None = None
+        self._left_behind = 0
         self.local = False
         """True once this process writes itself (the helper could not start, or died)."""
 
@@ -217,10 +232,35 @@ class ProcessLogWriter(LogWriter):
         return frozenset(idents)
 
     def stop(self, timeout: float) -> bool:
-        deadline = time.monotonic() + max(0.0, timeout)
-        settled = super().stop(timeout)
+        """Stop the helper (it writes what it was sent within ``timeout``) and this
+        process's threads. A helper that stopped reading its pipe (stopped, stuck) is killed
+        when ``timeout`` is nearly spent, so the ship thread's blocked send fails and what the
+        helper did not acknowledge is written here; see :meth:`_finish_intake`."""
+        self._left_behind = 0
+        unblock = threading.Timer(max(0.0, timeout - _STOP_MARGIN), self._unblock)
+        unblock.daemon = True
+        unblock.start()
+        try:
+            settled = super().stop(timeout)
+        finally:
+            unblock.cancel()
+        return settled and not self._left_behind
+
+    def _unblock(self) -> None:
+        if self.link.sending:
+            self._gone = self._gone or "stopped reading its pipe"
+            self.link.kill()
+
+    def _finish_intake(self, deadline: float) -> None:
+        """Close the pipe and reap the helper (killed when it is stuck). Batches it did not
+        acknowledge are written here: rows to the spool under their ids, lines to the files."""
         self.link.close(max(0.0, deadline - time.monotonic()) + _EXIT_WITHIN)
-        return settled and not self.unacked
+        with self._lock:
+            left = list(self.unacked.items())
+            self.unacked.clear()
+        for batch_id, records in left:
+            self.held[batch_id] = records
+            self._left_behind += self._write_here(batch_id, records) or len(records)
 
     def abandon(self) -> object:
         return (self.link.abandon(), super().abandon())

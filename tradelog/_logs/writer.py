@@ -239,6 +239,7 @@ class LogWriter:
             self._spool_handed_over()
         # Anything that slipped in behind the stop marker is written on this thread.
         self._spill_queue()
+        self._finish_intake(deadline)
         self.save_stats()
         if self.console is not None:
             self.console.stop(max(0.0, deadline - time.monotonic()) + 0.5)
@@ -248,6 +249,10 @@ class LogWriter:
         self.spool.close()
         self.database.inserter.close()
         return self.database.settled
+
+    def _finish_intake(self, deadline: float) -> None:
+        """At :meth:`stop`, once the threads are done and before the sinks close: write on
+        this thread whatever another stage still holds (nothing, here)."""
 
     def spool_what_is_left(self) -> int:
         """The process is about to die (``SIGTERM``) with the writer still busy: put what is
