@@ -1,8 +1,9 @@
 """The helper process of ``log_writer=process``: the writer's work, off the callers' GIL.
 
 Started by :class:`~tradelog._logs.process_writer.ProcessLogWriter` as
-``python -m tradelog._logs.helper READ_FD WRITE_FD``. The parent ships batches of queued
-records over one pipe; this process runs an ordinary :class:`~tradelog._logs.writer.LogWriter`
+``python -m tradelog._logs.helper READ_FD WRITE_FD`` (through a bootstrap that skips the public
+package's ``__init__``: see ``_BOOT`` there). The parent ships batches of queued records over
+one pipe; this process runs an ordinary :class:`~tradelog._logs.writer.LogWriter`
 (its file and database threads: rows built, scrubbed, written to the files, the console and
 ``service_logs``, spooled when the database is away) and answers over the other pipe.
 

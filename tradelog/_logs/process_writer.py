@@ -50,6 +50,19 @@ __all__ = ["HelperLink", "ProcessLogWriter"]
 _READY_WITHIN: Final = 10.0
 """Seconds the helper may take to start (import, connect) before this process writes itself."""
 _EXIT_WITHIN: Final = 2.0
+_BOOT: Final = """\
+import importlib.util, sys, types
+spec = importlib.util.find_spec("tradelog")
+package = types.ModuleType("tradelog")
+package.__spec__, package.__file__ = spec, spec.origin
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules["tradelog"] = package
+from tradelog._logs.helper import main
+sys.exit(main(sys.argv))
+"""
+"""``python -m tradelog._logs.helper``, without running ``tradelog/__init__.py``: the helper
+needs the writer's modules, not the public facade (nothing registers itself at import), and
+starts in about 0.9 s instead of 1.3 s."""
 _STOP_MARGIN: Final = 0.5
 """The helper gets the stop deadline less this; this process waits for it until the deadline
 plus this (the caller of ``stop`` waits a second past the deadline for the threads)."""
@@ -78,7 +91,7 @@ class HelperLink:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, path]))}
         try:
             self.process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module
-                [sys.executable, "-m", "tradelog._logs.helper", str(to_child), str(from_child)],
+                [sys.executable, "-c", _BOOT, str(to_child), str(from_child)],
                 pass_fds=(to_child, from_child),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
