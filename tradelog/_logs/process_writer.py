@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from tradelog._logs.batch import new_batch_id
 from tradelog._logs.inserters import Inserter
 from tradelog._logs.redact import Redactor
 from tradelog._logs.rows import Record
@@ -307,7 +306,6 @@ class ProcessLogWriter(LogWriter):
             return
         queue = self.queue
         wake = self.wake
-        batch_size = self.batch_size
         while True:
             if self._gone is not None:
                 self._fall_back(self._gone)
@@ -317,20 +315,7 @@ class ProcessLogWriter(LogWriter):
                 wake.wait(self.interval)
                 wake.clear()
             while queue and self._gone is None:
-                batch_id = new_batch_id()
-                records: list[Record] = []
-                self.held[batch_id] = records
-                marker: Marker | None = None
-                while len(records) < batch_size:
-                    try:
-                        item = queue.popleft()
-                    except IndexError:
-                        break
-                    if type(item) is tuple:
-                        records.append(item)
-                    else:
-                        marker = item
-                        break
+                batch_id, records, marker = self._take_batch()
                 if records:
                     self._ship(batch_id, records)
                 else:

@@ -473,36 +473,12 @@ class LogWriter:
         block_in_this_thread()
         queue = self.queue
         wake = self.wake
-        batch_size = self.batch_size
         while True:
             if not queue:
                 wake.wait(self.interval)
                 wake.clear()
             while queue:
-                batch_id = new_batch_id()
-                records: list[Record] = []
-                self.held[batch_id] = records
-                marker: Marker | None = None
-                while len(records) < batch_size:
-                    try:
-                        item = queue.popleft()
-                    except IndexError:
-                        # A caller's spill took the rest since the look above: this thread
-                        # must live on and write what it already took.
-                        break
-                    if type(item) is tuple:
-                        records.append(item)
-                    elif type(item) is Shipment:
-                        if records:  # written after the records taken before it
-                            queue.appendleft(item)
-                            break
-                        self.held.pop(batch_id, None)
-                        batch_id, records = item
-                        self.held[batch_id] = records
-                        break
-                    else:
-                        marker = item
-                        break
+                batch_id, records, marker = self._take_batch()
                 if records:
                     self._process(batch_id, records)
                 else:
@@ -512,6 +488,36 @@ class LogWriter:
                     if marker.stop_deadline is not None:
                         return  # whatever follows is written by stop() on its own thread
             self._maybe_seal()
+
+    def _take_batch(self) -> tuple[str, list[Record], Marker | None]:
+        """Take the next batch off the queue, noted in :attr:`held` under its id: up to
+        ``batch_size`` records, or one :class:`Shipment` under its own id; and the marker
+        that ended it, if one did."""
+        queue = self.queue
+        batch_size = self.batch_size
+        batch_id = new_batch_id()
+        records: list[Record] = []
+        self.held[batch_id] = records
+        while len(records) < batch_size:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                # A caller's spill took the rest since the look above: the thread must live
+                # on and write what it already took.
+                break
+            if type(item) is tuple:
+                records.append(item)
+            elif type(item) is Shipment:
+                if records:  # written after the records taken before it
+                    queue.appendleft(item)
+                    break
+                self.held.pop(batch_id, None)
+                batch_id, records = item
+                self.held[batch_id] = records
+                break
+            else:
+                return batch_id, records, item
+        return batch_id, records, None
 
     def _process(self, batch_id: str, records: list[Record]) -> None:
         try:
