@@ -113,6 +113,8 @@ def _time_calls(call: Any, count: int) -> list[float]:
 
 def child_caller(contender: str, url: str, folder: Path, quick: bool) -> dict[str, Any]:
     log, done = _setup(contender, url, folder)
+    done()
+    time.sleep(1.0)  # steady state: tradelog's threads have finished starting up
     big = "x" * (4 * 1024 * 1024)
     wide = {f"key_{i}": i for i in range(10_000)}
     result: dict[str, Any] = {}
