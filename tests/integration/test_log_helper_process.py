@@ -24,6 +24,10 @@ from tradelog.exceptions import ConfigurationError
 
 pytestmark = pytest.mark.slow  # starts processes
 
+_PROCESS_MECHANICS = pytest.mark.parametrize("backend", ["sqlite"])
+"""Tests of the processes and pipes, not of a database: on SQLite only (rows, files, the
+console and a killed helper are checked on both databases)."""
+
 
 def _writer(runtime: tradelog.Runtime) -> ProcessLogWriter:
     writer = runtime.writer
@@ -111,6 +115,7 @@ def test_a_killed_helper_loses_nothing_and_writes_no_row_twice(
     assert messages == {f"event {n}" for n in range(3_000)}
 
 
+@_PROCESS_MECHANICS
 def test_a_helper_that_cannot_start_leaves_the_writing_to_this_process(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,6 +134,7 @@ def test_a_helper_that_cannot_start_leaves_the_writing_to_this_process(
     assert _counts(db, alice) == (500, 500)
 
 
+@_PROCESS_MECHANICS
 def test_the_helper_ends_when_its_parent_is_killed(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
@@ -180,6 +186,7 @@ def _forked_work(user_id: int) -> tuple[int, int | None]:
     return os.getpid(), writer.link.pid
 
 
+@_PROCESS_MECHANICS
 @pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")
 def test_a_forked_child_gets_a_helper_of_its_own(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
@@ -218,6 +225,7 @@ def test_an_in_memory_database_cannot_be_shared_with_a_helper() -> None:
         tradelog.Settings(log_writer="threads")
 
 
+@_PROCESS_MECHANICS
 def test_a_helper_that_stops_reading_cannot_hold_up_shutdown(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
