@@ -86,6 +86,19 @@ def _timed(call: Callable[[], object]) -> tuple[float, BaseException | None]:
     return time.monotonic() - started, None
 
 
+def _on_a_thread(
+    body: Callable[[], tuple[float, BaseException | None]], what: str, within: float = 30.0
+) -> tuple[float, BaseException | None]:
+    """What ``body`` returns, run on a daemon thread: a call that never returns fails the test
+    after ``within`` seconds instead of hanging it."""
+    outcome: list[tuple[float, BaseException | None]] = []
+    worker = threading.Thread(target=lambda: outcome.append(body()), daemon=True)
+    worker.start()
+    worker.join(within)
+    assert outcome, f"{what} was still waiting after {within:.0f} s"
+    return outcome[0]
+
+
 def _concurrently(
     calls: dict[str, Callable[[], object]], workers: int
 ) -> dict[str, tuple[float, BaseException | None]]:
@@ -226,36 +239,26 @@ def test_an_established_connection_that_stops_answering_is_cut(
             assert notifications.unread_count(session, alice) == 0  # the connection is open
         proxy.set_mode("black_hole")
         for _ in range(2):
-            outcome: list[tuple[float, BaseException | None]] = []
 
-            def call(out: list[tuple[float, BaseException | None]] = outcome) -> None:
+            def call() -> tuple[float, BaseException | None]:
                 with runtime.session() as session:
-                    out.append(_timed(lambda: notifications.unread_count(session, alice)))
+                    return _timed(lambda: notifications.unread_count(session, alice))
 
-            worker = threading.Thread(target=call, daemon=True)
-            worker.start()
-            worker.join(30)
-            assert outcome, "the call was still waiting after 30 s"
-            seconds, exc = outcome[0]
+            seconds, exc = _on_a_thread(call, "the call")
             assert isinstance(exc, StorageError), repr(exc)
             # the pool's ping of the idle connection is cut after 1 s, its replacement gives
             # up connecting after 2 s (libpq's minimum), plus margin
             assert seconds < 1.0 + 2.0 + 1.5, f"took {seconds:.2f} s"
         proxy.set_mode("pass")  # (resets the connections it held)
-        # A statement on a connection the session already holds (no ping first).
-        held: list[tuple[float, BaseException | None]] = []
 
-        def in_transaction() -> None:
+        # A statement on a connection the session already holds (no ping first).
+        def in_transaction() -> tuple[float, BaseException | None]:
             with runtime.session() as session:
                 assert notifications.unread_count(session, alice) == 0
                 proxy.set_mode("black_hole")
-                held.append(_timed(lambda: notifications.unread_count(session, alice)))
+                return _timed(lambda: notifications.unread_count(session, alice))
 
-        worker = threading.Thread(target=in_transaction, daemon=True)
-        worker.start()
-        worker.join(30)
-        assert held, "the statement was still waiting after 30 s"
-        seconds, exc = held[0]
+        seconds, exc = _on_a_thread(in_transaction, "the statement")
         assert isinstance(exc, StorageError), repr(exc)
         assert seconds < 2.0 + 1.5, f"statement took {seconds:.2f} s"  # statement + connect
         proxy.set_mode("pass")

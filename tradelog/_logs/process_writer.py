@@ -226,14 +226,8 @@ class ProcessLogWriter(LogWriter):
         process writes itself (``stats()["log_writer"]`` says so)."""
         if self._running or self._stopped:
             return
-        self._running = True
         self.start_helper()
-        self._threads = [
-            threading.Thread(target=self._run_ship, name="tradelog-ship", daemon=True),
-            threading.Thread(target=self._run_database, name="tradelog-db", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        super().start()
 
     @property
     def thread_idents(self) -> frozenset[int]:
@@ -267,12 +261,18 @@ class ProcessLogWriter(LogWriter):
         """Close the pipe and reap the helper (killed when it is stuck). Batches it did not
         acknowledge are written here: rows to the spool under their ids, lines to the files."""
         self.link.close(max(0.0, deadline - time.monotonic()) + _EXIT_WITHIN)
-        with self._lock:
-            left = list(self.unacked.items())
-            self.unacked.clear()
-        for batch_id, records in left:
-            self.held[batch_id] = records
+        for batch_id, records in self._take_unacked():
             self._left_behind += self._write_here(batch_id, records) or len(records)
+
+    def _take_unacked(self) -> list[tuple[str, list[Record]]]:
+        """The batches the helper did not acknowledge, oldest first, moved to :attr:`held`
+        (where a dying process's :meth:`spool_what_is_left` finds them) to be written here."""
+        with self._lock:
+            batches = list(self.unacked.items())
+            self.unacked.clear()
+        for batch_id, records in batches:
+            self.held[batch_id] = records
+        return batches
 
     def abandon(self) -> object:
         return (self.link.abandon(), super().abandon())
@@ -299,7 +299,10 @@ class ProcessLogWriter(LogWriter):
 
     # -- ship thread -----------------------------------------------------------------------
 
-    def _run_ship(self) -> None:
+    _intake_name = "tradelog-ship"
+
+    def _run_intake(self) -> None:
+        """The ship thread: batches to the helper; the file thread once it is gone."""
         block_in_this_thread()
         if self.local:
             self._run_files()
@@ -395,14 +398,10 @@ class ProcessLogWriter(LogWriter):
             self.console = self._spare_console
             self.console.start()
         with self._lock:
-            batches = list(self.unacked.items())
             markers = [self._markers[seq] for seq in sorted(self._markers)]
             self._markers.clear()
-        for batch_id, records in batches:
+        for batch_id, records in self._take_unacked():
             self.stats.processed -= len(records)  # counted once more as they are written here
-            self.held[batch_id] = records
-            with self._lock:
-                self.unacked.pop(batch_id, None)
             self._process(batch_id, records)
         for marker in markers:
             self._hand_over(marker)

@@ -171,7 +171,7 @@ class LogWriter:
         except Exception:  # pragma: no cover - housekeeping only
             self.stats.internal_errors += 1
         self._threads = [
-            threading.Thread(target=self._run_files, name="tradelog-files", daemon=True),
+            threading.Thread(target=self._run_intake, name=self._intake_name, daemon=True),
             threading.Thread(target=self._run_database, name="tradelog-db", daemon=True),
         ]
         if self.console is not None:
@@ -468,6 +468,12 @@ class LogWriter:
             save(self.log_dir, self.snapshot())
 
     # -- file thread -----------------------------------------------------------------------
+
+    _intake_name = "tradelog-files"
+
+    def _run_intake(self) -> None:
+        """The thread that takes batches off the queue: here, the file thread."""
+        self._run_files()
 
     def _run_files(self) -> None:
         block_in_this_thread()
