@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.support import clients
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.support.smtp_server import SmtpServer
 
@@ -241,13 +242,12 @@ def _start_service(
 def test_fastapi_service(db_url: str, tmp_path: Path) -> None:
     """The FastAPI example over real HTTP: requests, per-account tasks, a crash; rows, files,
     and the host's own stdout JSON lines and stderr console lines, each once."""
-    import httpx
 
     from tradelog._db.engine import create_tradelog_engine
 
     process, base, out = _start_service(tmp_path, db_url)
     try:
-        with httpx.Client(base_url=base, timeout=20) as client:
+        with clients.client(base_url=base, timeout=20) as client:
             assert client.get("/health").json() == {"ok": True}
             placed = client.post(
                 "/orders",

@@ -24,11 +24,13 @@ handler runs once more where its exception can end the program.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import itertools
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from types import CodeType, TracebackType
 from typing import Final
@@ -107,10 +109,12 @@ def _signal_raised_in(traceback: TracebackType | None) -> int | None:
     return None
 
 
-def _send_to_this_process(signum: int) -> None:
-    """Send ``signum`` from a thread that blocks it: the kernel hands it to the main thread."""
-    block_in_this_thread()
-    with contextlib.suppress(OSError):
+def _send_later(signum: int) -> None:
+    """Send ``signum`` shortly, from a thread that blocks it: the kernel hands it to the main
+    thread."""
+    with contextlib.suppress(Exception):
+        signal.pthread_sigmask(signal.SIG_BLOCK, TERMINATING)
+        time.sleep(_REDELIVERY_DELAY)
         os.kill(os.getpid(), signum)
 
 
@@ -130,10 +134,10 @@ def redeliver_swallowed(exc: BaseException | None, traceback: TracebackType | No
             signum = signal.SIGINT
         if signum is None or next(_redeliveries) >= _MAX_REDELIVERIES:
             return False
-        timer = threading.Timer(_REDELIVERY_DELAY, _send_to_this_process, (signum,))
-        timer.daemon = True
-        timer.name = "tradelog-signal-redelivery"
-        timer.start()
+        # A raw thread: threading.Thread.start() waits, in Python code, for the thread to
+        # run, and a handler landing in that wait (the redelivered signal itself, on a busy
+        # machine) would be swallowed again with nothing left to send it once more.
+        _thread.start_new_thread(_send_later, (signum,))
         return True
     except Exception:
         return False

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 import tradelog
+from tests.support import clients
 from tests.support.asgi_server import serve
 from tests.support.db import MigratedDatabase
 from tests.support.logs import running
@@ -89,7 +90,7 @@ def test_requests_are_bound_and_crashes_recorded(
         tradelog.ensure_user(7, email="seven@example.com", session=session)
         session.commit()
     with running(db.url, tmp_path) as runtime, serve(_app()) as base:
-        with httpx.Client(base_url=base) as client:
+        with clients.client(base_url=base) as client:
             given = client.get("/ok", headers={"X-Account": "7", "X-Request-ID": "req-abc.1"})
             made = client.get("/sync", headers={"X-Account": "7"})
             odd = client.get("/ok", headers={"X-Request-ID": "bad id\twith space"})
@@ -134,7 +135,7 @@ def test_a_crash_after_the_response_started_keeps_its_status(
 ) -> None:
     """A streaming response that fails half-way is recorded with the status already sent."""
     with running(db.url, tmp_path) as runtime, serve(_app()) as base:
-        with httpx.Client(base_url=base) as client, pytest.raises(httpx.HTTPError):
+        with clients.client(base_url=base) as client, pytest.raises(httpx.HTTPError):
             client.get("/late").read()
         assert runtime.flush(10)
     [error] = _errors(db)
@@ -146,7 +147,7 @@ def test_a_failing_user_resolver_is_recorded_and_the_request_served(
 ) -> None:
     """The resolver raising: recorded, and the request is served without a user."""
     with running(db.url, tmp_path) as runtime, serve(_app()) as base:
-        response = httpx.get(f"{base}/ok", headers={"X-Account": "explode"})
+        response = clients.request("GET", f"{base}/ok", headers={"X-Account": "explode"})
         assert runtime.flush(10)
     assert response.status_code == 200
     [error] = _errors(db)
@@ -164,8 +165,8 @@ def test_audit_rows_carry_the_requests_ip_and_user_agent(
         tradelog.ensure_user(7, session=session)
         session.commit()
     with running(db.url, tmp_path), serve(_app()) as base:
-        response = httpx.put(
-            f"{base}/settings", headers={"X-Account": "7", "User-Agent": "desk-terminal/2.1"}
+        response = clients.request(
+            "PUT", f"{base}/settings", headers={"X-Account": "7", "User-Agent": "desk-terminal/2.1"}
         )
     assert response.status_code == 200
     rows = db.rows("SELECT user_id, ip_address, user_agent FROM audit_logs")

@@ -20,6 +20,7 @@ import pytest
 import structlog
 
 import tradelog
+from tests.support import clients
 from tests.support.db import MigratedDatabase
 from tests.support.logs import file_records, running
 
@@ -373,14 +374,13 @@ def test_http_client_chatter_stays_out_by_default(
 ) -> None:
     """At DEBUG, real httpx requests write no httpx/httpcore rows (default
     TRADELOG_LOGGER_LEVELS) and nothing of theirs reaches the host's handlers."""
-    import httpx
 
     from tests.support.fake_bot_api import FakeBotApi
 
     with FakeBotApi() as fake, running(db.url, tmp_path, level="DEBUG") as runtime:
         with tradelog.bind_user(users["alice"]):
             for _ in range(3):
-                assert httpx.get(fake.method_url("getMe")).status_code == 200
+                assert clients.request("GET", fake.method_url("getMe")).status_code == 200
             tradelog.get_logger("bot").debug("three calls made")
         assert runtime.flush(10)
     assert [row[2:] for row in _rows(db)] == [("bot", "three calls made")]

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy.engine import make_url
 
 import tradelog
+from tests.support import clients
 from tests.support.db import MigratedDatabase
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.logs import everything_written, running
@@ -150,9 +151,9 @@ def test_real_http_client_logging_never_shows_the_bot_token(
         with running(db.url, tmp_path, console=True, level=level, logger_levels="") as runtime:
             structlog.contextvars.bind_contextvars(user_id=users["alice"])
             try:
-                assert httpx.get(fake.method_url("getMe")).status_code == 200
+                assert clients.request("GET", fake.method_url("getMe")).status_code == 200
                 try:
-                    httpx.get(fake.method_url("noSuchMethod")).raise_for_status()
+                    clients.request("GET", fake.method_url("noSuchMethod")).raise_for_status()
                 except httpx.HTTPStatusError:
                     tradelog.get_logger("bot").exception("Bot API call failed")
 

@@ -118,11 +118,25 @@ class Page:
         if not found:
             raise BrowserError(f"nothing matches {selector!r}")
 
+    def capture(self, scale: float = 1.0) -> bytes:
+        """The whole page as PNG bytes, ``scale`` times its size (a quarter-size capture has a
+        sixteenth of the pixels: checking it in Python takes 0.2 s instead of 3 s)."""
+        options: dict[str, Any] = {"format": "png", "captureBeyondViewport": True}
+        if scale != 1.0:
+            size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+            options["clip"] = {
+                "x": 0,
+                "y": 0,
+                "width": size["width"],
+                "height": size["height"],
+                "scale": scale,
+            }
+        return base64.b64decode(self.call("Page.captureScreenshot", **options)["data"])
+
     def screenshot(self, path: Path) -> Path:
         """Save the whole page as a PNG."""
-        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        path.write_bytes(self.capture())
         return path
 
     def close(self) -> None:

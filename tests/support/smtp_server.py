@@ -410,8 +410,9 @@ class SmtpServer:
         return str(path)
 
     def client_ssl_context(self) -> ssl.SSLContext:
-        """A new verifying client context that trusts the server's CA."""
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        """A new verifying client context that trusts the server's CA (and nothing else: the
+        system's CA store is not loaded, which costs about 40 ms a context)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and hostname
         self.ca.configure_trust(context)
         return context
 
@@ -525,7 +526,7 @@ class SmtpServer:
     # -- internals ---------------------------------------------------------
 
     def _server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # clients present no certificate
         self._server_cert.configure_cert(context)
         return context
 

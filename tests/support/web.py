@@ -9,7 +9,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI, Header
 
 import tradelog.web
+from tests.support import clients
 from tradelog.web import TradelogRouter
 
 
@@ -31,7 +32,10 @@ class Host:
 
 
 def host_app(
-    runtime: tradelog.Runtime, *, ping_interval: float = 15.0, prefix: str = "/api"
+    runtime: tradelog.Runtime | Callable[[], tradelog.Runtime],
+    *,
+    ping_interval: float = 15.0,
+    prefix: str = "/api",
 ) -> Host:
     """A FastAPI host whose own auth reads ``Authorization: Bearer <token>``."""
     tokens: dict[str, Any] = {}
@@ -117,7 +121,7 @@ class EventStream:
         self.events: queue.Queue[Event | BaseException | None] = queue.Queue()
         self.status: int | None = None
         self.content_type: str | None = None
-        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None))
+        self._client = clients.client(timeout=httpx.Timeout(10.0, read=None))
         self._response: httpx.Response | None = None
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)

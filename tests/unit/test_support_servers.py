@@ -17,7 +17,6 @@ from email.message import EmailMessage
 from typing import Any, TypeVar
 
 import aiosmtplib
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,6 +33,7 @@ from telegram.error import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
+from tests.support import clients
 from tests.support.fake_bot_api import (
     DEFAULT_TOKEN,
     FakeBotApi,
@@ -169,7 +169,7 @@ def test_get_me_and_send_message_round_trip(api: FakeBotApi) -> None:
 
 def test_json_multipart_and_query_bodies_are_accepted(api: FakeBotApi) -> None:
     url = api.method_url("sendMessage")
-    with httpx.Client(timeout=5) as client:
+    with clients.client(timeout=5) as client:
         as_json = client.post(
             url, json={"chat_id": 7, "text": "json", "disable_notification": True}
         )

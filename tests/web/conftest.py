@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from tests.support import clients
 from tests.support.db import MigratedDatabase
 from tests.support.web import Host, LiveServer, host_app, serving
 from tradelog import Runtime, Settings
@@ -51,7 +52,7 @@ class Web:
         """An HTTP client acting as ``who`` (a token name; None: nobody signed in)."""
         if who is not None:
             headers["Authorization"] = f"Bearer {who}"
-        return httpx.Client(base_url=self.server.url, headers=headers, timeout=15.0)
+        return clients.client(base_url=self.server.url, headers=headers, timeout=15.0)
 
     def url(self, path: str) -> str:
         return f"{self.server.url}/api{path}"
@@ -125,8 +126,37 @@ def seed(db: MigratedDatabase, ids: dict[str, int]) -> tuple[dict[str, Any], ...
     return notes, errors, prints
 
 
+@dataclass
+class SharedHost:
+    """One host app and server per test process, reading from the current test's runtime
+    (building the router and starting uvicorn took half of each web test's time)."""
+
+    host: Host
+    server: LiveServer
+    runtime: Runtime | None = None
+
+    def current(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError("no web test is running")
+        return self.runtime
+
+
+@pytest.fixture(scope="session")
+def shared_host() -> Iterator[SharedHost]:
+    shared: SharedHost | None = None
+
+    def runtime() -> Runtime:
+        assert shared is not None
+        return shared.current()
+
+    host = host_app(runtime, ping_interval=1.0)
+    with serving(host.app) as server:
+        shared = SharedHost(host, server)
+        yield shared
+
+
 @pytest.fixture
-def web(db: MigratedDatabase, tmp_path: Path) -> Iterator[Web]:
+def web(db: MigratedDatabase, tmp_path: Path, shared_host: SharedHost) -> Iterator[Web]:
     """The host app over HTTP on the test's database, with alice, bob, an admin, an inactive
     user and a deactivated admin, each with a bearer token named after them."""
     with db.session() as session:
@@ -146,14 +176,18 @@ def web(db: MigratedDatabase, tmp_path: Path) -> Iterator[Web]:
     log_dir = tmp_path / "logs"
     settings = Settings(database_url=db.url, log_dir=log_dir, console=False)
     runtime = Runtime(settings).start(logging_=False, hooks=False, background=False)
-    host = host_app(runtime, ping_interval=1.0)
+    host = shared_host.host
+    host.tokens.clear()
     host.tokens.update(ids)
     host.tokens["stranger"] = 987654
     notes, errors, prints = seed(db, ids)
+    shared_host.runtime = runtime
     try:
-        with serving(host.app) as server:
-            yield Web(server, runtime, host, db, ids, log_dir, notes, errors, prints)
+        yield Web(shared_host.server, runtime, host, db, ids, log_dir, notes, errors, prints)
     finally:
+        host.router.close()  # ends this test's streams before the runtime goes
+        host.tokens.clear()
+        shared_host.runtime = None
         runtime.shutdown()
 
 

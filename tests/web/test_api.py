@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI, Header
 
 import tradelog.web
+from tests.support import clients
 from tests.support.web import serving
 from tests.web.conftest import Web
 from tradelog import Runtime, Settings
@@ -104,7 +105,7 @@ def test_storage_unavailable_is_a_503(url: str) -> None:
     never the driver's message or a stack trace."""
     app, runtime = _unreachable_app(url)
     try:
-        with serving(app) as server, httpx.Client(base_url=server.url) as client:
+        with serving(app) as server, clients.client(base_url=server.url) as client:
             for path in ("/notifications", "/admin/services", "/preferences"):
                 response = client.get(path)
                 problem = _problem(response, 503)
@@ -129,7 +130,7 @@ def test_an_unexpected_failure_is_a_500_recorded_not_shown(web: Web, tmp_path: P
     router = tradelog.web.create_router(actor=broken, runtime=web.runtime)
     app = FastAPI()
     app.include_router(router)
-    with serving(app) as server, httpx.Client(base_url=server.url) as client:
+    with serving(app) as server, clients.client(base_url=server.url) as client:
         problem = _problem(client.get("/notifications"), 500)
         page = client.get("/ui/inbox")
     assert problem["detail"] == "internal error"
@@ -214,7 +215,8 @@ def test_changes_are_audited_with_the_request_address(web: Web) -> None:
             await web.host.app(scope, receive, send)
 
     with serving(behind_a_proxy) as server:
-        httpx.patch(
+        clients.request(
+            "PATCH",
             f"{server.url}/api/preferences",
             json={"timezone": "Asia/Kolkata"},
             headers={"Authorization": "Bearer alice"},
@@ -305,7 +307,7 @@ def test_a_group_resolve_returns_only_the_rows_it_changed(web: Web) -> None:
 def test_the_openapi_description_is_typed(web: Web) -> None:
     """Every JSON route has a typed response model and declares its problem responses; the
     stream is described as ``text/event-stream``."""
-    spec = httpx.get(f"{web.server.url}/openapi.json").json()
+    spec = clients.request("GET", f"{web.server.url}/openapi.json").json()
     paths = spec["paths"]
     inbox = paths["/api/notifications"]["get"]["responses"]
     assert inbox["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
@@ -373,10 +375,12 @@ def header_app(web: Web) -> Iterator[str]:
 def test_the_host_dependency_may_take_its_own_parameters(web: Web, header_app: str) -> None:
     """The actor dependency is a FastAPI dependency like any other; pages link under the
     host's prefix."""
-    response = httpx.get(
-        f"{header_app}/v1/tradelog/notifications", headers={"X-User": str(web.ids["bob"])}
+    response = clients.request(
+        "GET", f"{header_app}/v1/tradelog/notifications", headers={"X-User": str(web.ids["bob"])}
     )
     assert {n["id"] for n in response.json()["data"]} == set(web.notifications["bob"])
-    page = httpx.get(f"{header_app}/v1/tradelog/ui/inbox", headers={"X-User": str(web.ids["bob"])})
+    page = clients.request(
+        "GET", f"{header_app}/v1/tradelog/ui/inbox", headers={"X-User": str(web.ids["bob"])}
+    )
     assert 'href="/v1/tradelog/ui/preferences"' in page.text
     assert '"/v1/tradelog/notifications/stream"' in page.text

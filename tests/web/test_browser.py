@@ -57,7 +57,7 @@ def admin_browser(chromium_path: str, web: Web) -> Iterator[Page]:
 
 def _shot(page: Page, folder: Path, name: str) -> Path:
     path = page.screenshot(folder / f"{name}.png")
-    ratio = ink_ratio(path.read_bytes())
+    ratio = ink_ratio(page.capture(scale=0.25))
     assert ratio > INK, f"{path} looks blank ({ratio:.3%} ink)"
     return path
 

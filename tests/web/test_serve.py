@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import clients
 from tests.support.db import MigratedDatabase
 from tradelog._cli.serve import server_url
 from tradelog.web._app import SESSION_COOKIE
@@ -57,7 +58,7 @@ def served(db: MigratedDatabase, tmp_path: Path) -> Iterator[tuple[str, subproce
         if process.poll() is not None:
             raise AssertionError(process.communicate()[1])
         try:
-            httpx.get(base + "/openapi.json", timeout=1.0)
+            clients.request("GET", base + "/openapi.json", timeout=1.0)
             break
         except httpx.TransportError:
             if time.monotonic() > deadline:
@@ -90,16 +91,18 @@ def test_the_token_is_the_system_admin(served: tuple[str, subprocess.Popen[str]]
     details), and the token never shows in the server's output."""
     base, process = served
     admin = {"Authorization": f"Bearer {TOKEN}"}
-    assert httpx.get(base + "/admin/services", headers=admin).status_code == 200
-    inbox = httpx.get(base + "/notifications", headers=admin)
+    assert clients.request("GET", base + "/admin/services", headers=admin).status_code == 200
+    inbox = clients.request("GET", base + "/notifications", headers=admin)
     assert inbox.status_code == 200
     assert inbox.json()["data"] == []
-    wrong = httpx.get(base + "/admin/services", headers={"Authorization": "Bearer nope"})
+    wrong = clients.request(
+        "GET", base + "/admin/services", headers={"Authorization": "Bearer nope"}
+    )
     assert wrong.status_code == 401
     assert wrong.json()["status"] == 401
     assert wrong.headers["www-authenticate"] == "Bearer"
-    assert httpx.get(base + "/notifications").status_code == 401
-    spec = httpx.get(base + "/openapi.json").json()
+    assert clients.request("GET", base + "/notifications").status_code == 401
+    spec = clients.request("GET", base + "/openapi.json").json()
     assert "/notifications/stream" in spec["paths"]
     assert "/admin/errors/groups/{fingerprint}/resolve" in spec["paths"]
     process.send_signal(signal.SIGINT)
@@ -114,7 +117,7 @@ def test_a_browser_signs_in_once(served: tuple[str, subprocess.Popen[str]]) -> N
     """Pages redirect to the sign-in form; a wrong token is refused; the right one sets an
     HttpOnly, SameSite=Strict cookie (not the token) that opens the pages."""
     base, _ = served
-    with httpx.Client(base_url=base, timeout=10.0) as browser:
+    with clients.client(base_url=base, timeout=10.0) as browser:
         first = browser.get("/ui/admin/errors?status=all")
         assert first.status_code == 303
         assert first.headers["location"] == "/login?next=/ui/admin/errors%3Fstatus%3Dall"

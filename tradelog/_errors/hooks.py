@@ -164,9 +164,7 @@ class UnraisableHook(_Hook):
 
     def __call__(self, unraisable: Any) -> None:
         value = getattr(unraisable, "exc_value", None)
-        # A signal handler's sys.exit() that ran inside a garbage-collection callback: Python
-        # swallowed it; send the signal again so the program still ends (not an error).
-        redeliver_swallowed(value, getattr(unraisable, "exc_traceback", None))
+        caught: SystemExit | KeyboardInterrupt | None = None
         try:
             if isinstance(value, Exception):
                 self._record(
@@ -179,11 +177,15 @@ class UnraisableHook(_Hook):
                 )
             self.previous(unraisable)
         except (SystemExit, KeyboardInterrupt) as exc:
-            # The redelivered signal's handler ran inside this hook (the previous hook can be
-            # slow: it formats the traceback, reading source files): Python swallows what an
-            # unraisable hook raises too, so send the signal once more.
-            redeliver_swallowed(exc, exc.__traceback__)
-            raise
+            # A handler ran inside this hook (a signal arriving while the previous hook, which
+            # can be slow, formats a traceback): Python would swallow it here too.
+            caught = exc
+        # A signal handler's sys.exit() that ran inside a garbage-collection callback (or in
+        # this hook): Python swallowed it; the signal is sent again, once this hook is done,
+        # so the program still ends (not an error).
+        sent = redeliver_swallowed(value, getattr(unraisable, "exc_traceback", None))
+        if not sent and caught is not None:
+            redeliver_swallowed(caught, caught.__traceback__)
 
 
 def _task_bindings(task: object) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """What every route of one router shares: the runtime it reads from, and who is asking.
 
 :class:`WebContext` finds the runtime (the one given to :func:`tradelog.web.create_router`, or
-the configured one at request time), opens sessions on its engine, and turns what the host's
-``actor`` dependency returned into a :class:`WebUser`:
+what the function given there returns, or the configured one; at request time), opens sessions
+on its engine, and turns what the host's ``actor`` dependency returned into a :class:`WebUser`:
 
 * a user id (``int``): the role, the active flag and the timezone are read from the database.
   An unknown id or an inactive account is refused (403); only an active ``admin`` is an admin.
@@ -65,13 +65,17 @@ def _zone(name: str | None, fallback: str) -> ZoneInfo:
 class WebContext:
     """The runtime a router reads from, its sessions, and the acting user (see the module)."""
 
-    def __init__(self, runtime: Runtime | None = None) -> None:
+    def __init__(self, runtime: Runtime | Callable[[], Runtime] | None = None) -> None:
         self._runtime = runtime
 
     @property
     def runtime(self) -> Runtime:
-        """The router's runtime: the one it was given, else the configured one."""
-        return self._runtime if self._runtime is not None else require()
+        """The router's runtime: the one it was given (or what the function it was given
+        returns now), else the configured one."""
+        given = self._runtime
+        if given is None:
+            return require()
+        return given if isinstance(given, Runtime) else given()
 
     def session(self) -> Session:
         """A new session on the runtime's engine (the caller closes it)."""

@@ -50,7 +50,7 @@ class TradelogRouter(APIRouter):
 def create_router(
     *,
     actor: Callable[..., Any],
-    runtime: Runtime | None = None,
+    runtime: Runtime | Callable[[], Runtime] | None = None,
     ping_interval: float = 15.0,
     poll_interval: float | None = None,
 ) -> TradelogRouter:
@@ -61,9 +61,12 @@ def create_router(
     returns the id of the user making the request, from the host's own authentication; None
     means nobody is signed in (401). It may also return a :class:`tradelog.users.Actor`, which
     is taken as vouched for (a service account). ``runtime``: read from this runtime instead of
-    the configured one. ``ping_interval``: seconds between the pings of the live stream;
-    ``poll_interval``: seconds between the stream's polls of the database when nothing wakes
-    it (default ``TRADELOG_WEB_POLL_INTERVAL``).
+    the configured one; or a function returning the runtime, called for each request (one app
+    serving a runtime that changes: a test suite that builds the app once and a runtime per
+    test; call :meth:`TradelogRouter.close` when it changes, ending the open streams).
+    ``ping_interval``: seconds between the pings of the live stream; ``poll_interval``:
+    seconds between the stream's polls of the database when nothing wakes it (default
+    ``TRADELOG_WEB_POLL_INTERVAL``).
     """
     context = WebContext(runtime)
     current = context.dependency(actor)

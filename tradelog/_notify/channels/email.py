@@ -35,6 +35,7 @@ from tradelog._notify.channels.base import (
     Progress,
     SendReceipt,
 )
+from tradelog._notify.channels.tls import shared_context
 from tradelog._notify.formatting import email_bodies, email_subject
 from tradelog.config import SMTP_SECURITY_MODES, Settings
 from tradelog.exceptions import (
@@ -194,8 +195,8 @@ class EmailChannel:
             "password": self._password,
             "local_hostname": self._local_hostname,
         }
-        if self._tls_context is not None and self.security != "none":
-            options["tls_context"] = self._tls_context
+        if self.security != "none":
+            options["tls_context"] = self._tls_context or shared_context(ssl.create_default_context)
         client = smtp.SMTP(**options)
         self.connections_opened += 1
         try:

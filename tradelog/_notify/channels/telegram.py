@@ -37,8 +37,6 @@ other ``TelegramError``  retryable
 from __future__ import annotations
 
 import asyncio
-import functools
-import ssl
 import urllib.request
 import warnings
 from datetime import timedelta
@@ -52,6 +50,7 @@ from tradelog._notify.channels.base import (
     SendReceipt,
     Throttled,
 )
+from tradelog._notify.channels.tls import shared_context
 from tradelog._notify.formatting import TelegramPart, telegram_messages
 from tradelog.exceptions import (
     ConfigurationError,
@@ -215,21 +214,12 @@ class TokenTransport:
         await self.aclose()
 
 
-@functools.cache
-def _tls_context(httpx: Any) -> ssl.SSLContext:
-    """One verifying TLS context per process, shared by every channel's transports (building
-    one loads the CA bundle: about 20 ms each). Honours ``SSL_CERT_FILE``/``SSL_CERT_DIR`` as
-    they are when the first channel is built."""
-    context: ssl.SSLContext = httpx.create_ssl_context()
-    return context
-
-
 def _request(  # noqa: PLR0917 - private helper of TelegramChannel.__init__
     telegram: Any, httpx: Any, token: str, base: str, timeout: float, size: int
 ) -> Any:
     """A python-telegram-bot request object whose transport holds the real token."""
     inner = httpx.AsyncHTTPTransport(
-        verify=_tls_context(httpx),
+        verify=shared_context(httpx.create_ssl_context),
         limits=httpx.Limits(max_connections=size),
         proxy=_environment_proxy(base),
         http1=True,
