@@ -113,7 +113,7 @@ from tradelog._notify.service import SPOOL_PREFIX as NOTIFY_SPOOL_PREFIX
 from tradelog._notify.service import NotificationService
 from tradelog._notify.wakeup import Wakeups
 from tradelog._notify.worker import DeliveryWorker
-from tradelog._signals import block_in_this_thread
+from tradelog._signals import HandlerWatch, block_in_this_thread
 from tradelog._spool_files import JsonlSpool, Replayer
 from tradelog._status import StatusPublisher, local_backlog
 from tradelog._users.registry import UserRegistry
@@ -572,6 +572,7 @@ class _State:
         self.stopping: Runtime | None = None
         """The runtime whose shutdown is in progress, if any."""
         self.saved_sigterm: Any = None
+        self.sigterm_watch: HandlerWatch | None = None
         self.early: deque[_Early] = deque(maxlen=EARLY_EVENTS)
         """Events ``tradelog.processor`` / ``tradelog.Handler`` got before :func:`configure`."""
         self.early_dropped = 0
@@ -815,6 +816,9 @@ def reset() -> None:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, _state.saved_sigterm)
             _state.saved_sigterm = None
+        watch, _state.sigterm_watch = _state.sigterm_watch, None
+        if watch is not None:
+            watch.stop()
 
 
 def _shutdown_at_exit() -> None:
@@ -855,25 +859,39 @@ def _reregister_in_child(_: object) -> None:
 
 def _install_terminate_handler() -> None:
     """In a ``multiprocessing`` child (main thread, default ``SIGTERM`` disposition), shut
-    tradelog down before ``SIGTERM`` ends the process."""
+    tradelog down before ``SIGTERM`` ends the process; and watch that the handler runs."""
     try:
         if multiprocessing.parent_process() is None:
             return
         if threading.current_thread() is not threading.main_thread():
             return
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # the host handles SIGTERM (or already has our handler)
-        _state.saved_sigterm = signal.SIG_DFL
-        signal.signal(signal.SIGTERM, _terminate_after_shutdown)
+        current = signal.getsignal(signal.SIGTERM)
+        if current is signal.SIG_DFL:
+            _state.saved_sigterm = signal.SIG_DFL
+            signal.signal(signal.SIGTERM, _terminate_after_shutdown)
+        elif current is not _terminate_after_shutdown:
+            return  # the host handles SIGTERM
+        if _state.sigterm_watch is None:
+            watch = HandlerWatch(signal.SIGTERM, _shut_down_for_signal, lambda: HANDLER_GRACE)
+            if watch.start():
+                _state.sigterm_watch = watch
     except Exception as exc:  # pragma: no cover - an exotic host: keep the default
         if _state.current is not None:
             _state.current.internal_errors(exc)
+
+
+HANDLER_GRACE: Final = 5.0
+"""Seconds a terminated child's main thread has to start the ``SIGTERM`` handler before the
+watch shuts tradelog down from its own thread and ends the process (see HandlerWatch)."""
 
 
 def _terminate_after_shutdown(signum: int, frame: object) -> None:
     """``SIGTERM`` in a multiprocessing child: write what is queued, then terminate as the
     default action would. The shutdown runs on a helper thread so a lock the interrupted code
     holds can delay it at most ``DEFAULT_TIMEOUT``, never hang the process."""
+    watch = _state.sigterm_watch
+    if watch is not None:
+        watch.handler_started()
     signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     stopping = _state.stopping
     if stopping is not None and stopping._stopping_thread == threading.get_ident():
@@ -881,7 +899,15 @@ def _terminate_after_shutdown(signum: int, frame: object) -> None:
         # leaving): let it finish; it raises the signal again when done.
         stopping._deferred_signal = signum
         return
+    _shut_down_for_signal()
+    signal.raise_signal(signum)
+
+
+def _shut_down_for_signal() -> None:
+    """Write what is queued, bounded (by the handler, or by the watch when the main thread is
+    stuck in C code and never runs the handler)."""
     runtime = _state.current
+    stopping = _state.stopping
     if runtime is not None and not runtime.closed:
         helper = threading.Thread(target=_terminate_helper, name="tradelog-terminate", daemon=True)
         helper.start()
@@ -892,7 +918,6 @@ def _terminate_after_shutdown(signum: int, frame: object) -> None:
     elif stopping is not None:
         stopping._stopped.wait(_terminate_wait(stopping))
         stopping._spool_what_is_left()
-    signal.raise_signal(signum)
 
 
 def _terminate_helper() -> None:
@@ -909,6 +934,9 @@ def _terminate_wait(runtime: Runtime) -> float:
 
 def _after_fork_in_child() -> None:
     _state.lock = threading.RLock()
+    watch, _state.sigterm_watch = _state.sigterm_watch, None
+    if watch is not None:
+        watch.forget_in_child()
     _state.early.clear()  # the parent's to write
     _state.early_dropped = 0
     for runtime in (_state.current, _state.standalone):

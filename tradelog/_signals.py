@@ -31,11 +31,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import CodeType, TracebackType
 from typing import Final
 
-__all__ = ["TERMINATING", "block_in_this_thread", "deferred", "redeliver_swallowed"]
+__all__ = [
+    "TERMINATING",
+    "HandlerWatch",
+    "block_in_this_thread",
+    "deferred",
+    "redeliver_swallowed",
+]
 
 TERMINATING: Final = frozenset(
     getattr(signal, name)
@@ -141,3 +147,97 @@ def redeliver_swallowed(exc: BaseException | None, traceback: TracebackType | No
         return True
     except Exception:
         return False
+
+
+class HandlerWatch:
+    """Makes sure a Python ``SIGTERM`` handler is not lost on a main thread stuck in C code.
+
+    Python runs a handler only when the main thread next runs Python code. A main thread
+    blocked in a call that does not return on a signal, or one that the signal reached a moment
+    before it blocked (a multiprocessing worker waiting on its queue's lock when
+    ``Pool.terminate`` sends ``SIGTERM``), never runs it: the process lives on and the parent
+    waits for it forever. The watch gets every signal through Python's wake-up file
+    descriptor (written by the C-level handler, whatever the main thread is doing); when
+    ``signum`` arrives and the handler has not started within ``grace()`` seconds, it runs
+    ``on_stuck`` on its own thread and ends the process with exit status ``128 + signum``.
+
+    Installed only where no wake-up descriptor is set (asyncio's signal handling uses one).
+    """
+
+    def __init__(
+        self, signum: int, on_stuck: Callable[[], None], grace: Callable[[], float]
+    ) -> None:
+        self.signum = signum
+        self._on_stuck = on_stuck
+        self._grace = grace
+        self._started = threading.Event()
+        self._pipe: tuple[int, int] | None = None
+
+    def start(self) -> bool:
+        """Take the wake-up descriptor and start watching (main thread only); False where
+        one is already set or it cannot be set."""
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        try:
+            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            previous = None
+        if previous != -1:
+            if previous is not None:
+                signal.set_wakeup_fd(previous)
+            os.close(read)
+            os.close(write)
+            return False
+        self._pipe = (read, write)
+        thread = threading.Thread(target=self._run, args=(read,), name="tradelog-signal-watch")
+        thread.daemon = True
+        thread.start()
+        return True
+
+    def handler_started(self) -> None:
+        """Called first thing by the handler: the main thread got the signal."""
+        self._started.set()
+
+    def stop(self) -> None:
+        """Give the wake-up descriptor back and end the watching thread (main thread only;
+        elsewhere, nothing)."""
+        self._release()  # the thread then reads the end of the pipe and leaves
+
+    def forget_in_child(self) -> None:
+        """After ``fork``: the child must not write its signals into the parent's pipe."""
+        pipe = self._pipe
+        if pipe is not None and self._release():
+            with contextlib.suppress(OSError):
+                os.close(pipe[0])
+
+    def _release(self) -> bool:
+        """Unset the wake-up descriptor if it is ours and close our write end. The end is
+        kept open while Python may still write to it (set only from the main thread)."""
+        pipe = self._pipe
+        if pipe is None:
+            return False
+        try:
+            current = signal.set_wakeup_fd(-1)
+        except (ValueError, OSError):
+            return False
+        if current != pipe[1]:  # pragma: no cover - replaced by someone else: leave theirs
+            signal.set_wakeup_fd(current)
+        self._pipe = None
+        with contextlib.suppress(OSError):
+            os.close(pipe[1])
+        return True
+
+    def _run(self, read: int) -> None:
+        block_in_this_thread()
+        while True:
+            try:
+                received = os.read(read, 64)
+            except OSError:
+                return
+            if not received:
+                return
+            if self.signum in received and not self._started.wait(self._grace()):
+                try:
+                    self._on_stuck()
+                finally:
+                    os._exit(128 + self.signum)

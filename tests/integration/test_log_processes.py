@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from sqlalchemy import make_url
 import tradelog
 from tests.support.db import MigratedDatabase
 from tests.support.logs import file_records, running
+from tradelog._runtime import HANDLER_GRACE
 from tradelog.config import Settings
 
 pytestmark = pytest.mark.slow
@@ -205,3 +208,49 @@ def test_a_childs_own_sigterm_handler_is_left_alone(db_url: str, tmp_path: Path)
     child.start()
     child.join(60)
     assert child.exitcode == 0
+
+
+def _stuck_in_c(url: str, log_dir: str, user_id: int, ready: Any) -> None:
+    """A multiprocessing child that logs, then blocks its main thread in C code that no signal
+    interrupts (a mutex it already holds): Python can never run a handler there."""
+    import ctypes
+
+    tradelog.configure(database_url=url, log_dir=log_dir, console=False, flush_interval=60.0)
+    log = tradelog.get_logger("stuck", user_id=user_id)
+    for seq in range(STUCK_EVENTS):
+        log.info(f"s e{seq}")
+    mutex = ctypes.create_string_buffer(64)  # zeroed: PTHREAD_MUTEX_INITIALIZER
+    libc = ctypes.CDLL(None)
+    libc.pthread_mutex_lock(mutex)
+    ready.set()
+    libc.pthread_mutex_lock(mutex)  # never returns
+
+
+STUCK_EVENTS = 500
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sigterm_to_a_child_stuck_in_c_code_still_writes_and_ends_it(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, method: str
+) -> None:
+    """``SIGTERM`` reaches a multiprocessing child whose main thread never runs Python code
+    again (as a pool worker that got it a moment before blocking on its queue's lock, which
+    hung ``Pool.terminate`` for good): the signal watch writes what the child logged and ends
+    it (exit status 143) within the handler's grace plus the shutdown's bound."""
+    context = multiprocessing.get_context(method)
+    ready = context.Event()
+    child = context.Process(target=_stuck_in_c, args=(db.url, str(tmp_path), users["alice"], ready))
+    child.start()
+    assert ready.wait(60)
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGTERM)
+    started = time.monotonic()
+    child.join(HANDLER_GRACE + 30)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 128 + signal.SIGTERM
+    assert time.monotonic() - started < HANDLER_GRACE + 20
+    messages = sorted(str(r["message"]) for r in db.rows("SELECT message FROM service_logs"))
+    assert messages == sorted(f"s e{seq}" for seq in range(STUCK_EVENTS))
