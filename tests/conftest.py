@@ -41,6 +41,8 @@ def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     call_handlers = logging.Logger.callHandlers
     sigterm = signal.getsignal(signal.SIGTERM)
+    sigint = signal.getsignal(signal.SIGINT)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     yield
     _runtime.reset()
     sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
@@ -49,6 +51,11 @@ def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     logging.Logger.callHandlers = call_handlers  # type: ignore[method-assign]
     if signal.getsignal(signal.SIGTERM) is not sigterm:
         signal.signal(signal.SIGTERM, sigterm)
+    # Processes a test starts inherit an ignored SIGINT and the signal mask: put them back too.
+    if signal.getsignal(signal.SIGINT) is not sigint:
+        signal.signal(signal.SIGINT, sigint)
+    if signal.pthread_sigmask(signal.SIG_BLOCK, ()) != mask:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -210,7 +211,7 @@ def test_a_childs_own_sigterm_handler_is_left_alone(db_url: str, tmp_path: Path)
     assert child.exitcode == 0
 
 
-def _stuck_in_c(url: str, log_dir: str, user_id: int, ready: Any) -> None:
+def _stuck_in_c(url: str, log_dir: str, user_id: int, ready: Any, address: Any) -> None:
     """A multiprocessing child that logs, then blocks its main thread in C code that no signal
     interrupts (a mutex it already holds): Python can never run a handler there."""
     import ctypes
@@ -222,11 +223,26 @@ def _stuck_in_c(url: str, log_dir: str, user_id: int, ready: Any) -> None:
     mutex = ctypes.create_string_buffer(64)  # zeroed: PTHREAD_MUTEX_INITIALIZER
     libc = ctypes.CDLL(None)
     libc.pthread_mutex_lock(mutex)
+    address.value = ctypes.addressof(mutex)
     ready.set()
     libc.pthread_mutex_lock(mutex)  # never returns
 
 
 STUCK_EVENTS = 500
+
+
+def _wait_until_blocked_on(pid: int, address: int) -> None:
+    """Until the main thread of ``pid`` waits in the kernel on the futex at ``address`` (Linux
+    shows a thread's system call and its arguments in /proc): a signal sent before that would
+    be handled in Python code, which is not what is being tested."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/task/{pid}/syscall").read_text().split()
+            if int(fields[1], 16) == address:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the child never blocked on its mutex")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -240,10 +256,14 @@ def test_sigterm_to_a_child_stuck_in_c_code_still_writes_and_ends_it(
     it (exit status 143) within the handler's grace plus the shutdown's bound."""
     context = multiprocessing.get_context(method)
     ready = context.Event()
-    child = context.Process(target=_stuck_in_c, args=(db.url, str(tmp_path), users["alice"], ready))
+    address = context.Value("Q", 0, lock=False)
+    child = context.Process(
+        target=_stuck_in_c, args=(db.url, str(tmp_path), users["alice"], ready, address)
+    )
     child.start()
     assert ready.wait(60)
     assert child.pid is not None
+    _wait_until_blocked_on(child.pid, address.value)
     os.kill(child.pid, signal.SIGTERM)
     started = time.monotonic()
     child.join(HANDLER_GRACE + 30)
