@@ -37,14 +37,36 @@ def _serve(url: str, tmp_path: Path, token: str | None, *args: str) -> subproces
     env |= {"TRADELOG_LOG_DIR": str(tmp_path / "logs"), "TRADELOG_CONSOLE": "false"}
     if token is not None:
         env["TRADELOG_WEB_ADMIN_TOKEN"] = token
-    return subprocess.Popen(
-        [sys.executable, "-m", "tradelog", "--database-url", url, "serve", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A started process inherits an ignored or blocked SIGINT; then Python installs no
+    # KeyboardInterrupt handler and Ctrl-C could not end it with 130. Start it with the default.
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tradelog", "--database-url", url, "serve", *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _signal_state(pid: int) -> str:
+    """The ignored and blocked signal masks of ``pid`` (for a failure message)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "gone"
+    return " ".join(line for line in lines if line.startswith(("SigIgn", "SigBlk", "SigCgt")))
 
 
 @pytest.fixture
@@ -105,9 +127,10 @@ def test_the_token_is_the_system_admin(served: tuple[str, subprocess.Popen[str]]
     spec = clients.request("GET", base + "/openapi.json").json()
     assert "/notifications/stream" in spec["paths"]
     assert "/admin/errors/groups/{fingerprint}/resolve" in spec["paths"]
+    state = _signal_state(process.pid)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
-    assert process.returncode == 130, err  # Ctrl-C, after a clean shutdown
+    assert process.returncode == 130, (state, err)  # Ctrl-C, after a clean shutdown
     assert "Application shutdown complete" in err
     assert f"{base}/ui/admin/errors" in err
     assert TOKEN not in out + err
