@@ -108,3 +108,41 @@ def test_lines_of_older_versions_without_ids_are_replayed(tmp_path: Path) -> Non
     assert len(chunk.batches) == 1
     assert len(chunk.batches[0].batch_id) == 32
     spool.close()
+
+
+def test_the_rest_of_a_partly_written_chunk_is_in_the_file_before_the_chunk_is_done(
+    tmp_path: Path,
+) -> None:
+    """A replayed chunk whose first batch landed and whose second did not: the second goes
+    back in front of what follows, and the chunk is marked done by the same offset move. A
+    process that dies right after (the spool adopted as left) replays the rest exactly once,
+    then what followed; with nothing committed yet, the whole chunk is still pending."""
+    spool = Spool(tmp_path)
+    spool.append(_rows("landed"))
+    spool.append(_rows("rest1", "rest2"))
+    spool.append(_rows("later"))
+    chunk = spool.read(3)  # the two first batches
+    assert [row[3] for row in chunk.rows] == ["landed", "rest1", "rest2"]
+    spool.prepend_batches([chunk.batches[1]], consumed=chunk)
+    assert spool.pending == 3
+    spool.close()  # the process dies here: rows pending, left for adoption
+    (adopted,) = adopt_orphans(tmp_path)
+    assert adopted.pending == 3
+    replayed = adopted.read(10)
+    assert [row[3] for row in replayed.rows] == ["rest1", "rest2", "later"]
+    assert replayed.batches[0].batch_id == chunk.batches[1].batch_id  # skipped if it landed
+    adopted.commit(replayed)
+    adopted.close()
+
+
+def test_the_rest_goes_behind_a_large_backlog_and_the_chunk_is_still_done(tmp_path: Path) -> None:
+    """Above the copy limit the rest is appended, and the chunk is marked done all the same."""
+    spool = Spool(tmp_path, prepend_limit=10)
+    spool.append(_rows("landed", "rest"))
+    spool.append(_rows(*(f"later {i}" for i in range(3))))
+    chunk = spool.read(2)
+    rest = type(chunk.batches[0])(chunk.batches[0].batch_id, chunk.batches[0].rows[1:])
+    spool.prepend_batches([rest], consumed=chunk)
+    assert spool.pending == 4
+    assert _messages(spool) == [*(f"later {i}" for i in range(3)), "rest"]
+    spool.close()

@@ -194,13 +194,19 @@ class DatabaseSink:
         self.spool_batches(held)
         return sum(len(batch.rows) for batch in held)
 
-    def _spool_first(self, spool: Spool, batches: Sequence[Batch]) -> None:
-        """Put batches back at the front of ``spool`` (older than everything pending in it)."""
+    def _spool_first(
+        self, spool: Spool, batches: Sequence[Batch], *, consumed: SpoolChunk | None = None
+    ) -> None:
+        """Put batches back at the front of ``spool`` (older than everything pending in it);
+        ``consumed``: the chunk of ``spool`` they are the unwritten rest of."""
         try:
-            spool.prepend_batches(batches)
+            spool.prepend_batches(batches, consumed=consumed)
         except OSError as exc:  # pragma: no cover - a full disk: keep the rows in memory
             self.stats.last_error = f"spool: {exc}"
             self._unspooled.extend(batches)
+            if consumed is not None:
+                with contextlib.suppress(OSError):
+                    spool.commit(consumed)
             return
         if spool is self.spool:
             with self.stats.lock:
@@ -400,10 +406,11 @@ class DatabaseSink:
             left = sum(len(batch.rows) for batch in stop.remaining)
             if left == total and stop.remaining[0] == chunk.batches[0]:
                 return False  # nothing landed: the chunk stays where it is
-            # Part of the chunk landed: the rest goes back in front of what follows it.
-            source.commit(chunk)
+            # Part of the chunk landed: the rest goes back in front of what follows it, and
+            # only then is the chunk marked done (one offset move: dying in between loses
+            # nothing, the landed part is skipped by id when the chunk is replayed again).
             self.stats.replayed += total - left
-            self._spool_first(source, stop.remaining)
+            self._spool_first(source, stop.remaining, consumed=chunk)
             return False
         source.commit(chunk)
         self.stats.replayed += total

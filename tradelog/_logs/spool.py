@@ -116,7 +116,9 @@ class Spool:
         """Put ``rows`` (one batch) before every pending row."""
         self.prepend_batches([Batch(batch_id or new_batch_id(), list(rows))])
 
-    def prepend_batches(self, batches: Sequence[Batch]) -> None:
+    def prepend_batches(
+        self, batches: Sequence[Batch], *, consumed: SpoolChunk | None = None
+    ) -> None:
         """Put ``batches`` before every pending row (they are older than all of them).
 
         The rows are appended followed by a copy of the pending lines, and the committed
@@ -124,30 +126,36 @@ class Spool:
         through replays some rows twice at worst, it never loses one. When more than
         ``prepend_limit`` bytes are pending the rows are simply appended (order is given up
         rather than copying a large backlog).
+
+        ``consumed``: a chunk read from this spool and written in part; ``batches`` are its
+        unwritten rest. It is marked committed by the same offset move, after the rest is in
+        the file: a process that dies in between replays the chunk again (what landed is
+        skipped by its id) and never loses the rest.
         """
         count = sum(len(batch.rows) for batch in batches)
-        if not count:
-            return
-        data = _encode(batches)
         with self._lock:
-            if self._fd is None or self._pending <= 0:
+            if not count or self._fd is None or self._pending <= 0:
                 self.append_batches(batches)
+                if consumed is not None:
+                    self.commit(consumed)
                 return
             fd = self._fd
-            start, end = self._read_offset, os.fstat(fd).st_size
-            if end - start > self.prepend_limit:
-                self.append_batches(batches)
-                return
-            _write_all(fd, data)
-            position = start
-            while position < end:
-                chunk = os.pread(fd, min(_READ_BYTES, end - position), position)
-                if not chunk:  # pragma: no cover - the file shrank under us
-                    break
-                _write_all(fd, chunk)
-                position += len(chunk)
-            self._read_offset = end
-            self._pending += count
+            start, done = self._read_offset, 0
+            if consumed is not None and consumed.end > start:
+                start, done = consumed.end, consumed.lines
+            end = os.fstat(fd).st_size
+            _write_all(fd, _encode(batches))
+            if end - start <= self.prepend_limit:
+                position = start
+                while position < end:
+                    chunk = os.pread(fd, min(_READ_BYTES, end - position), position)
+                    if not chunk:  # pragma: no cover - the file shrank under us
+                        break
+                    _write_all(fd, chunk)
+                    position += len(chunk)
+                start = end
+            self._read_offset = start
+            self._pending = max(0, self._pending + count - done)
             self._save_offset()
 
     def read(self, limit: int) -> SpoolChunk:
