@@ -872,7 +872,7 @@ def _install_terminate_handler() -> None:
         elif current is not _terminate_after_shutdown:
             return  # the host handles SIGTERM
         if _state.sigterm_watch is None:
-            watch = HandlerWatch(signal.SIGTERM, _shut_down_for_signal, lambda: HANDLER_GRACE)
+            watch = HandlerWatch(signal.SIGTERM, _shut_down_for_signal, HANDLER_GRACE)
             if watch.start():
                 _state.sigterm_watch = watch
     except Exception as exc:  # pragma: no cover - an exotic host: keep the default

@@ -158,15 +158,13 @@ class HandlerWatch:
     ``Pool.terminate`` sends ``SIGTERM``), never runs it: the process lives on and the parent
     waits for it forever. The watch gets every signal through Python's wake-up file
     descriptor (written by the C-level handler, whatever the main thread is doing); when
-    ``signum`` arrives and the handler has not started within ``grace()`` seconds, it runs
+    ``signum`` arrives and the handler has not started within ``grace`` seconds, it runs
     ``on_stuck`` on its own thread and ends the process with exit status ``128 + signum``.
 
     Installed only where no wake-up descriptor is set (asyncio's signal handling uses one).
     """
 
-    def __init__(
-        self, signum: int, on_stuck: Callable[[], None], grace: Callable[[], float]
-    ) -> None:
+    def __init__(self, signum: int, on_stuck: Callable[[], None], grace: float) -> None:
         self.signum = signum
         self._on_stuck = on_stuck
         self._grace = grace
@@ -236,7 +234,7 @@ class HandlerWatch:
                 return
             if not received:
                 return
-            if self.signum in received and not self._started.wait(self._grace()):
+            if self.signum in received and not self._started.wait(self._grace):
                 try:
                     self._on_stuck()
                 finally:

@@ -7,23 +7,19 @@ call in the web matrix) turn into most of a web test's time. These clients share
 
 from __future__ import annotations
 
-import functools
 import ssl
 from typing import Any
 
 import httpx
 
+from tradelog._notify.channels.tls import shared_context
+
 __all__ = ["client", "request"]
-
-
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    return ssl.create_default_context()
 
 
 def client(**kwargs: Any) -> httpx.Client:
     """``httpx.Client(**kwargs)`` with the shared TLS context."""
-    kwargs.setdefault("verify", _tls())
+    kwargs.setdefault("verify", shared_context(ssl.create_default_context))
     return httpx.Client(**kwargs)
 
 
