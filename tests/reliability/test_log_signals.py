@@ -113,8 +113,19 @@ def _check_prefix(db: MigratedDatabase, prefix: str, emitted: int) -> None:
     rows = db.rows("SELECT message FROM service_logs WHERE message LIKE :p", p=f"{prefix} e%")
     numbers = sorted(int(str(r["message"]).rsplit("e", 1)[1]) for r in rows)
     assert len(numbers) == len(set(numbers)), f"{prefix}: duplicates"
-    assert numbers == list(range(len(numbers))), f"{prefix}: a gap"
+    assert numbers == list(range(len(numbers))), f"{prefix}: a gap: {_missing(numbers)}"
     assert emitted - 1 <= len(numbers) <= emitted, (prefix, emitted, len(numbers))
+
+
+def _missing(numbers: list[int]) -> list[tuple[int, int]]:
+    """The ranges (first, last) absent from sorted ``numbers``."""
+    gaps: list[tuple[int, int]] = []
+    expected = 0
+    for number in numbers:
+        if number > expected:
+            gaps.append((expected, number - 1))
+        expected = number + 1
+    return gaps
 
 
 def _wait_for(progress: Any, slots: int, at_least: int, timeout: float = 60.0) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 from tradelog._logs.rows import DbRow
 from tradelog._logs.spool import Spool, adopt_orphans
@@ -146,3 +150,65 @@ def test_the_rest_goes_behind_a_large_backlog_and_the_chunk_is_still_done(tmp_pa
     assert spool.pending == 4
     assert _messages(spool) == [*(f"later {i}" for i in range(3)), "rest"]
     spool.close()
+
+
+def _adopt_until(directory: str, stop: Any, adopted: Any) -> None:
+    """Another process's writer looking for orphans as fast as it can."""
+    adopted.value = -1  # running
+    while not stop.is_set():
+        for spool in adopt_orphans(Path(directory)):
+            adopted.value += 1
+            spool.close()
+
+
+def test_a_spool_being_created_is_never_adopted(tmp_path: Path) -> None:
+    """A new spool file appears under its adoptable name already locked: another process
+    scanning for orphans all the while never takes (and deletes) one that is being created,
+    so no row appended to it is lost. (It used to be created, then locked: a scan in between
+    found an empty unlocked orphan and deleted it, and the rows went to the unlinked file.)"""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    adopted = context.Value("i", 0)
+    scanner = context.Process(target=_adopt_until, args=(str(tmp_path), stop, adopted))
+    scanner.start()
+    lost: list[str] = []
+    created = 0
+    try:
+        while adopted.value == 0 and scanner.is_alive():
+            time.sleep(0.01)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            spool = Spool(tmp_path)
+            try:
+                spool.append(_rows(f"r{created}"))
+            except OSError as exc:  # the scanner held the lock the new file was to take
+                lost.append(repr(exc))
+            else:
+                if spool.path is None or not spool.path.exists():
+                    lost.append(str(spool.path))
+                spool.commit(spool.read(10))
+            spool.close()
+            created += 1
+    finally:
+        stop.set()
+        scanner.join(10)
+    assert created > 200
+    assert lost == [], f"{len(lost)} of {created} new spools were taken from their writer"
+    assert adopted.value == -1, "the scanner adopted a spool its writer still held"
+
+
+def test_a_file_left_by_a_process_that_died_creating_its_spool_is_removed(
+    tmp_path: Path,
+) -> None:
+    """A staging file older than a minute and unlocked (its process died between the create
+    and the rename) goes at the next scan, with its offset file; a recent one stays."""
+    old = tmp_path / "spool-1-deadbeef.jsonl.new"
+    old_offset = tmp_path / "spool-1-deadbeef.jsonl.offset"
+    recent = tmp_path / "spool-2-cafef00d.jsonl.new"
+    for path in (old, old_offset, recent):
+        path.write_bytes(b"")
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert adopt_orphans(tmp_path) == []
+    assert not old.exists()
+    assert not old_offset.exists()
+    assert recent.exists()

@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,10 @@ _OFFSET_WIDTH: Final = 20
 _BATCH_READ_MAX: Final = 256 << 20
 _PREPEND_MAX_BYTES: Final = 64 << 20
 """Pending bytes above which :meth:`Spool.prepend` appends instead."""
+_STAGING_SUFFIX: Final = ".new"
+"""A spool file being created (not yet locked and renamed): adopters do not look at it."""
+_STAGING_STALE_SECONDS: Final = 60.0
+"""A staging file this old, unlocked, was left by a process that died creating it (empty)."""
 
 
 @dataclass
@@ -213,18 +218,33 @@ class Spool:
     # -- internals -------------------------------------------------------------------------
 
     def _ensure_file(self) -> int:
+        """Create this process's spool file. It is created and locked under a name no
+        adopter looks at, then renamed: created under its own name, another process's scan
+        for orphans could take it between the create and the lock, find it empty and delete
+        it, and every row appended to it afterwards went to an unlinked file."""
         if self._fd is not None:
             return self._fd
         make_dirs(self.directory)
         name = f"spool-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
         path = self.directory / name
-        fd = open_private(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.path = path
-        self._fd = fd
-        self._read_offset = 0
-        self._open_offset_file()
-        self._save_offset()
+        staging = path.with_name(name + _STAGING_SUFFIX)
+        fd = open_private(staging, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path = path
+            self._fd = fd
+            self._read_offset = 0
+            self._open_offset_file()
+            self._save_offset()
+            os.rename(staging, path)  # the lock goes with the open file
+        except BaseException:
+            self._close_fds()
+            self.path = None
+            with contextlib.suppress(OSError):
+                os.unlink(staging)
+            with contextlib.suppress(OSError):
+                os.unlink(_offset_path(path))
+            raise
         return fd
 
     def _open_offset_file(self) -> None:
@@ -269,6 +289,7 @@ def adopt_orphans(directory: Path, own: Spool | None = None) -> list[Spool]:
         entries = sorted(Path(directory).glob("spool-*.jsonl"), key=_mtime)
     except OSError:
         return []
+    _remove_stale_staging(Path(directory))
     adopted: list[Spool] = []
     for path in entries:
         if own is not None and own.path == path:
@@ -290,6 +311,27 @@ def adopt_orphans(directory: Path, own: Spool | None = None) -> list[Spool]:
             continue
         adopted.append(spool)
     return adopted
+
+
+def _remove_stale_staging(directory: Path) -> None:
+    """Delete spool files a process died creating (empty, unlocked, older than a minute)."""
+    try:
+        staged = list(directory.glob(f"spool-*.jsonl{_STAGING_SUFFIX}"))
+    except OSError:
+        return
+    limit = time.time() - _STAGING_STALE_SECONDS
+    for path in staged:
+        if _mtime(path) >= limit:
+            continue
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+                with contextlib.suppress(OSError):
+                    os.unlink(_offset_path(path.with_name(path.name[: -len(_STAGING_SUFFIX)])))
+            finally:
+                os.close(fd)
 
 
 class DeadLetterFile:
