@@ -19,6 +19,9 @@ and each case runs in a fresh child process, one after the other. Printed in one
    ``service_logs`` and the per-user files (tradelog on SQLite and PostgreSQL).
 4. **writer-only drain** against the raw driver's bulk path (sqlite3 ``executemany``, psycopg
    ``COPY``), from ``bench/logging_bench.py``.
+5. and 6. the one-process bound on end-to-end throughput, and the raw driver against structlog.
+7. **the writer's stages** timed alone over the same queued records (build, files, insert):
+   where a drained row's time goes, and the drain one process reaches when they do not overlap.
 
 ``os.getloadavg()`` is printed before and after: on a shared machine the figures are only
 comparable within one run. ``--quick`` runs smaller counts (about a minute).
@@ -270,17 +273,20 @@ def main() -> None:
                         assert lb._count(url) == out["events"], "rows missing"
                         rates[(f"{backend} {mode}", count)] = out["events"] / out["elapsed"]
             drains = []
+            parts: dict[str, Any] = {}
             batch_size = Settings.from_env().batch_size
             for backend, url in urls.items():
                 raws = lb.bench_raw(backend, url, total, batch_size)
                 for mode in MODES:
                     ours = lb.bench_tradelog_drain(backend, url, folder, total, log_writer=mode)
                     drains.append((f"{backend} {mode}", ours, raws[0]))
+                parts[backend] = lb.drain_parts(url, folder, total)
         finally:
             for database in reversed(contexts):
                 database.__exit__(None, None, None)
     columns = [f"{backend} {mode}" for backend in urls for mode in MODES]
     _print(caller, memory, (rates, threads, columns), drains, total)
+    _print_parts(parts, drains, total)
     print(f"end: {_load()}")
 
 
@@ -357,6 +363,22 @@ def _print(
     bulk = {backend.split()[0]: result.drain for backend, _ours, result in drains}
     for backend, rate in bulk.items():
         print(f"{backend:<11} {rate:>10,.0f} rows/s = {rate / base:.2f}x structlog's 1-thread rate")
+
+
+def _print_parts(parts: dict[str, Any], drains: list[tuple[str, float, Any]], total: int) -> None:
+    """Section 7: the writer's stages timed alone, and the one-process bound they give."""
+    print(
+        f"\n7. the writer's stages, each alone on one thread over {total:,} queued records "
+        "(µs per row), and the drain they allow when they run one after another"
+    )
+    raw = {backend.split()[0]: result for backend, _ours, result in drains}
+    for backend, part in parts.items():
+        bound = part.serial_rate
+        print(
+            f"{backend:<11} build {part.build:5.2f}  files {part.files:5.2f}  "
+            f"insert {part.insert:5.2f}  -> {bound:>9,.0f} rows/s = "
+            f"{bound / raw[backend].drain:.2f}x {raw[backend].name}"
+        )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ import tradelog
 from tradelog._db import migrate
 from tradelog._db.engine import create_tradelog_engine, session_factory
 from tradelog._logs.process_writer import ProcessLogWriter
+from tradelog._logs.rows import RowBuilder
 from tradelog._runtime import Runtime
 from tradelog.config import Settings
 from tradelog.users import create_user
@@ -257,6 +258,64 @@ def bench_tradelog_drain(
     structlog.reset_defaults()
     assert _count(url) == events
     return rate
+
+
+@dataclass
+class DrainParts:
+    """Microseconds per row of each stage of tradelog's writer, each timed alone on one
+    thread over the same queued records (see :func:`drain_parts`)."""
+
+    build: float
+    """``RowBuilder.build``: redaction, cleaning, the row and the file line's JSON."""
+    files: float
+    """Appending the lines to the per-user files, a batch at a time."""
+    insert: float
+    """The inserter (SQLite: multi-row ``VALUES``; PostgreSQL: ``COPY``) with its batch claim."""
+
+    @property
+    def serial_rate(self) -> float:
+        """Rows/s if the stages ran one after another (as they do where they hold the GIL)."""
+        return 1e6 / (self.build + self.files + self.insert)
+
+
+def drain_parts(url: str, folder: Path, events: int) -> DrainParts:
+    """Time the writer's three stages alone over ``events`` queued records: where a drained
+    row's time goes, and the rate one process reaches when they cannot overlap."""
+    user_id = _prepare(url)
+    settings = Settings.from_env(
+        database_url=url, log_dir=folder / "parts", console=False, queue_size=events + 1
+    )
+    runtime = Runtime(settings).start(writer=False)
+    try:
+        log = tradelog.get_logger("bench", user_id=user_id).bind()
+        for _ in range(events):
+            log.info("order placed", **FIELDS)
+        writer = runtime.writer
+        records = [item for item in writer.queue if type(item) is tuple]
+        writer.queue.clear()
+        builder = RowBuilder(writer.redactor, settings.zone)
+        start = time.perf_counter()
+        prepared = [builder.build(record) for record in records]
+        build = time.perf_counter() - start
+        size = settings.batch_size
+        start = time.perf_counter()
+        for offset in range(0, len(prepared), size):
+            groups: dict[Any, list[str]] = {}
+            for item in prepared[offset : offset + size]:
+                groups.setdefault(item.file_key, []).append(item.line)
+            writer.files.write(groups)
+        files = time.perf_counter() - start
+        rows = [item.row for item in prepared if item.row is not None]
+        inserter = writer.database.inserter
+        start = time.perf_counter()
+        for offset in range(0, len(rows), size):
+            inserter.insert(rows[offset : offset + size])
+        insert = time.perf_counter() - start
+    finally:
+        runtime.shutdown()
+        structlog.reset_defaults()
+    count = len(records)
+    return DrainParts(build / count * 1e6, files / count * 1e6, insert / count * 1e6)
 
 
 def _raw_rows(user_id: int, events: int) -> list[tuple[Any, ...]]:
