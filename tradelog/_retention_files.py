@@ -32,7 +32,11 @@ __all__ = ["DEAD_LETTER_PATTERN", "RuntimeFile", "expired", "remove"]
 
 DEAD_LETTER_PATTERN: Final = re.compile(r"^[A-Za-z0-9_]+-(?P<date>\d{4}-\d{2}-\d{2})\.jsonl$")
 _SPOOL: Final = re.compile(r"^spool-.+\.jsonl$")
-_ERROR_SPILL: Final = re.compile(r"^errors-unwritten-(?P<pid>\d+)\.jsonl(?:\.replay-(?P<by>\d+))?$")
+_ERROR_SPILL: Final = re.compile(
+    r"^errors-unwritten-(?P<pid>\d+)(?:\.jsonl|\.replay-(?P<by>\d+)(?:\.jsonl)?)$"
+)
+"""An error spill file: the owner's, or one a replay claimed (older versions named those
+without ``.jsonl``)."""
 
 
 @dataclass(frozen=True)

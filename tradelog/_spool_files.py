@@ -55,9 +55,11 @@ def pid_alive(pid: int) -> bool:
 class JsonlSpool:
     """The spool files named ``{prefix}*`` under ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: Path | str, prefix: str) -> None:
+    def __init__(self, directory: Path | str, prefix: str, *, fsync: bool = True) -> None:
         self.directory = Path(directory)
         self.prefix = prefix
+        self.fsync = fsync
+        """``fsync`` every append (False: a record survives the process, not the host)."""
         self._lock = threading.Lock()
         self._replaying = threading.Lock()
 
@@ -67,16 +69,20 @@ class JsonlSpool:
         return self.directory / f"{self.prefix}{os.getpid()}.jsonl"
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
-        """Append ``records`` to this process's file and ``fsync`` it (raises ``OSError``)."""
+        """Append ``records`` to this process's file with one ``write()`` and ``fsync`` it
+        (unless :attr:`fsync` is off); raises ``OSError``. A replay of this process never
+        renames the file between the open and the write (the two take one lock)."""
         data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
         with self._lock:
             make_dirs(self.directory)
             fd = open_private(self.own_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
-                view = memoryview(data.encode("utf-8"))
+                # A lone surrogate cannot be UTF-8: it becomes "?" rather than lose the batch.
+                view = memoryview(data.encode("utf-8", "replace"))
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                if self.fsync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
 
@@ -87,6 +93,17 @@ class JsonlSpool:
             with contextlib.suppress(OSError), path.open("rb") as handle:
                 count += sum(1 for line in handle if line.strip())
         return count
+
+    def waiting(self) -> bool:
+        """Whether a replay here has anything to take (cheaper than :meth:`pending`)."""
+        return bool(self._ready(claimed=True) or self._ready(claimed=False))
+
+    def own_claims(self) -> list[Path]:
+        """Files this process claimed and has not finished replaying."""
+        try:
+            return sorted(self.directory.glob(f"{self.prefix}*{_REPLAY}{os.getpid()}.jsonl"))
+        except OSError:
+            return []
 
     def _files(self) -> Iterator[Path]:
         try:
@@ -110,11 +127,19 @@ class JsonlSpool:
         return ready
 
     def replay(
-        self, write: Callable[[list[dict[str, Any]]], object], *, batch_size: int = 100
+        self,
+        write: Callable[[list[dict[str, Any]]], object],
+        *,
+        batch_size: int = 100,
+        group: Callable[[dict[str, Any]], object] | None = None,
     ) -> int:
         """Write the spooled records with ``write`` (one call per batch, in order); returns how
         many were written. Stops at the first batch ``write`` raises on: that batch and the
-        rest stay spooled, ahead of anything appended since."""
+        rest stay spooled, ahead of anything appended since.
+
+        ``group``: consecutive records with the same key (not None) form one batch, whatever
+        its size (a batch spooled under an id is replayed whole, under that id); records whose
+        key is None go in batches of ``batch_size``."""
         if not self._replaying.acquire(blocking=False):
             return 0  # another thread of this process is replaying
         try:
@@ -131,7 +156,7 @@ class JsonlSpool:
                                 path.rename(target)
                         except OSError:
                             continue
-                    done, finished = self._replay_file(target, write, batch_size)
+                    done, finished = self._replay_file(target, write, batch_size, group)
                     written += done
                     if not finished:
                         return written
@@ -140,7 +165,11 @@ class JsonlSpool:
             self._replaying.release()
 
     def _replay_file(
-        self, path: Path, write: Callable[[list[dict[str, Any]]], object], batch_size: int
+        self,
+        path: Path,
+        write: Callable[[list[dict[str, Any]]], object],
+        batch_size: int,
+        group: Callable[[dict[str, Any]], object] | None,
     ) -> tuple[int, bool]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -152,16 +181,15 @@ class JsonlSpool:
                 record = json.loads(line)
                 if isinstance(record, dict):
                     records.append(record)
-        size = max(1, batch_size)
         written = 0
-        for start in range(0, len(records), size):
-            batch = records[start : start + size]
+        for start, end in _batches(records, max(1, batch_size), group):
+            batch = records[start:end]
             try:
                 write(batch)
             except Exception:
                 return written, False
             written += len(batch)
-            rest = records[start + size :]
+            rest = records[end:]
             with contextlib.suppress(OSError):
                 if rest:
                     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rest)
@@ -169,6 +197,25 @@ class JsonlSpool:
         with contextlib.suppress(OSError):
             path.unlink()
         return written, True
+
+
+def _batches(
+    records: list[dict[str, Any]], size: int, group: Callable[[dict[str, Any]], object] | None
+) -> Iterator[tuple[int, int]]:
+    """The (start, end) of each batch of ``records`` (see :meth:`JsonlSpool.replay`)."""
+    keys = [None] * len(records) if group is None else [group(record) for record in records]
+    start = 0
+    while start < len(records):
+        end = start + 1
+        key = keys[start]
+        if key is None:
+            while end < len(records) and end - start < size and keys[end] is None:
+                end += 1
+        else:
+            while end < len(records) and keys[end] == key:
+                end += 1
+        yield start, end
+        start = end
 
 
 class Replayer:

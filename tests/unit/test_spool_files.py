@@ -73,3 +73,29 @@ def test_files_of_live_processes_are_left_alone(tmp_path: Path) -> None:
     seen, write = _recorder()
     assert spool.replay(write) == 0
     assert seen == []
+
+
+def test_grouped_records_are_replayed_in_their_groups(tmp_path: Path) -> None:
+    """With ``group``, consecutive records of one key are one batch whatever its size, and
+    records without a key go in batches of ``batch_size``, in order."""
+    spool = JsonlSpool(tmp_path, "t-", fsync=False)
+    spool.append([{"n": n, "k": "a"} for n in range(3)])
+    spool.append([{"n": n, "k": None} for n in range(3, 6)])
+    spool.append([{"n": 6, "k": "b"}, {"n": 7, "k": "a"}])
+    batches: list[list[int]] = []
+    written = spool.replay(
+        lambda batch: batches.append([r["n"] for r in batch]),
+        batch_size=2,
+        group=lambda record: record["k"],
+    )
+    assert written == 8
+    assert batches == [[0, 1, 2], [3, 4], [5], [6], [7]]
+
+
+def test_a_record_that_is_not_utf8_is_kept_with_a_replacement(tmp_path: Path) -> None:
+    """A lone surrogate cannot be written as UTF-8: it becomes "?" and the batch is kept."""
+    spool = JsonlSpool(tmp_path, "t-")
+    spool.append([{"n": 1, "text": "bad \ud800 char"}])
+    seen: list[str] = []
+    assert spool.replay(lambda batch: seen.extend(r["text"] for r in batch)) == 1
+    assert seen == ["bad ? char"]

@@ -2,11 +2,14 @@
 
 A writer that cannot store a batch - or a caller whose error finds the queue full - appends it
 to ``<directory>/errors-unwritten-<pid>.jsonl`` (one JSON object per line, the
-:class:`~tradelog._errors.record.ErrorRecord` fields and the batch's id). Replaying takes this
-process's file and the files of processes that are no longer running: each file is first
-renamed to ``....replay-<pid>`` (only one process wins the rename), its rows are stored batch
-by batch under their ids, then it is deleted. Rows a failed replay did not store go back to a
-spill file with their ids; a batch stored by a replay that was killed before it deleted the
+:class:`~tradelog._errors.record.ErrorRecord` fields and the batch's id). The files are
+:class:`~tradelog._spool_files.JsonlSpool` files, the mechanism the notification and telemetry
+spools use: a replay claims this process's file, or one left by a process that is gone, by
+renaming it to ``....replay-<pid>.jsonl`` (only one process wins the rename; an append of this
+process never lands in between), stores it batch by batch under the ids the batches were
+spilled with, and after each batch rewrites the claimed file with what is left; a replay that
+stops (the database went away again) resumes there, and a claimed file whose replayer died is
+taken over by the next replay. A batch stored by a replay that was killed before it rewrote the
 file finds its id taken the next time (:class:`~tradelog._errors.store.ErrorStore`), so nothing
 is stored twice and nothing is lost.
 """
@@ -16,38 +19,41 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from tradelog._errors.record import ErrorRecord
-from tradelog._files import make_dirs, open_private
 from tradelog._logs.batch import new_batch_id
-from tradelog._spool_files import pid_alive
+from tradelog._spool_files import JsonlSpool, pid_alive
 
-__all__ = ["PREFIX", "SpillFiles", "record_from_json", "record_to_json"]
+__all__ = ["PREFIX", "SpillFiles", "record_from_json", "record_to_dict", "record_to_json"]
 
 PREFIX: Final = "errors-unwritten-"
+_LEGACY_CLAIM: Final = re.compile(rf"^{PREFIX}(?P<owner>\d+)\.replay-(?P<by>\d+)$")
+"""A file claimed by a replay of an older version (no ``.jsonl``): taken over as it is."""
+
+
+def record_to_dict(record: ErrorRecord, batch_id: str | None = None) -> dict[str, Any]:
+    """The JSON object of a spill-file line for ``record`` (of batch ``batch_id``)."""
+    return {
+        "batch_id": batch_id,
+        "user_id": record.user_id,
+        "error_type": record.error_type,
+        "error_message": record.error_message,
+        "traceback": record.traceback,
+        "context": record.context,
+        "occurred_at": record.occurred_at.isoformat(),
+        "fingerprint": record.fingerprint,
+        "uncaught": record.uncaught,
+    }
 
 
 def record_to_json(record: ErrorRecord, batch_id: str | None = None) -> str:
     """One spill-file line for ``record`` (of batch ``batch_id``)."""
-    return json.dumps(
-        {
-            "batch_id": batch_id,
-            "user_id": record.user_id,
-            "error_type": record.error_type,
-            "error_message": record.error_message,
-            "traceback": record.traceback,
-            "context": record.context,
-            "occurred_at": record.occurred_at.isoformat(),
-            "fingerprint": record.fingerprint,
-            "uncaught": record.uncaught,
-        },
-        ensure_ascii=False,
-    )
+    return json.dumps(record_to_dict(record, batch_id), ensure_ascii=False)
 
 
 def record_from_json(line: str) -> ErrorRecord:
@@ -56,10 +62,19 @@ def record_from_json(line: str) -> ErrorRecord:
 
 
 def _from_json(line: str) -> tuple[ErrorRecord, str | None]:
-    data = json.loads(line)
+    return _from_dict(json.loads(line))
+
+
+def _from_dict(data: dict[str, Any]) -> tuple[ErrorRecord, str | None]:
+    data = dict(data)
     batch_id = data.pop("batch_id", None)
     data["occurred_at"] = datetime.fromisoformat(data["occurred_at"])
     return ErrorRecord(**data), batch_id if isinstance(batch_id, str) else None
+
+
+def _batch_key(data: dict[str, Any]) -> object:
+    batch_id = data.get("batch_id")
+    return batch_id if isinstance(batch_id, str) else None
 
 
 class SpillFiles:
@@ -67,106 +82,71 @@ class SpillFiles:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._replaying = threading.RLock()
-        """Held by a replay of this process, so :meth:`waiting` never looks in between its
-        rename of a file and its putting back rows it could not store."""
+        # Written on the caller's thread when the queue is full: no fsync there (a row
+        # survives the process; the database is the durable copy).
+        self._spool = JsonlSpool(directory, PREFIX, fsync=False)
 
     @property
     def own_path(self) -> Path:
         """This process's spill file."""
-        return self.directory / f"{PREFIX}{os.getpid()}.jsonl"
+        return self._spool.own_path
 
     def has_own(self) -> bool:
-        """Whether this process has spilled rows waiting."""
-        return self.own_path.exists()
+        """Whether this process has spilled rows waiting (in its file, or in a replay of its
+        own that stopped part-way)."""
+        return self.own_path.exists() or bool(self._spool.own_claims())
 
     def waiting(self) -> bool:
-        """Whether rows wait in a file this process may replay (its own, or one left by a
-        process that is gone), or in a replay under way."""
-        with self._replaying:
-            try:
-                return bool(self._ready()) or any(self.directory.glob(f"{PREFIX}*.replay-*"))
-            except OSError:
-                return False
+        """Whether rows wait in a file this process may replay: its own, one left by a
+        process that is gone, or one whose replay stopped or whose replayer died."""
+        try:
+            return self._spool.waiting() or bool(self._legacy_claims())
+        except OSError:
+            return False
 
     def append(self, records: Sequence[ErrorRecord], batch_id: str | None = None) -> None:
         """Add ``records`` as one batch (``batch_id``, default a new one) to this process's
         file with one ``write()`` (raises ``OSError`` when that fails)."""
-        self._append(self.own_path, [(batch_id or new_batch_id(), list(records))])
-
-    def _append(self, path: Path, batches: Sequence[tuple[str, list[ErrorRecord]]]) -> None:
-        data = "".join(
-            record_to_json(record, batch_id) + "\n"
-            for batch_id, records in batches
-            for record in records
-        ).encode("utf-8", "replace")
-        make_dirs(self.directory)
-        fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-
-    def _ready(self) -> list[Path]:
-        try:
-            paths = sorted(self.directory.glob(f"{PREFIX}*.jsonl"))
-        except OSError:
-            return []
-        ready = []
-        for path in paths:
-            pid = path.stem.removeprefix(PREFIX)
-            if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
-                ready.append(path)
-        return ready
+        identifier = batch_id or new_batch_id()
+        self._spool.append([record_to_dict(record, identifier) for record in records])
 
     def replay(self, write: Callable[[Sequence[ErrorRecord], str], object], batch_size: int) -> int:
         """Store spilled rows with ``write(records, batch_id)``, one call per batch; returns
         how many rows were offered (a batch found stored already stores nothing).
 
-        Stops at the first failing batch: the rows not stored go back to a spill file.
+        Stops at the first failing batch: it and the rest stay claimed by this process, and
+        the next replay starts there.
         """
-        with self._replaying:
-            return self._replay(write, max(batch_size, 1))
+        self._take_over_legacy_claims()
 
-    def _replay(self, write: Callable[[Sequence[ErrorRecord], str], object], size: int) -> int:
-        stored = 0
-        for path in self._ready():
-            claimed = path.with_name(f"{path.stem}.replay-{os.getpid()}")
-            try:
-                path.rename(claimed)
-                lines = claimed.read_text(encoding="utf-8").splitlines()
-            except OSError:
-                continue
-            batches = _batches(lines, size)
-            for index, (batch_id, records) in enumerate(batches):
+        def store(batch: list[dict[str, Any]]) -> None:
+            records: list[ErrorRecord] = []
+            batch_id: str | None = None
+            for data in batch:
                 try:
-                    write(records, batch_id)
-                except Exception:
-                    with contextlib.suppress(OSError):
-                        self._append(path, batches[index:])
-                        claimed.unlink()
-                    return stored
-                stored += len(records)
-            with contextlib.suppress(OSError):
-                claimed.unlink()
-        return stored
+                    record, batch_id = _from_dict(data)
+                except Exception:  # noqa: S112 - a line that is no record cannot be stored
+                    continue
+                records.append(record)
+            if records:
+                write(records, batch_id or new_batch_id())
 
+        return self._spool.replay(store, batch_size=max(batch_size, 1), group=_batch_key)
 
-def _batches(lines: list[str], size: int) -> list[tuple[str, list[ErrorRecord]]]:
-    """The batches of a spill file in order: consecutive lines with one id; lines written
-    without an id (older versions) in groups of ``size`` under new ids."""
-    batches: list[tuple[str, list[ErrorRecord]]] = []
-    key: object = object()
-    for line in lines:
-        try:
-            record, batch_id = _from_json(line)
-        except Exception:  # noqa: S112 - an unreadable line (a torn write) cannot be stored
-            continue
-        if batches and batch_id == key and (batch_id is not None or len(batches[-1][1]) < size):
-            batches[-1][1].append(record)
-            continue
-        batches.append((batch_id or new_batch_id(), [record]))
-        key = batch_id
-    return batches
+    def _legacy_claims(self) -> list[Path]:
+        found = []
+        for path in self.directory.glob(f"{PREFIX}*.replay-*"):
+            match = _LEGACY_CLAIM.match(path.name)
+            if match is not None and (
+                int(match["by"]) == os.getpid() or not pid_alive(int(match["by"]))
+            ):
+                found.append(path)
+        return found
+
+    def _take_over_legacy_claims(self) -> None:
+        """Give files claimed by an older version's replay that died the current name, so
+        the replay below takes them over."""
+        with contextlib.suppress(OSError):
+            for path in self._legacy_claims():
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_name(f"{path.name}.jsonl"))
