@@ -82,6 +82,7 @@ def test_rows_and_files_match_what_was_logged(
     assert stats["file_lines"] == 4
     assert stats["system_lines"] == 1
     assert stats["dropped"] == 0
+    assert stats["log_writer"] == "thread"  # the default writer says which it is
 
 
 def test_timestamps_are_utc_and_files_dated_in_the_configured_zone(

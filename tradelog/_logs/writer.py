@@ -455,12 +455,15 @@ class LogWriter:
             taken.append(item)
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters and gauges (see :mod:`tradelog._logs.stats`)."""
-        return self.stats.snapshot(
+        """The counters and gauges (see :mod:`tradelog._logs.stats`), and which writer this
+        is (``log_writer``)."""
+        data = self.stats.snapshot(
             queue_depth=len(self.queue),
             spool_pending=self.spool.pending,
             running=self.running,
         )
+        data["log_writer"] = "thread"
+        return data
 
     def save_stats(self) -> None:
         """Write the counters to this process's stats file (unless ``stats_file`` is off)."""
