@@ -125,6 +125,8 @@ def remove(item: RuntimeFile) -> None:
     took meanwhile is left alone (``BlockingIOError``)."""
     if item.kind != "spill_files" or not _SPOOL.match(item.path.name):
         item.path.unlink()
+        if item.kind == "spill_files":  # a replay's progress mark goes with its file
+            item.path.with_name(item.path.name + ".done").unlink(missing_ok=True)
         return
     fd = os.open(item.path, os.O_RDONLY)
     try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tradelog._signals import block_in_this_thread
+from tradelog._spool_files import waiting_records
 
 __all__ = ["BACKLOG_KEYS", "PROBLEM_KEYS", "StatusPublisher", "local_backlog"]
 
@@ -50,15 +51,17 @@ def _lines(path: Path) -> int:
 
 
 def local_backlog(log_dir: Path | str) -> dict[str, int]:
-    """How many records wait in each kind of local file under ``log_dir`` (see above)."""
+    """How many records wait in each kind of local file under ``log_dir`` (see above); of a
+    spool file a replay stopped part-way in, the records after its progress mark."""
     root = Path(log_dir)
     counts: dict[str, int] = {}
     for key, folder, pattern in _SOURCES:
+        count = _lines if folder == "_dead_letter" else waiting_records
         total = 0
         with contextlib.suppress(OSError):
             for path in (root / folder).glob(pattern):
                 with contextlib.suppress(OSError):
-                    total += _lines(path)
+                    total += count(path)
         counts[key] = total
     return counts
 

@@ -7,11 +7,11 @@ to ``<directory>/errors-unwritten-<pid>.jsonl`` (one JSON object per line, the
 spools use: a replay claims this process's file, or one left by a process that is gone, by
 renaming it to ``....replay-<pid>.jsonl`` (only one process wins the rename; an append of this
 process never lands in between), stores it batch by batch under the ids the batches were
-spilled with, and after each batch rewrites the claimed file with what is left; a replay that
-stops (the database went away again) resumes there, and a claimed file whose replayer died is
-taken over by the next replay. A batch stored by a replay that was killed before it rewrote the
-file finds its id taken the next time (:class:`~tradelog._errors.store.ErrorStore`), so nothing
-is stored twice and nothing is lost.
+spilled with, and moves a progress mark past each batch; a replay that stops (the database went
+away again) resumes there, and a claimed file whose replayer died is taken over at its mark by
+the next replay. A batch stored by a replay that was killed before its mark moved finds its id
+taken the next time (:class:`~tradelog._errors.store.ErrorStore`), so nothing is stored twice
+and nothing is lost.
 """
 
 from __future__ import annotations
