@@ -158,6 +158,8 @@ class JsonlSpool:
                     owner = path.stem.partition(_REPLAY)[0]
                     target = path.with_name(f"{owner}{_REPLAY}{os.getpid()}.jsonl")
                     if path != target:
+                        with contextlib.suppress(OSError):  # left by an earlier claim's end
+                            _done_path(target).unlink()
                         try:
                             with self._lock:  # not while this process appends to it
                                 path.rename(target)
@@ -212,7 +214,9 @@ class JsonlSpool:
         finally:
             if mark is not None:
                 os.close(mark)
-        for finished in (path, _done_path(path)):
+        # The mark first: dying in between leaves the file to be replayed again from its
+        # start (at least once), never a mark that a later claim of this name would obey.
+        for finished in (_done_path(path), path):
             with contextlib.suppress(OSError):
                 finished.unlink()
         return written, True

@@ -139,3 +139,16 @@ def test_a_dead_replayers_progress_is_taken_over_with_its_file(tmp_path: Path) -
     assert spool.replay(write) == 2
     assert seen == [2, 3]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mark_left_by_an_earlier_claim_is_not_obeyed(tmp_path: Path) -> None:
+    """A mark whose file is gone (a replay ended between deleting the two) does not skip the
+    records of a later file claimed under the same name."""
+    spool = JsonlSpool(tmp_path, "t-")
+    stale = tmp_path / f"t-{os.getpid()}.replay-{os.getpid()}.jsonl.done"
+    stale.write_text("00000000000000000010\n")
+    spool.append([{"n": 1}, {"n": 2}])
+    seen, write = _recorder()
+    assert spool.replay(write) == 2
+    assert seen == [1, 2]
+    assert list(tmp_path.iterdir()) == []
