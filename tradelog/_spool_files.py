@@ -105,6 +105,11 @@ class JsonlSpool:
         """Whether a replay here has anything to take (cheaper than :meth:`pending`)."""
         return bool(self._ready(claimed=True) or self._ready(claimed=False))
 
+    def has_own(self) -> bool:
+        """Whether records of this process wait: in its file, or in a replay of its own that
+        stopped part-way."""
+        return self.own_path.exists() or bool(self.own_claims())
+
     def own_claims(self) -> list[Path]:
         """Files this process claimed and has not finished replaying."""
         try:

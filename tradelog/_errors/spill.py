@@ -94,7 +94,7 @@ class SpillFiles:
     def has_own(self) -> bool:
         """Whether this process has spilled rows waiting (in its file, or in a replay of its
         own that stopped part-way)."""
-        return self.own_path.exists() or bool(self._spool.own_claims())
+        return self._spool.has_own()
 
     def waiting(self) -> bool:
         """Whether rows wait in a file this process may replay: its own, one left by a

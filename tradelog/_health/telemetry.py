@@ -150,10 +150,10 @@ class Telemetry:
             if self.down:
                 self._next_probe = 0.0  # try the database now
                 self._cond.notify_all()
-        if self.down or self.spool.own_path.exists():
-            while time.monotonic() < deadline and (self.down or self.spool.own_path.exists()):
+        if self.down or self.spool.has_own():
+            while time.monotonic() < deadline and (self.down or self.spool.has_own()):
                 time.sleep(0.05)
-            return not self.down and not self.spool.own_path.exists()
+            return not self.down and not self.spool.has_own()
         return True
 
     def close(self, timeout: float) -> bool:
