@@ -32,6 +32,8 @@ __all__ = ["DEAD_LETTER_PATTERN", "RuntimeFile", "expired", "remove"]
 
 DEAD_LETTER_PATTERN: Final = re.compile(r"^[A-Za-z0-9_]+-(?P<date>\d{4}-\d{2}-\d{2})\.jsonl$")
 _SPOOL: Final = re.compile(r"^spool-.+\.jsonl$")
+_MARK: Final = ".done"
+"""Suffix of a replay's progress mark beside an error spill file (see tradelog._spool_files)."""
 _ERROR_SPILL: Final = re.compile(
     r"^errors-unwritten-(?P<pid>\d+)(?:\.jsonl|\.replay-(?P<by>\d+)(?:\.jsonl)?)$"
 )
@@ -111,6 +113,8 @@ def expired(
     ]
     for path in spills:
         with contextlib.suppress(FileNotFoundError):
+            if path.name.endswith(_MARK) and path.with_name(path.name[: -len(_MARK)]).exists():
+                continue  # a replay's progress mark goes with its file, never before it
             if not path.is_file() or path.stat().st_mtime >= limit or _in_use(path):
                 continue
             size = path.stat().st_size

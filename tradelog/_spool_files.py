@@ -32,7 +32,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from tradelog._files import make_dirs, open_private
 from tradelog._signals import block_in_this_thread
@@ -52,7 +52,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; no pid that large
         return False
     except OSError:
         return True
@@ -67,8 +67,7 @@ class JsonlSpool:
         self.prefix = prefix
         self.fsync = fsync
         """``fsync`` every append (False: a record survives the process, not the host)."""
-        self._lock = threading.Lock()
-        self._replaying = threading.Lock()
+        self._key = (os.path.abspath(self.directory), prefix)
 
     @property
     def own_path(self) -> Path:
@@ -80,7 +79,7 @@ class JsonlSpool:
         (unless :attr:`fsync` is off); raises ``OSError``. A replay of this process never
         renames the file between the open and the write (the two take one lock)."""
         data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
-        with self._lock:
+        with _locks(self._key).append:
             make_dirs(self.directory)
             fd = open_private(self.own_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
@@ -152,21 +151,26 @@ class JsonlSpool:
         ``group``: consecutive records with the same key (not None) form one batch, whatever
         its size (a batch spooled under an id is replayed whole, under that id); records whose
         key is None go in batches of ``batch_size``."""
-        if not self._replaying.acquire(blocking=False):
+        replaying = _locks(self._key).replay
+        if not replaying.acquire(blocking=False):
             return 0  # another thread of this process is replaying
         try:
             written = 0
             # Files a replay claimed first (this process's unfinished ones, or those of a
             # replayer that died), then unclaimed ones; each is renamed to this process's claim.
             for claimed in (True, False):
-                for path in self._ready(claimed=claimed):
-                    owner = path.stem.partition(_REPLAY)[0]
-                    target = path.with_name(f"{owner}{_REPLAY}{os.getpid()}.jsonl")
+                paths = self._ready(claimed=claimed)
+                for path in sorted(paths, key=lambda p: p.name != self._claim_of(p).name):
+                    target = self._claim_of(path)
                     if path != target:
+                        if target.exists():
+                            # This process's own claim of that owner's file is unfinished: it
+                            # goes first (a rename would replace it); this one waits its turn.
+                            continue
                         with contextlib.suppress(OSError):  # left by an earlier claim's end
                             _done_path(target).unlink()
                         try:
-                            with self._lock:  # not while this process appends to it
+                            with _locks(self._key).append:  # not while this process appends
                                 path.rename(target)
                         except OSError:
                             continue
@@ -178,7 +182,12 @@ class JsonlSpool:
                         return written
             return written
         finally:
-            self._replaying.release()
+            replaying.release()
+
+    def _claim_of(self, path: Path) -> Path:
+        """The name ``path`` has once this process claims it."""
+        owner = path.stem.partition(_REPLAY)[0]
+        return path.with_name(f"{owner}{_REPLAY}{os.getpid()}.jsonl")
 
     def _replay_file(
         self,
@@ -227,6 +236,33 @@ class JsonlSpool:
         return written, True
 
 
+class _Locks(NamedTuple):
+    append: threading.Lock
+    """Held while this process appends to its file, and while a replay renames it."""
+    replay: threading.Lock
+    """Held by the one replay of this process under way."""
+
+
+_registry_pid = os.getpid()
+_registry_lock = threading.Lock()
+_registry: dict[tuple[str, str], _Locks] = {}
+
+
+def _locks(key: tuple[str, str]) -> _Locks:
+    """The locks of the spool files ``key`` (directory, prefix) names in this process: one pair
+    however many :class:`JsonlSpool` objects name them. A forked child gets new ones (a lock
+    another thread of the parent held at the fork would never be released there)."""
+    global _registry_pid, _registry_lock, _registry
+    pid = os.getpid()
+    if pid != _registry_pid:
+        _registry_lock, _registry, _registry_pid = threading.Lock(), {}, pid
+    with _registry_lock:
+        locks = _registry.get(key)
+        if locks is None:
+            locks = _registry[key] = _Locks(threading.Lock(), threading.Lock())
+        return locks
+
+
 def _done_path(path: Path) -> Path:
     return path.with_name(path.name + _DONE)
 
@@ -243,7 +279,7 @@ def waiting_records(path: Path) -> int:
     progress mark of a replay that stopped part-way); raises ``OSError``."""
     count = 0
     with path.open("rb") as handle:
-        handle.seek(_done_offset(path))
+        handle.seek(min(_done_offset(path), os.fstat(handle.fileno()).st_size))
         while chunk := handle.read(1 << 20):
             count += chunk.count(b"\n")
     return count

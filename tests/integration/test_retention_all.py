@@ -210,6 +210,12 @@ def test_dead_letters_and_abandoned_spills(db: MigratedDatabase, tmp_path: Path)
     fresh = _aged(log_dir / "_spool" / "spool-333-cccc.jsonl", 2)
     gone = _aged(log_dir / "_runtime" / f"errors-unwritten-{_dead_pid()}.jsonl", 40)
     mine = _aged(log_dir / "_runtime" / f"errors-unwritten-{os.getpid()}.jsonl", 40)
+    # A replay of this (live) process stopped part-way: its file and its progress mark stay.
+    claim = f"errors-unwritten-{_dead_pid()}.replay-{os.getpid()}.jsonl"
+    claimed = _aged(log_dir / "_runtime" / claim, 40)
+    mark = _aged(log_dir / "_runtime" / f"{claim}.done", 40, "00000000000000000003\n")
+    # The mark of a replay whose file is gone (it died between deleting the two) goes.
+    stray = _aged(log_dir / "_runtime" / "errors-unwritten-1.replay-2.jsonl.done", 40, "0\n")
     counters = _aged(log_dir / "_runtime" / "writer-123.json", 400, "{}")
     lock = os.open(held, os.O_RDONLY)
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -217,15 +223,15 @@ def test_dead_letters_and_abandoned_spills(db: MigratedDatabase, tmp_path: Path)
         job = RetentionJob(db.engine, log_dir)
         preview = job.run_once(now, dry_run=True)
         listed = sorted(str(item.path) for item in preview.runtime_files)
-        assert listed == sorted(str(p) for p in (old_letter, abandoned, gone))
-        assert (preview.counts()["dead_letters"], preview.counts()["spill_files"]) == (1, 2)
+        assert listed == sorted(str(p) for p in (old_letter, abandoned, gone, stray))
+        assert (preview.counts()["dead_letters"], preview.counts()["spill_files"]) == (1, 3)
         assert old_letter.exists()
         done = job.run_once(now)
         assert done.counts() == preview.counts()
     finally:
         os.close(lock)
-    assert not any(p.exists() for p in (old_letter, abandoned, offset, gone))
-    assert all(p.exists() for p in (new_letter, held, fresh, mine, counters))
+    assert not any(p.exists() for p in (old_letter, abandoned, offset, gone, stray))
+    assert all(p.exists() for p in (new_letter, held, fresh, mine, counters, claimed, mark))
 
 
 def test_settings_and_cli(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tradelog._spool_files import JsonlSpool, waiting_records
+from tradelog._spool_files import JsonlSpool, _locks, pid_alive, waiting_records
 
 _GONE_PID = 4_999_999  # above any pid_max: no such process
 
@@ -152,3 +154,53 @@ def test_a_mark_left_by_an_earlier_claim_is_not_obeyed(tmp_path: Path) -> None:
     assert spool.replay(write) == 2
     assert seen == [1, 2]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dead_replayers_claim_never_replaces_this_processs_own(tmp_path: Path) -> None:
+    """This process's unfinished claim of an owner's file and a dead replayer's claim of the
+    same owner's later file: both are replayed, this process's first (taking the dead one over
+    used to rename it onto this process's claim, losing the rest of it)."""
+    me = os.getpid()
+    dead = next(p for p in range(2, 10**6) if str(p) < str(me) and not pid_alive(p))
+    mine = tmp_path / f"t-{_GONE_PID}.replay-{me}.jsonl"
+    lines = [json.dumps({"n": n}) + "\n" for n in range(4)]
+    mine.write_text("".join(lines))
+    (tmp_path / f"{mine.name}.done").write_text(f"{len(lines[0]):020d}\n")  # 0 written
+    (tmp_path / f"t-{_GONE_PID}.replay-{dead}.jsonl").write_text(
+        "".join(json.dumps({"n": n}) + "\n" for n in range(10, 13))
+    )
+    spool = JsonlSpool(tmp_path, "t-")
+    assert spool.pending() == 6
+    seen, write = _recorder()
+    assert spool.replay(write) == 6
+    assert seen == [1, 2, 3, 10, 11, 12]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_forked_child_does_not_inherit_a_held_lock(tmp_path: Path) -> None:
+    """A child forked while another thread of the parent appends (its lock held) can append
+    at once: the child has locks of its own."""
+    spool = JsonlSpool(tmp_path, "t-", fsync=False)
+    spool.append([{"n": 0}])  # the locks exist
+    holder_has_it, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _locks(spool._key).append:
+            holder_has_it.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holder_has_it.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            signal.alarm(5)  # a child stuck on the inherited lock dies of SIGALRM
+            spool.append([{"n": 1}])
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        holder.join()
+    assert os.WIFEXITED(status), "the forked child hung on a lock its parent's thread held"
+    assert os.WEXITSTATUS(status) == 0
