@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tradelog._logs.redact import Redactor
 from tradelog._logs.rows import MESSAGE_MAX, MODULE_MAX, Prepared, RowBuilder
@@ -138,3 +141,46 @@ def test_plans_are_cached_per_event_shape(builder: RowBuilder) -> None:
     build(builder, {"event": "b", "user_id": 1, "secret": "t"})
     build(builder, {"event": "c", "user_id": 1, "other": "u"})
     assert len(builder._plans) == 2
+
+
+_PLAIN = st.one_of(
+    st.text(max_size=40),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),  # not plain: the dict path
+)
+_KEYS = st.one_of(
+    st.sampled_from(["symbol", "qty", "price", "password", "api_key", "exception", "note"]),
+    st.text(max_size=12),
+    st.integers(min_value=-3, max_value=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, _PLAIN, max_size=8))
+def test_a_plan_writes_the_json_the_encoder_writes(fields: dict[Any, Any]) -> None:
+    """The context JSON a plan writes itself is the JSON the encoder writes for the plan's
+    dict, byte for byte; a plan leaves it to the encoder only for a value that is not plain
+    (a container, a non-finite float) or two keys written alike."""
+    builder = RowBuilder(Redactor(), ZoneInfo("Asia/Kolkata"))
+    event = {**fields, "event": "e", "user_id": 1}
+    plan = builder._plan(tuple(event))
+    written = plan.json_of(event)
+    context = plan.context_of(event)
+    expected = json.dumps(context, ensure_ascii=False, separators=(",", ":"))
+    own = [key for key in fields if key not in ("event", "user_id", "module")]
+    plain = len(context) == len(own) and all(  # no two keys written alike
+        type(fields[key]) is str
+        or (
+            key not in ("exception", "stack")  # these keep text only
+            and (
+                type(fields[key]) in (int, bool, type(None))
+                or (type(fields[key]) is float and math.isfinite(fields[key]))
+            )
+        )
+        for key in own
+    )
+    if plain or written is not None:  # a plain context is always written by the plan
+        assert written == expected

@@ -3,7 +3,11 @@
 This runs on the background writer, once per event, so it is written for speed: the shape of
 an event (its keys) is analysed once and cached as a *plan*; string values get the cheap
 pre-checks of :mod:`tradelog._logs.sanitize` and :mod:`tradelog._logs.redact` before any real
-work; timestamps are formatted once per second.
+work; timestamps are formatted once per second. A plan writes the context's JSON itself when
+every value is a plain one (text, int, finite float, bool, None), with the key prefixes made
+once and the same quoting and number formats as the ``json`` encoder, so the usual event builds
+no context dict and makes no encoder call (the build of a 4-key event went from 3.3 to 2.6 µs);
+any other value takes the dict and the encoder.
 
 Plans are compiled only for shapes of at most :data:`COMPILE_MAX_KEYS` keys and only by the
 writer's own builder (``compile_plans=True``); the builder that runs on a caller's thread when
@@ -83,9 +87,10 @@ COMPILE_MAX_KEYS: Final = 16
 holds the GIL in a single call, about 0.2 ms per key."""
 PLAN_CACHE_BYTES: Final = 8 * 1024 * 1024
 """Bound on the estimated memory of the compiled plans one builder keeps."""
-_PLAN_BYTES_BASE: Final = 2048
-_PLAN_BYTES_PER_KEY: Final = 1024
-"""Estimated bytes of a compiled plan: measured ~800 per key plus ~1.3 KiB (tracemalloc)."""
+_PLAN_BYTES_BASE: Final = 2560
+_PLAN_BYTES_PER_KEY: Final = 1664
+"""Estimated bytes of a compiled plan (its two functions): measured ~1.5 KiB per key plus
+~2 KiB (tracemalloc, 40 plans of 15 keys: 1,007,270 bytes)."""
 _KEY_MEMO_SIZE: Final = 8192
 _RESERVED: Final = frozenset({"event", "user_id", "module"})
 _LONG_KEYS: Final = frozenset({"exception", "stack"})
@@ -142,7 +147,7 @@ class RowBuilder:
         self._redact_text: Callable[[str], str] = redactor.redact_text
         self._mask = redactor.mask
         self._zone = zone
-        self._plans: dict[tuple[Any, ...], Callable[[dict[Any, Any]], dict[str, Any]]] = {}
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._plan_sizes: dict[tuple[Any, ...], int] = {}
         self.plan_bytes = 0
         """Estimated bytes held by the compiled plans (at most :data:`PLAN_CACHE_BYTES`)."""
@@ -164,14 +169,23 @@ class RowBuilder:
 
     def _build(self, record: Record) -> Prepared:
         ts, level, name, event = record[0], record[1], record[2], record[3]
+        encoded: str | None = None
+        context: dict[str, Any] | None
+        plan: _Plan | None = None
         if len(event) > COMPILE_MAX_KEYS or not self._compile:
             context = self._context_loop(event)
         else:
             keys = tuple(event)
-            context_of = self._plans.get(keys)
-            if context_of is None:
-                context_of = self._plan(keys)
-            context = context_of(event)
+            plan = self._plans.get(keys)
+            if plan is None:
+                plan = self._plan(keys)
+            # The plan writes the context's JSON itself when every value is a plain one (the
+            # usual case); the dict is built only when something needs it.
+            try:
+                encoded = plan.json_of(event)
+            except ValueError:  # an int too long to print: the dict path marks it
+                encoded = None
+            context = plan.context_of(event) if encoded is None else None
 
         message = event.get("event")
         shown = self._shown.get(message) if type(message) is str else None
@@ -187,7 +201,13 @@ class RowBuilder:
         module, module_json = shown
 
         context_json: str | None = None
-        if context:
+        if encoded is not None and len(encoded) <= _RECHECK_SIZE:
+            if encoded != "{}":
+                context_json = encoded
+        elif context or encoded is not None:
+            if context is None:
+                assert plan is not None  # encoded came from it
+                context = plan.context_of(event)
             try:
                 encoded = "".join(self._encode(context, 0))
             except (TypeError, ValueError):
@@ -205,6 +225,9 @@ class RowBuilder:
 
         user_id = event.get("user_id")
         if user_id is not None and not (type(user_id) is int and 0 < user_id <= _USER_ID_MAX):
+            if context is None:
+                assert plan is not None  # the dict is only left out on the compiled path
+                context = plan.context_of(event)
             return self._odd_user(event, level, (module, message), context, micros)
         line = (
             f'{{"timestamp":"{self._iso_second}.{micros}+00:00","level":"{level}",'
@@ -304,7 +327,7 @@ class RowBuilder:
             converted = "".join(self._encode(to_jsonable(converted), 0))
         return self._text(converted, FILE_MESSAGE_MAX)
 
-    def _plan(self, keys: tuple[Any, ...]) -> Callable[[dict[Any, Any]], dict[str, Any]]:
+    def _plan(self, keys: tuple[Any, ...]) -> _Plan:
         """Compile the context builder for a new event shape (its keys, in order).
 
         The keys are classified once (secret, long text, plain) and turned into a small
@@ -322,7 +345,15 @@ class RowBuilder:
             "_mask": self._mask,
             "_LONG": LONG_STR_MAX,
         }
+        namespace["_quote"] = encode_basestring
+        namespace["_int"] = int.__repr__
+        namespace["_float"] = float.__repr__
+        namespace["_MASKED"] = encode_basestring(self._mask)
         lines = ["def context_of(event):", "    context = {}"]
+        json_lines = ["def json_of(event):"]
+        parts: list[str] = []
+        outs: set[str] = set()
+        distinct = True
         for index, key in enumerate(keys):
             if key in _RESERVED:
                 continue
@@ -337,11 +368,19 @@ class RowBuilder:
                 sensitive = False
             namespace[f"K{index}"] = key
             namespace[f"O{index}"] = out
+            namespace[f"P{index}"] = encode_basestring(out) + ":"
+            distinct = distinct and out not in outs  # else the dict keeps the last: use it
+            outs.add(out)
             lines.extend(_context_code(index, sensitive=sensitive, long=key in _LONG_KEYS))
+            json_lines.extend(_json_code(index, sensitive=sensitive, long=key in _LONG_KEYS))
+            parts.append(f"{{P{index}}}{{v{index}}}")
         lines.append("    return context")
-        code = compile("\n".join(lines), "<tradelog context builder>", "exec")
+        json_lines.append(f'    return f"{{{{{",".join(parts)}}}}}"')
+        if not distinct:
+            json_lines = ["def json_of(event):", "    return None"]
+        code = compile("\n".join(lines + json_lines), "<tradelog context builder>", "exec")
         exec(code, namespace)  # noqa: S102 - generated from fixed templates, see above
-        context_of: Callable[[dict[Any, Any]], dict[str, Any]] = namespace["context_of"]
+        built = _Plan(namespace["context_of"], namespace["json_of"])
         size = _PLAN_BYTES_BASE + sum(
             _PLAN_BYTES_PER_KEY + len(str(key)) + len(str(namespace.get(f"O{index}", "")))
             for index, key in enumerate(keys)
@@ -352,10 +391,10 @@ class RowBuilder:
             del plans[oldest]
             self.plan_bytes -= sizes.pop(oldest)
         if size <= PLAN_CACHE_BYTES:
-            plans[keys] = context_of
+            plans[keys] = built
             sizes[keys] = size
             self.plan_bytes += size
-        return context_of
+        return built
 
     def _key(self, key: Any) -> tuple[Any, bool]:
         """A context key as written (scrubbed text) and whether its value is a secret."""
@@ -454,6 +493,47 @@ def _context_code(index: int, *, sensitive: bool, long: bool) -> list[str]:
         "    else:",
         f"        context[{out}] = _deep(x)",
     ]
+
+
+def _json_code(index: int, *, sensitive: bool, long: bool) -> list[str]:
+    """Source lines that put the JSON of key ``K{index}``'s value in ``v{index}``, or return
+    None (the caller encodes the dict instead) for a value that is not a plain one."""
+    key, value = f"K{index}", f"v{index}"
+    if sensitive:
+        return [f'    {value} = "null" if event[{key}] is None else _MASKED']
+    if long:
+        return [
+            f"    x = event[{key}]",
+            "    if type(x) is not str:",
+            "        return None",
+            f"    {value} = _quote(_text(x, _LONG))",
+        ]
+    return [
+        f"    x = event[{key}]",
+        "    t = type(x)",
+        "    if t is str:",
+        "        y = _seen(x)",
+        f"        {value} = _quote(y if y is not None else _string(x))",
+        "    elif t is int:",
+        f"        {value} = _int(x)",
+        "    elif t is float and _isfinite(x):",
+        f"        {value} = _float(x)",
+        "    elif x is None:",
+        f'        {value} = "null"',
+        "    elif t is bool:",
+        f'        {value} = "true" if x else "false"',
+        "    else:",
+        "        return None",
+    ]
+
+
+class _Plan(NamedTuple):
+    """The compiled builders of one event shape."""
+
+    context_of: Callable[[dict[Any, Any]], dict[str, Any]]
+    """The context as a dict (scrubbed, cleaned)."""
+    json_of: Callable[[dict[Any, Any]], str | None]
+    """The same context's JSON, written directly; None when a value is not a plain one."""
 
 
 def _user_id(value: object, redact: Callable[[str], str]) -> tuple[int | None, str | None]:
