@@ -279,8 +279,9 @@ class DrainParts:
 
 
 def drain_parts(url: str, folder: Path, events: int) -> DrainParts:
-    """Time the writer's three stages alone over ``events`` queued records: where a drained
-    row's time goes, and the rate one process reaches when they cannot overlap."""
+    """Time the writer's three stages over ``events`` queued records, batch after batch as the
+    writer goes, each stage on its own clock: where a drained row's time goes, and the rate one
+    process reaches when they cannot overlap."""
     user_id = _prepare(url)
     settings = Settings.from_env(
         database_url=url, log_dir=folder / "parts", console=False, queue_size=events + 1
@@ -294,23 +295,26 @@ def drain_parts(url: str, folder: Path, events: int) -> DrainParts:
         records = [item for item in writer.queue if type(item) is tuple]
         writer.queue.clear()
         builder = RowBuilder(writer.redactor, settings.zone)
-        start = time.perf_counter()
-        prepared = [builder.build(record) for record in records]
-        build = time.perf_counter() - start
+        inserter = writer.database.inserter
         size = settings.batch_size
-        start = time.perf_counter()
-        for offset in range(0, len(prepared), size):
+        build = files = insert = 0.0
+        # Batch after batch, as the writer goes, each stage timed on its own.
+        for offset in range(0, len(records), size):
+            start = time.perf_counter()
+            prepared = [builder.build(record) for record in records[offset : offset + size]]
+            middle = time.perf_counter()
             groups: dict[Any, list[str]] = {}
-            for item in prepared[offset : offset + size]:
+            for item in prepared:
                 groups.setdefault(item.file_key, []).append(item.line)
             writer.files.write(groups)
-        files = time.perf_counter() - start
-        rows = [item.row for item in prepared if item.row is not None]
-        inserter = writer.database.inserter
-        start = time.perf_counter()
-        for offset in range(0, len(rows), size):
-            inserter.insert(rows[offset : offset + size])
-        insert = time.perf_counter() - start
+            written = time.perf_counter()
+            inserter.insert([item.row for item in prepared if item.row is not None])
+            end = time.perf_counter()
+            build, files, insert = (
+                build + middle - start,
+                files + written - middle,
+                insert + end - written,
+            )
     finally:
         runtime.shutdown()
         structlog.reset_defaults()
