@@ -176,7 +176,7 @@ class Runtime:
             schema=settings.db_schema,
             bounds=DbBounds(settings.db_connect_timeout, settings.db_statement_timeout),
         )
-        self.redactor = RedactProcessor()
+        self.redactor = RedactProcessor(values=settings.secret_values())
         self.wakeups = Wakeups()
         self.users = UserRegistry(
             self.engines.app, mode=settings.unknown_users, on_reject=self._count_rejected
@@ -200,6 +200,7 @@ class Runtime:
             ),
             clock=clock,
             users=self.users,
+            redactor=self.redactor,
         )
         self.health = ServiceHealth(
             self.engines.app(),

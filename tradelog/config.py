@@ -172,6 +172,11 @@ def _opt_secret(raw: str, variable: str) -> Secret | None:
     return Secret(raw) if raw else None
 
 
+def _secret_values(raw: str, variable: str) -> tuple[Secret, ...]:
+    """``"k1,k2"`` -> two secrets (a value holding a comma is given in code instead)."""
+    return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+
+
 def _path(raw: str, variable: str) -> Path:
     return Path(raw)
 
@@ -281,6 +286,10 @@ def _checked(name: str, value: Any, parse: Any) -> Any:
         if isinstance(value, str):
             return Secret(value) if value else None
         raise wrong("text (a secret)")
+    if parse is _secret_values and not isinstance(value, str):
+        if isinstance(value, list | tuple) and all(isinstance(v, str | Secret) for v in value):
+            return tuple(v if isinstance(v, Secret) else Secret(v) for v in value if v)
+        raise wrong("a list of texts (secrets)")
     if isinstance(value, str):
         return parse(value, variable)
     if isinstance(parse, _Number):
@@ -352,6 +361,9 @@ class Settings:
     #: Telegram
     telegram_bot_token: Secret | None = _setting(None, _opt_secret)
     telegram_api_url: str = _setting("https://api.telegram.org")
+    #: Secrets of your own (broker API keys, passwords) masked wherever they appear in what
+    #: tradelog writes, with or without a key name before them (tradelog's own secrets always are)
+    redact_values: tuple[Secret, ...] = _setting((), _secret_values)
     #: Email
     smtp_host: str | None = _setting(None, _opt_str)
     smtp_port: int = _setting(587, _number(int, 1, 65535))
@@ -510,6 +522,27 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret value masked wherever it appears: tradelog's own (the bot token, the
+        SMTP password, the admin token, the database password) and :attr:`redact_values`."""
+        found = [
+            secret.reveal()
+            for secret in (
+                self.telegram_bot_token,
+                self.smtp_password,
+                self.web_admin_token,
+                *self.redact_values,
+            )
+            if secret is not None
+        ]
+        try:
+            password = make_url(self.database_url).password
+        except ArgumentError:  # an unparsable URL has no password to find
+            password = None
+        if password:
+            found.append(str(password))
+        return tuple(found)
 
     def redacted_url(self) -> str:
         """The database URL with any password masked, for messages and logs."""

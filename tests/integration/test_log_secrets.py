@@ -181,3 +181,52 @@ def test_real_http_client_logging_never_shows_the_bot_token(
     ]:
         assert "sendMessage" in text, where
         assert secret not in text, f"the bot token leaked into {where}"
+
+
+BROKER_KEY = "kite_9fQ2xL7vR4mT8wZp"
+"""A broker API key with no key word before it where it is logged."""
+SMTP_BARE = "smtp-Pw-0042"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("log_writer", ["thread", "process"])
+def test_known_secret_values_are_masked_wherever_they_stand(
+    db: MigratedDatabase,
+    users: dict[str, int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    log_writer: str,
+) -> None:
+    """A secret logged bare, with no key name before it, is masked when its value is known:
+    the host's own (``redact_values``) and tradelog's (the SMTP password); in rows, error rows,
+    files and the console, with either writer."""
+    with running(
+        db.url,
+        tmp_path,
+        console=True,
+        log_writer=log_writer,
+        redact_values=[BROKER_KEY],
+        smtp_password=SMTP_BARE,
+    ) as runtime:
+        log = tradelog.get_logger("broker", user_id=users["alice"])
+        log.info(f"placing order with key {BROKER_KEY}")
+        log.info("order", note=f"signed by {BROKER_KEY} at 09:15", keys=[BROKER_KEY])
+        log.warning(f"smtp login as trader with {SMTP_BARE} refused")
+        try:
+            raise RuntimeError(f"broker refused {BROKER_KEY}")
+        except RuntimeError:
+            log.exception("order failed")
+        assert runtime.flush(20)
+    rows = db.rows("SELECT message, context FROM service_logs")
+    errors = db.rows("SELECT error_message, traceback, context FROM error_logs")
+    assert any(r["message"] == "placing order with key [REDACTED]" for r in rows)
+    assert errors
+    console = capsys.readouterr()
+    for where, text in [
+        ("service_logs", json.dumps(rows, default=str)),
+        ("error_logs", json.dumps(errors, default=str)),
+        ("files", everything_written(tmp_path)),
+        ("console", console.err + console.out),
+    ]:
+        assert BROKER_KEY not in text, f"the broker key leaked into {where}"
+        assert SMTP_BARE not in text, f"the SMTP password leaked into {where}"

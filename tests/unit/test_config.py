@@ -213,3 +213,25 @@ def test_partition_logs_is_off_unless_asked() -> None:
         assert RetentionJob.from_settings(settings, engine).partition_logs == "day"
     finally:
         engine.dispose()
+
+
+def test_redact_values_are_secrets_from_the_environment_or_code() -> None:
+    """``TRADELOG_REDACT_VALUES`` is a comma-separated list of secrets (never shown); code may
+    give a list; every secret tradelog holds is among the values it masks."""
+    settings = Settings.from_env(
+        {"TRADELOG_REDACT_VALUES": " key-one-123 ,key-two-456,"},
+        database_url="postgresql://u:db-Pass-77@h/d",
+        smtp_password="smtp-secret-9",
+    )
+    assert [s.reveal() for s in settings.redact_values] == ["key-one-123", "key-two-456"]
+    assert "key-one" not in repr(settings)
+    assert set(settings.secret_values()) == {
+        "key-one-123",
+        "key-two-456",
+        "smtp-secret-9",
+        "db-Pass-77",
+    }
+    coded = Settings.from_env({}, redact_values=["in-code-value"])
+    assert coded.secret_values() == ("in-code-value",)
+    with pytest.raises(ConfigurationError, match="TRADELOG_REDACT_VALUES"):
+        Settings.from_env({}, redact_values=[1234])

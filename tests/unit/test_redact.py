@@ -686,3 +686,17 @@ def test_percent_encoded_bot_token_in_url(separator: str) -> None:
     assert token_tail not in scrubbed
     assert scrubbed.startswith(f"GET https://api.telegram.org/bot123456789{separator}")
     assert scrubbed.endswith("/sendMessage 200")
+
+
+def test_known_values_are_masked_wherever_they_stand() -> None:
+    """A known secret is masked in free text, in keys and nested values, with no key name
+    before it; regex characters in it are taken literally; a value too short to look for is
+    left alone, and so is text that merely resembles a value."""
+    key = "kite_9fQ2.xL7+vR4"
+    redactor = Redactor(values=[key, "abc", ""])
+    assert redactor.redact_text(f"placing order with key {key} now") == (
+        "placing order with key [REDACTED] now"
+    )
+    assert redactor({"note": [f"x{key}y"], key: 1}) == {"note": ["x[REDACTED]y"], "[REDACTED]": 1}
+    assert redactor.redact_text("kite_9fQ2axL7+vR4 abc") == "kite_9fQ2axL7+vR4 abc"
+    assert Redactor().redact_text(f"key {key}") == f"key {key}"

@@ -136,7 +136,9 @@ def serve(source: IO[bytes], out: IO[bytes]) -> int:
 
     users = UserRegistry(engines.app, mode=settings.unknown_users, on_reject=rejected)
     inserter = make_inserter(engines.log_writer(), lock_timeout=settings.db_write_timeout)
-    writer = LogWriter(settings, RedactProcessor(), inserter, users=users)
+    writer = LogWriter(
+        settings, RedactProcessor(values=settings.secret_values()), inserter, users=users
+    )
     holder.append(writer)
     writer.publish_stats = False  # the parent publishes the counters this process sends
     writer.stats_file = False

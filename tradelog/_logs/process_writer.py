@@ -42,7 +42,7 @@ from tradelog._logs.wire import dumps, loads, read_frame, write_frame
 from tradelog._logs.writer import LogWriter, Marker
 from tradelog._signals import block_in_this_thread
 from tradelog._users.registry import KnownUsers
-from tradelog.config import Settings
+from tradelog.config import Secret, Settings
 
 __all__ = ["HelperLink", "ProcessLogWriter"]
 
@@ -82,7 +82,8 @@ class HelperLink:
         return None if self.process is None else self.process.pid
 
     def start(self, settings: Settings) -> None:
-        """Start the helper and send it ``settings`` (without the notification secrets)."""
+        """Start the helper and send it ``settings`` (the notification secrets only as values
+        to mask)."""
         to_child, ours_out = os.pipe()
         ours_in, from_child = os.pipe()
         package_root = str(Path(__file__).resolve().parents[2])
@@ -106,8 +107,14 @@ class HelperLink:
             os.close(from_child)
         self._out = os.fdopen(ours_out, "wb")
         self._in = os.fdopen(ours_in, "rb")
+        # The notification secrets are not the helper's to use; it gets them only among the
+        # values it masks wherever they appear.
         quiet = dataclasses.replace(
-            settings, telegram_bot_token=None, smtp_password=None, web_admin_token=None
+            settings,
+            telegram_bot_token=None,
+            smtp_password=None,
+            web_admin_token=None,
+            redact_values=tuple(Secret(value) for value in settings.secret_values()),
         )
         self.send(dumps(("settings", quiet)))
 

@@ -76,6 +76,7 @@ __all__ = [
     "CYCLE_MARKER",
     "DEFAULT_MASK",
     "REDACT_MARGIN",
+    "VALUE_MIN",
     "RedactProcessor",
     "Redactor",
     "redact_jsonable",
@@ -85,6 +86,9 @@ __all__ = [
 
 DEFAULT_MASK: Final = "[REDACTED]"
 """Replacement for secret values."""
+
+VALUE_MIN: Final = 6
+"""Known secret values (``Redactor(values=...)``) shorter than this are not looked for."""
 
 CYCLE_MARKER: Final = "<cycle>"
 """Replaces a container that contains itself."""
@@ -228,13 +232,22 @@ class Redactor:
     share between threads.
     """
 
-    def __init__(self, *, extra_keys: Iterable[str] = (), mask: str = DEFAULT_MASK) -> None:
+    def __init__(
+        self,
+        *,
+        extra_keys: Iterable[str] = (),
+        mask: str = DEFAULT_MASK,
+        values: Iterable[str] = (),
+    ) -> None:
         """Precompile the key and text rules.
 
         ``extra_keys`` are additional secret key fragments, normalised like the built-in ones
         (``"account_no"`` also matches ``AccountNo`` and ``x-account-no``). In free text an
         extra key is only looked for where its longest word appears, so spell it with its word
         breaks (``"account_no"`` rather than ``"accountno"``). ``mask`` replaces every secret.
+        ``values`` are known secrets (a broker's API key, the SMTP password) masked wherever
+        they appear in text, with or without a key name before them; values shorter than
+        :data:`VALUE_MIN` characters are not looked for (they would mask ordinary words).
         """
         extras = [
             key for key in (str(key) for key in extra_keys) if _NON_ALNUM.sub("", key.lower())
@@ -249,6 +262,11 @@ class Redactor:
         template = mask.replace("\\", "\\\\")
         self._bot_template = rf"\1\2{template}"
         self._pem_template = rf"\1{template}\2"
+        known = sorted({v for v in values if isinstance(v, str) and len(v) >= VALUE_MIN}, key=len)
+        self._values = (
+            re.compile("|".join(re.escape(value) for value in reversed(known))) if known else None
+        )
+        self._value_template = template
 
     @property
     def mask(self) -> str:
@@ -271,6 +289,9 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         """Apply the text rules to ``text``, keeping everything that is not a secret."""
+        values = self._values
+        if values is not None and values.search(text) is not None:
+            text = values.sub(self._value_template, text)
         if not (
             ":" in text
             or "=" in text
