@@ -124,7 +124,14 @@ class _Reusable:
         self.fingerprint += self._kept_rows()
         self.emptied = emptied
         self.fresh_sizes = self._sizes()
-        self.restart = "".join(f'ALTER SEQUENCE "{s}" RESTART; ' for s in sequences)
+        self.sequences = [str(s) for s in sequences]
+        # One query naming every table that has rows and every sequence that was used.
+        checks = [f"SELECT '{t}' WHERE EXISTS (SELECT 1 FROM \"{t}\")" for t in emptied] + [
+            f"SELECT 'seq:{q}' FROM pg_sequences WHERE schemaname = current_schema() "
+            f"AND sequencename = '{q}' AND last_value IS NOT NULL"
+            for q in self.sequences
+        ]
+        self.used_query = " UNION ALL ".join(checks) if checks else "SELECT 1 WHERE false"
 
     def _sizes(self) -> dict[str, int]:
         return {
@@ -138,17 +145,23 @@ class _Reusable:
     def _empty_all(self) -> None:
         """Delete every row; a table that grew (a test that inserted thousands of rows) is
         truncated instead, so its indexes are as small as in a fresh clone: the planner's
-        choices depend on their size."""
+        choices depend on their size. Only tables with rows and sequences that were used are
+        touched (one query finds them): most tests write to a few tables."""
         sizes = self._sizes()
         grown = [
             t for t in self.emptied if sizes.get(t, 0) > self.fresh_sizes.get(t, 0) + (256 << 10)
         ]
-        small = [t for t in self.emptied if t not in grown]
+        used = {str(r[0]) for r in self.janitor.execute(self.used_query)}
+        small = [t for t in self.emptied if t not in grown and t in used]
+        sequences = [s for s in self.sequences if f"seq:{s}" in used]
+        if not (grown or small or sequences):
+            return
         statements = "BEGIN; SET LOCAL session_replication_role = replica; "
         if grown:
             statements += "TRUNCATE " + ", ".join(f'"{t}"' for t in grown) + "; "
         statements += "".join(f'DELETE FROM "{t}"; ' for t in small)
-        self.janitor.execute(statements + self.restart + "COMMIT;")
+        statements += "".join(f'ALTER SEQUENCE "{s}" RESTART; ' for s in sequences)
+        self.janitor.execute(statements + "COMMIT;")
 
     def _has_rows(self, table: str) -> bool:
         return self.janitor.execute(f'SELECT EXISTS (SELECT 1 FROM "{table}")').fetchone() == (
