@@ -42,26 +42,17 @@ PROBLEM_KEYS: Final = ("dead_letters", "unwritten_errors")
 """Backlog entries that need an operator (``tradelog status`` exits 1 while any is non-zero)."""
 
 
-def _lines(path: Path) -> int:
-    count = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            count += chunk.count(b"\n")
-    return count
-
-
 def local_backlog(log_dir: Path | str) -> dict[str, int]:
     """How many records wait in each kind of local file under ``log_dir`` (see above); of a
     spool file a replay stopped part-way in, the records after its progress mark."""
     root = Path(log_dir)
     counts: dict[str, int] = {}
     for key, folder, pattern in _SOURCES:
-        count = _lines if folder == "_dead_letter" else waiting_records
         total = 0
         with contextlib.suppress(OSError):
             for path in (root / folder).glob(pattern):
                 with contextlib.suppress(OSError):
-                    total += count(path)
+                    total += waiting_records(path)  # a dead letter has no mark
         counts[key] = total
     return counts
 

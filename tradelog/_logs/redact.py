@@ -289,9 +289,8 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         """Apply the text rules to ``text``, keeping everything that is not a secret."""
-        values = self._values
-        if values is not None and values.search(text) is not None:
-            text = values.sub(self._value_template, text)
+        if self._values is not None:
+            text = self._values.sub(self._value_template, text)
         if not (
             ":" in text
             or "=" in text
