@@ -31,7 +31,7 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	bash .ci/ensure-postgres
 	bash .ci/ensure-chromium
-	$(PYTEST) -n 4 --dist worksteal --cov=tradelog --cov-report=term --cov-fail-under=85
+	$(PYTEST) -n 6 --dist worksteal --cov=tradelog --cov-report=term --cov-fail-under=85
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -24,6 +24,28 @@ from tradelog.users import create_user
 BACKENDS = ["sqlite", "postgresql"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Across xdist workers, each worker's share of the run starts with its share of the tests
+    marked slow, so that no long test starts near the end and leaves the other workers idle.
+
+    xdist's ``worksteal`` hands each worker a contiguous slice of the collection and later moves
+    tests from the end of one worker's queue to an idle one; the order is built to match: one
+    group per worker, its slow tests first, then its run of the other tests in their own order.
+    Every worker computes the same order, as xdist requires.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    rest = [item for item in items if not item.get_closest_marker("slow")]
+    share = -(-len(rest) // workers)
+    items[:] = [
+        item
+        for worker in range(workers)
+        for item in (*slow[worker::workers], *rest[worker * share : (worker + 1) * share])
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts and ends without tradelog configured: no ``TRADELOG_*`` variable from

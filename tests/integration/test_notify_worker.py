@@ -305,9 +305,16 @@ def test_deferred_released_as_one_digest(
     assert [r["id"] for r in sent] == ids
 
 
-def quiet_now(db: MigratedDatabase, user_id: int, *, ends_in: timedelta, **more: object) -> None:
-    """Quiet hours (UTC wall clock) from an hour ago until ``ends_in`` from now."""
-    now = datetime.now(UTC)
+def quiet_now(
+    db: MigratedDatabase,
+    user_id: int,
+    *,
+    ends_in: timedelta,
+    now: datetime | None = None,
+    **more: object,
+) -> None:
+    """Quiet hours (UTC wall clock) from an hour before ``now`` until ``ends_in`` after it."""
+    now = now or datetime.now(UTC)
     prefs(
         db,
         user_id,
@@ -323,12 +330,14 @@ def test_changed_quiet_hours_retime_held_deliveries(
 ) -> None:
     """Held deliveries follow the user's new quiet hours: a later end holds them longer;
     clearing quiet hours releases them now, as one digest."""
-    quiet_now(db, tg_user, ends_in=timedelta(hours=2))
+    # One reading of the clock for both windows: the minute may turn between the two calls.
+    now = datetime.now(UTC)
+    quiet_now(db, tg_user, ends_in=timedelta(hours=2), now=now)
     send(db, tg_user, title="One")
     send(db, tg_user, title="Two")
     first_end = {r.not_before for r in deliveries(db)}
     assert len(first_end) == 1
-    quiet_now(db, tg_user, ends_in=timedelta(hours=3))
+    quiet_now(db, tg_user, ends_in=timedelta(hours=3), now=now)
     [later] = {r.not_before for r in deliveries(db)}
     assert later is not None
     assert later - next(iter(first_end)) == timedelta(hours=1)

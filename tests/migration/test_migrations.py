@@ -159,3 +159,44 @@ def test_error_groups_are_backfilled(empty_url: str) -> None:
         assert "error_groups" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_the_head_read_from_the_scripts_is_alembics() -> None:
+    """The start-up check reads the newest revision from the scripts' own lines; Alembic's
+    reading of the same scripts agrees."""
+    assert migrate.head() == migrate._alembic_head()
+
+
+def test_scripts_it_cannot_read_are_left_to_alembic(tmp_path: Path) -> None:
+    """A script whose revision lines are not plain (or a branch) sends the reading to Alembic."""
+
+    def head_of(name: str, **scripts: str) -> str:
+        versions = tmp_path / name  # a folder each: the reading is kept per folder
+        versions.mkdir()
+        for revision, parent in scripts.items():
+            (versions / f"{revision}.py").write_text(
+                f'"""{revision}"""\nrevision: str = "{revision}"\ndown_revision = {parent}\n'
+            )
+        return migrate._script_head(versions)
+
+    assert head_of("line", a="None", b='"a"') == "b"
+    assert head_of("merge", a="None", b='("a", "c")') == migrate._alembic_head()
+    assert head_of("branch", a="None", b='"a"', c='"a"') == migrate._alembic_head()
+
+
+def test_a_process_that_logs_never_loads_alembic(tmp_path: Path) -> None:
+    """Importing tradelog, configuring it on a migrated database and logging need no Alembic."""
+    url = f"sqlite:///{tmp_path / 'tradelog.db'}"
+    migrate.upgrade(url)
+    script = (
+        "import sys, tradelog\n"
+        f"tradelog.configure(database_url={url!r}, log_dir={str(tmp_path)!r}, console=False)\n"
+        "tradelog.get_logger('svc', user_id=None).info('hello')\n"
+        "assert tradelog.shutdown()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -29,7 +29,9 @@ from tests.support.tcp_proxy import TcpProxy
 from tradelog._logs.rows import DbRow
 from tradelog._logs.spool import Spool
 
-pytestmark = pytest.mark.slow
+# Untraced by coverage (no_cover): 40,000 events a case repeat paths the unit and integration
+# tests cover; tracing them cost more CPU than the rest of the test.
+pytestmark = [pytest.mark.slow, pytest.mark.no_cover]
 
 PRODUCERS = 4
 EVENTS = 10_000

@@ -34,8 +34,10 @@ import pytest
 import tradelog
 from tests.support.db import MigratedDatabase
 
+# Untraced by coverage (no_cover): twenty rounds a case repeat what the integration tests cover.
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.no_cover,
     pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning"),
 ]
 

@@ -23,7 +23,8 @@ from tradelog._notify.dispatch import dispatch
 from tradelog._notify.preferences import update_preferences
 from tradelog.users import create_user
 
-pytestmark = pytest.mark.slow
+# Untraced by coverage (no_cover): the volume repeats paths the unit and integration tests cover.
+pytestmark = [pytest.mark.slow, pytest.mark.no_cover]
 
 REPO = Path(__file__).resolve().parents[2]
 USERS = 50

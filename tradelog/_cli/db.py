@@ -8,8 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from alembic.util import CommandError as AlembicCommandError
-
 from tradelog._cli._common import CommandError, Context, emit
 from tradelog._db import migrate, partitions
 
@@ -42,6 +40,9 @@ def register(subparsers: Any) -> None:
 
 
 def _migrate(step: Callable[[Any, str], None], context: Context, revision: str) -> None:
+    # Imported here, as in tradelog._db.migrate: only a migration needs Alembic.
+    from alembic.util import CommandError as AlembicCommandError  # noqa: PLC0415
+
     try:
         step(context.engine, revision)
     except AlembicCommandError as exc:  # unknown or ambiguous revision
