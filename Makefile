@@ -1,5 +1,6 @@
 # Two commands for a fresh machine:  `make demo`  and  `make test`.
-PYTHON ?= python3
+# CPython 3.12 where the machine has one, else python3 (.ci/python says why).
+PYTHON ?= $(shell bash .ci/python)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
@@ -8,6 +9,8 @@ DEMO_STAMP := $(VENV)/.runtime-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # Tests may write bytecode even where the environment says not to: without it every worker
 # re-rewrites each test module's asserts and every subprocess compiles tradelog from source.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
+# Coverage through sys.monitoring where Python has it (3.12+), else the C trace function.
+COVERAGE_CORE := $$($(BIN)/python -c 'import sys; print("sysmon" if sys.version_info >= (3, 12) else "ctrace")')
 
 .PHONY: demo test test-fast lint bench clean
 
@@ -31,7 +34,7 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	bash .ci/ensure-postgres
 	bash .ci/ensure-chromium
-	$(PYTEST) -n 6 --dist worksteal --cov=tradelog --cov-report=term --cov-fail-under=85
+	COVERAGE_CORE=$(COVERAGE_CORE) $(PYTEST) -n 6 --dist worksteal --cov=tradelog --cov-report=term --cov-fail-under=85
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

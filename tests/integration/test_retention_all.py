@@ -158,9 +158,7 @@ def test_a_dedupe_key_expires_with_its_notification(
         db.execute(
             "UPDATE notifications SET read = :r, created_at = :at WHERE id = :i",
             r=True,
-            at=(datetime.now(UTC) - timedelta(days=45)).replace(tzinfo=None)
-            if db.backend == "sqlite"
-            else datetime.now(UTC) - timedelta(days=45),
+            at=datetime.now(UTC) - timedelta(days=45),
             i=first.notification_id,
         )
         assert (

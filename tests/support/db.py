@@ -9,20 +9,33 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, TextClause, bindparam, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from tradelog._db import migrate
+from tradelog._db.base import UTCDateTime
 from tradelog._db.engine import create_tradelog_engine
 
 PG_ADMIN_URL = os.environ.get(
     "TRADELOG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 _counter = itertools.count()
+
+
+def _sql(sql: str, params: dict[str, object]) -> TextClause:
+    """``sql`` with its datetime parameters bound as tradelog binds them (UTC; on SQLite the
+    text tradelog stores, not the sqlite3 module's default adapter, deprecated in Python 3.12)."""
+    times = [
+        bindparam(name, type_=UTCDateTime())
+        for name, v in params.items()
+        if isinstance(v, datetime)
+    ]
+    return text(sql).bindparams(*times) if times else text(sql)
 
 
 def worker_id() -> str:
@@ -45,17 +58,17 @@ class MigratedDatabase:
     def scalar(self, sql: str, **params: object) -> object:
         """Run ``sql`` and return the first column of the first row."""
         with self.engine.connect() as connection:
-            return connection.execute(text(sql), params).scalar()
+            return connection.execute(_sql(sql, params), params).scalar()
 
     def rows(self, sql: str, **params: object) -> list[dict[str, object]]:
         """Run ``sql`` and return every row as a dict."""
         with self.engine.connect() as connection:
-            return [dict(r._mapping) for r in connection.execute(text(sql), params)]
+            return [dict(r._mapping) for r in connection.execute(_sql(sql, params), params)]
 
     def execute(self, sql: str, **params: object) -> None:
         """Run ``sql`` in its own committed transaction."""
         with self.engine.begin() as connection:
-            connection.execute(text(sql), params)
+            connection.execute(_sql(sql, params), params)
 
 
 def _admin_engine() -> Engine:

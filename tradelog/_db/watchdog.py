@@ -65,6 +65,13 @@ class SocketWatchdog:
         with self._lock:
             self._deadlines.pop(key, None)
 
+    def start(self) -> None:
+        """Start the thread now (an engine that will send calls starts it when it is made), so
+        that calls made while the interpreter exits are watched too: Python 3.12 and later
+        refuse to start a thread then."""
+        with self._lock:
+            self._ensure_thread()
+
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
             return
@@ -72,9 +79,17 @@ class SocketWatchdog:
             # A child forked while the thread held the lock would find it held for ever.
             os.register_at_fork(after_in_child=self._after_fork)
             self._fork_hook = True
+        thread = threading.Thread(target=self._run, name="tradelog-db-watchdog", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            # "can't create new thread at interpreter shutdown" (Python 3.12+): the call goes
+            # ahead unwatched, bounded by the server's statement_timeout and TCP keepalives, and
+            # the next call tries again.
+            self._thread = None
+            return
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="tradelog-db-watchdog", daemon=True)
-        self._thread.start()
+        self._thread = thread
 
     def _after_fork(self) -> None:
         """In a forked child: a fresh lock, none of the parent's calls, no thread yet."""
@@ -177,3 +192,4 @@ def bound_driver_calls(engine: Engine, seconds: float, ping_seconds: float) -> N
     for name in ("do_commit", "do_rollback"):
         ending(name)
     ping()  # the pool's check of a connection before it lends it
+    watchdog.start()
