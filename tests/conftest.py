@@ -24,7 +24,8 @@ from tradelog.users import create_user
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Across xdist workers, each worker's share of the run starts with its share of the tests
     marked slow, so that no long test starts near the end and leaves the other workers idle.
 
@@ -34,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     Every worker computes the same order, as xdist requires.
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    if workers < 2:
+    if workers < 2 or getattr(config.option, "dist", "no") != "worksteal":
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
     rest = [item for item in items if not item.get_closest_marker("slow")]

@@ -167,21 +167,21 @@ def test_the_head_read_from_the_scripts_is_alembics() -> None:
     assert migrate.head() == migrate._alembic_head()
 
 
-def test_scripts_it_cannot_read_are_left_to_alembic(tmp_path: Path) -> None:
-    """A script whose revision lines are not plain (or a branch) sends the reading to Alembic."""
+def test_scripts_it_cannot_read_are_left_to_alembic() -> None:
+    """Only one straight line of plainly written scripts is read without Alembic; anything
+    else (a merge, a branch, a missing parent, a name written twice) is left to Alembic."""
 
-    def head_of(name: str, **scripts: str) -> str:
-        versions = tmp_path / name  # a folder each: the reading is kept per folder
-        versions.mkdir()
-        for revision, parent in scripts.items():
-            (versions / f"{revision}.py").write_text(
-                f'"""{revision}"""\nrevision: str = "{revision}"\ndown_revision = {parent}\n'
-            )
-        return migrate._script_head(versions)
+    def script(revision: str, parent: str, extra: str = "") -> str:
+        return f'"""{revision}"""\nrevision: str = "{revision}"\ndown_revision = {parent}\n{extra}'
 
-    assert head_of("line", a="None", b='"a"') == "b"
-    assert head_of("merge", a="None", b='("a", "c")') == migrate._alembic_head()
-    assert head_of("branch", a="None", b='"a"', c='"a"') == migrate._alembic_head()
+    head = migrate.straight_line_head
+    assert head([script("a", "None"), script("b", "'a'")]) == "b"
+    assert head([script("a", "None"), script("b", '("a", "c")')]) is None  # a merge
+    assert head([script("a", "None"), script("b", '"a"'), script("c", '"a"')]) is None  # a branch
+    assert head([script("b", '"a"')]) is None  # its parent is missing
+    assert head([script("a", '""')]) is None
+    assert head([script("a", "None", 'SQL = """\nrevision = "z"\n"""\n')]) is None
+    assert head([script("a", "None"), script("a", "None")]) is None
 
 
 def test_a_process_that_logs_never_loads_alembic(tmp_path: Path) -> None:

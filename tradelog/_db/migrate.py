@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 # Alembic (with Mako and Pygments under it) is imported only where a migration runs, is compared
-# or stamped: reading the revision at start-up needs none of it, and leaving it out takes about
-# 0.1 s off every process that imports tradelog (the CLI, a helper process, a spawned worker).
+# or stamped, or a legacy revision is recognised: reading the revision at start-up needs none of
+# it, and leaving it out takes 0.1-0.3 s off every process that imports tradelog (the CLI, a
+# helper process, a spawned worker).
 
 __all__ = [
     "LEGACY_VERSION_TABLE",
@@ -59,6 +60,7 @@ __all__ = [
     "run_environment",
     "schema_status",
     "script_location",
+    "straight_line_head",
     "upgrade",
 ]
 
@@ -184,30 +186,55 @@ def current(url_or_engine: str | Engine, *, schema: str | None = None) -> str | 
 
 def head() -> str:
     """The newest revision the scripts know."""
-    return _script_head(script_location() / "versions")
+    return _script_head()
 
 
 _SCRIPT_NAMES: Final = re.compile(
     r"""^(down_revision|revision)\b[^=\n]*=\s*(?:"([^"\n]*)"|'([^'\n]*)'|None)\s*$""",
     re.MULTILINE,
 )
+_SCRIPT_FILE: Final = re.compile(r"^(?!\.#|__init__).*\.py$")
+"""The files Alembic reads as revision scripts (it skips editor lock files and ``__init__``)."""
 
 
 @cache
-def _script_head(versions: Path) -> str:
-    """The head of a straight line of revision scripts, read from their ``revision`` and
-    ``down_revision`` lines; anything else (a merge, a branch, a line this does not read) is
-    left to Alembic's own reading. The scripts do not change while a process runs."""
-    parents: dict[str, str | None] = {}
-    for script in sorted(versions.glob("*.py")):
-        found = {m[1]: m[2] or m[3] for m in _SCRIPT_NAMES.finditer(script.read_text("utf-8"))}
-        if not found.get("revision") or "down_revision" not in found:
-            return _alembic_head()
-        parents[str(found["revision"])] = found["down_revision"]
-    heads = set(parents) - {parent for parent in parents.values() if parent}
-    if len(heads) != 1 or len(set(parents.values())) != len(parents):
+def _script_head() -> str:
+    """The newest revision, read from the scripts' own lines when they are one straight line
+    (:func:`straight_line_head`), else by Alembic. The scripts do not change while a process
+    runs."""
+    versions = script_location() / "versions"
+    try:
+        texts = [
+            path.read_text("utf-8")
+            for path in sorted(versions.iterdir())
+            if _SCRIPT_FILE.match(path.name) and path.is_file()
+        ]
+    except (OSError, UnicodeDecodeError):
         return _alembic_head()
-    return heads.pop()
+    return straight_line_head(texts) or _alembic_head()
+
+
+def straight_line_head(scripts: list[str]) -> str | None:
+    """The head of revision scripts (their texts) that form one straight line, read from each
+    script's one ``revision`` and one ``down_revision`` line; None when they do not (a merge,
+    a branch, a parent that is missing, a line this does not read or finds twice)."""
+    parents: dict[str, str | None] = {}
+    for text_ in scripts:
+        found: dict[str, list[str | None]] = {"revision": [], "down_revision": []}
+        for match in _SCRIPT_NAMES.finditer(text_):
+            found[match[1]].append(match[2] if match[2] is not None else match[3])
+        if len(found["revision"]) != 1 or len(found["down_revision"]) != 1:
+            return None
+        [revision], [parent] = found["revision"], found["down_revision"]
+        if not revision or parent == "" or revision in parents:
+            return None
+        parents[revision] = parent
+    roots = [revision for revision, parent in parents.items() if parent is None]
+    children = [parent for parent in parents.values() if parent is not None]
+    if len(roots) != 1 or len(set(children)) != len(children) or not set(children) <= set(parents):
+        return None
+    heads = set(parents) - set(children)
+    return heads.pop() if len(heads) == 1 else None
 
 
 def _alembic_head() -> str:

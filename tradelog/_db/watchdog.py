@@ -39,68 +39,75 @@ _LIFTS_LIMIT: Final = re.compile(
 
 class SocketWatchdog:
     """Shuts down the socket of a call still waiting at its deadline (one thread per
-    process, started on first use and again in a forked child)."""
+    process, started with the first bounded engine or call, and again in a forked child)."""
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
+        self._lock_pid = os.getpid()
         self._deadlines: dict[int, tuple[float, int]] = {}
         self._thread: threading.Thread | None = None
-        self._pid = 0
         self._wakes_at = 0.0
-        self._fork_hook = False
         self.cut = 0
         """How many calls were cut (their socket shut down) since the process started."""
+        self.unwatched = 0
+        """How many times the thread could not be started (the calls went ahead unwatched)."""
+
+    def _locked(self) -> threading.Condition:
+        """The lock of this process. A forked child gets a fresh lock, no thread and none of
+        the parent's calls: the parent's lock may have been held by its thread at the fork.
+        Checked on every use rather than in a fork hook, which other fork hooks that make
+        database calls could run before."""
+        if self._lock_pid != os.getpid():
+            self._lock = threading.Condition()
+            self._lock_pid = os.getpid()
+            self._deadlines = {}
+            self._thread = None
+            self._wakes_at = 0.0
+        return self._lock
 
     def arm(self, key: int, fd: int, seconds: float) -> None:
         """Cut ``fd`` unless :meth:`disarm` is called with ``key`` within ``seconds``."""
         deadline = time.monotonic() + seconds
-        with self._lock:
+        lock = self._locked()
+        with lock:
             self._deadlines[key] = (deadline, fd)
-            self._ensure_thread()
+            self._ensure_thread(lock)
             if deadline < self._wakes_at:  # wake the thread only when it would sleep past this
-                self._lock.notify()
+                lock.notify()
 
     def disarm(self, key: int) -> None:
         """The call under ``key`` returned (or raised)."""
-        with self._lock:
+        with self._locked():
             self._deadlines.pop(key, None)
 
     def start(self) -> None:
         """Start the thread now (an engine that will send calls starts it when it is made), so
         that calls made while the interpreter exits are watched too: Python 3.12 and later
         refuse to start a thread then."""
-        with self._lock:
-            self._ensure_thread()
+        lock = self._locked()
+        with lock:
+            self._ensure_thread(lock)
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+    def _ensure_thread(self, lock: threading.Condition) -> None:
+        if self._thread is not None and self._thread.is_alive():
             return
-        if not self._fork_hook:
-            # A child forked while the thread held the lock would find it held for ever.
-            os.register_at_fork(after_in_child=self._after_fork)
-            self._fork_hook = True
-        thread = threading.Thread(target=self._run, name="tradelog-db-watchdog", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(lock,), name="tradelog-db-watchdog", daemon=True
+        )
         try:
             thread.start()
         except RuntimeError:
-            # "can't create new thread at interpreter shutdown" (Python 3.12+): the call goes
-            # ahead unwatched, bounded by the server's statement_timeout and TCP keepalives, and
-            # the next call tries again.
+            # "can't create new thread at interpreter shutdown" (Python 3.12+), or the system's
+            # limit on threads: the call goes ahead unwatched, bounded by the server's
+            # statement_timeout and TCP keepalives, and the next call tries again.
             self._thread = None
+            self.unwatched += 1
             return
-        self._pid = os.getpid()
         self._thread = thread
 
-    def _after_fork(self) -> None:
-        """In a forked child: a fresh lock, none of the parent's calls, no thread yet."""
-        self._lock = threading.Condition()
-        self._deadlines = {}
-        self._thread = None
-        self._wakes_at = 0.0
-
-    def _run(self) -> None:
+    def _run(self, lock: threading.Condition) -> None:
         block_in_this_thread()
-        with self._lock:
+        with lock:
             while True:
                 now = time.monotonic()
                 expired = [(key, fd) for key, (at, fd) in self._deadlines.items() if at <= now]
@@ -109,7 +116,7 @@ class SocketWatchdog:
                     self._cut(fd)
                 upcoming = [at for at, _ in self._deadlines.values()]
                 self._wakes_at = min(upcoming) if upcoming else now + 60.0
-                self._lock.wait(max(0.01, self._wakes_at - now))
+                lock.wait(max(0.01, self._wakes_at - now))
                 self._wakes_at = 0.0  # awake: arm() need not notify
 
     def _cut(self, fd: int) -> None:

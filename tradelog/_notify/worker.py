@@ -228,18 +228,45 @@ class DeliveryWorker:
         """Deliver until :meth:`stop` is called."""
         await self._serve(until_idle=False)
 
-    def _run_in_thread(self) -> None:
+    def _run_in_thread(self, executor: DaemonExecutor, listener: OutboxListener | None) -> None:
         block_in_this_thread()
-        asyncio.run(self.run())
+        # What asyncio.run() does, but for its shutdown_default_executor(): that starts a thread,
+        # which Python 3.12+ refuses while the interpreter exits (when a process that just
+        # notified stops its worker). _serve() closes its executor itself.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(
+                self._serve(until_idle=False, executor=executor, listener=listener)
+            )
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
     def start(self) -> threading.Thread:
-        """Run the worker in a daemon thread with its own event loop."""
+        """Run the worker in a daemon thread with its own event loop.
+
+        Every thread the worker needs (its executor's, the ``LISTEN`` connection's) is started
+        here, on the caller's thread: a process that notifies and exits at once reaches
+        interpreter exit before the worker's loop gets going, and from Python 3.12 no thread
+        starts then, while the deliveries are still given their moment to go out."""
         if self._thread is not None and self._thread.is_alive():
             return self._thread
         self._stopping.clear()
         self._drain_until = None
+        executor = DaemonExecutor(self.concurrency + 4)
+        listener = OutboxListener(self.engine, self.wake).start() if self.listen else None
         self._thread = threading.Thread(
-            target=self._run_in_thread, name="tradelog-delivery", daemon=True
+            target=self._run_in_thread,
+            args=(executor, listener),
+            name="tradelog-delivery",
+            daemon=True,
         )
         self._thread.start()
         return self._thread
@@ -264,14 +291,22 @@ class DeliveryWorker:
     def _claiming(self) -> bool:
         return not self._stopping.is_set() or self._draining()
 
-    async def _serve(self, *, until_idle: bool) -> None:
+    async def _serve(
+        self,
+        *,
+        until_idle: bool,
+        executor: DaemonExecutor | None = None,
+        listener: OutboxListener | None = None,
+    ) -> None:
+        """The loop; ``executor`` and ``listener`` are given when :meth:`start` made them."""
         self._loop = asyncio.get_running_loop()
-        executor = DaemonExecutor(self.concurrency + 4)
+        executor = executor or DaemonExecutor(self.concurrency + 4)
         self._loop.set_default_executor(executor)
         self._event = asyncio.Event()
         unsubscribe = self.wakeups.subscribe(self.wake) if self.wakeups is not None else None
-        if self.listen and not until_idle:
-            self._listener = OutboxListener(self.engine, self.wake).start()
+        if listener is None and self.listen and not until_idle:
+            listener = OutboxListener(self.engine, self.wake).start()
+        self._listener = listener
         channels = await asyncio.to_thread(lambda: self.channels)
         self._announce()
         renewer = asyncio.create_task(self._renew_forever())
