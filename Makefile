@@ -34,6 +34,10 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	bash .ci/ensure-postgres
 	bash .ci/ensure-chromium
+	# Byte-compile tradelog and rewrite the tests' asserts once, in one process, rather than in
+	# each of the six workers and the first processes each test starts.
+	$(BIN)/python -m compileall -q tradelog examples
+	$(PYTEST) --collect-only -q -p no:cacheprovider > /dev/null
 	COVERAGE_CORE=$(COVERAGE_CORE) $(PYTEST) -n 6 --dist worksteal --cov=tradelog --cov-report=term --cov-fail-under=85
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
