@@ -260,11 +260,9 @@ class DeliveryWorker:
             return self._thread
         self._stopping.clear()
         self._drain_until = None
-        executor = DaemonExecutor(self.concurrency + 4)
-        listener = OutboxListener(self.engine, self.wake).start() if self.listen else None
         self._thread = threading.Thread(
             target=self._run_in_thread,
-            args=(executor, listener),
+            args=self._helpers(listening=self.listen),
             name="tradelog-delivery",
             daemon=True,
         )
@@ -284,6 +282,13 @@ class DeliveryWorker:
 
     # -- the loop ------------------------------------------------------------------------
 
+    def _helpers(self, *, listening: bool) -> tuple[DaemonExecutor, OutboxListener | None]:
+        """The threads the loop needs, started now: its executor and, when ``listening``, the
+        ``LISTEN`` connection."""
+        executor = DaemonExecutor(self.concurrency + 4)
+        listener = OutboxListener(self.engine, self.wake).start() if listening else None
+        return executor, listener
+
     def _draining(self) -> bool:
         until = self._drain_until
         return until is not None and time.monotonic() < until
@@ -300,12 +305,11 @@ class DeliveryWorker:
     ) -> None:
         """The loop; ``executor`` and ``listener`` are given when :meth:`start` made them."""
         self._loop = asyncio.get_running_loop()
-        executor = executor or DaemonExecutor(self.concurrency + 4)
+        if executor is None:
+            executor, listener = self._helpers(listening=self.listen and not until_idle)
         self._loop.set_default_executor(executor)
         self._event = asyncio.Event()
         unsubscribe = self.wakeups.subscribe(self.wake) if self.wakeups is not None else None
-        if listener is None and self.listen and not until_idle:
-            listener = OutboxListener(self.engine, self.wake).start()
         self._listener = listener
         channels = await asyncio.to_thread(lambda: self.channels)
         self._announce()
