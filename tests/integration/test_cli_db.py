@@ -43,6 +43,7 @@ def test_unreachable_database_exit_code(capsys: pytest.CaptureFixture[str]) -> N
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_invalid_configuration_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     """An invalid TRADELOG_* value exits 2 naming the variable (run as a real process)."""
     env = {**os.environ, "TRADELOG_LEVEL": "CHATTY"}

@@ -89,6 +89,7 @@ def test_command_errors_share_the_prefix(db_url: str, capsys: pytest.CaptureFixt
     assert capsys.readouterr().err.startswith("tradelog: error: expected a time")
 
 
+@pytest.mark.slow
 def test_closed_pipe_stops_quietly(db: MigratedDatabase, users: dict[str, int]) -> None:
     """``tradelog errors list | head -1`` ends without a BrokenPipeError traceback."""
     with db.session() as session:

@@ -251,6 +251,7 @@ def test_database_url_option_beats_the_environment(
     assert json.loads(with_option.stdout)["default_exchange"] == "NSE"
 
 
+@pytest.mark.slow
 def test_retention_in_a_process_uses_env_settings(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:

@@ -319,6 +319,7 @@ def test_events_before_configure_are_held_and_replayed(
     assert [row[3] for row in _rows(db)] == ["before configure", "stdlib before configure"]
 
 
+@pytest.mark.slow
 def test_events_held_without_configure_are_reported_at_exit(tmp_path: Path) -> None:
     """A process that never calls configure() says at exit that what it held was not
     written."""

@@ -320,6 +320,7 @@ def test_reconfiguring_shuts_the_previous_runtime_down(
     assert [line["message"] for line in file_records(tmp_path / "two")] == ["to the second"]
 
 
+@pytest.mark.slow
 def test_events_after_shutdown_are_kept_for_the_next_writer(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 _BLOCKER = """
@@ -37,6 +39,7 @@ def _run(body: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_core_works_without_extras(tmp_path: Path) -> None:
     """import tradelog, configure, log, notify in-app and the CLI parser need no extra."""
     result = _run(
@@ -67,6 +70,7 @@ def test_core_works_without_extras(tmp_path: Path) -> None:
     assert result.stdout.startswith("ok")
 
 
+@pytest.mark.slow
 def test_missing_driver_and_channels_name_their_extra(tmp_path: Path) -> None:
     """A PostgreSQL URL, a channel or the ASGI middleware without its package raises
     MissingExtraError for it."""

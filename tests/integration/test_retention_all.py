@@ -190,6 +190,7 @@ def _aged(path: Path, days: float, text: str = "[]\n") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_dead_letters_and_abandoned_spills(db: MigratedDatabase, tmp_path: Path) -> None:
     """Dead letters go by the date in their name; spills untouched for the period go unless a
     live process holds them (a locked spool, the error spill of a running process)."""

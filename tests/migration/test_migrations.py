@@ -184,6 +184,7 @@ def test_scripts_it_cannot_read_are_left_to_alembic() -> None:
     assert head([script("a", "None"), script("a", "None")]) is None
 
 
+@pytest.mark.slow
 def test_a_process_that_logs_never_loads_alembic(tmp_path: Path) -> None:
     """Importing tradelog, configuring it on a migrated database and logging need no Alembic."""
     url = f"sqlite:///{tmp_path / 'tradelog.db'}"

@@ -117,6 +117,7 @@ def test_runtime_and_cli_honour_the_schema(pg_empty: str, tmp_path: Path) -> Non
     assert _host_state(pg_empty) == before
 
 
+@pytest.mark.slow
 def test_alembic_cli_honours_the_schema(pg_empty: str) -> None:
     """``alembic upgrade head`` with alembic.ini takes TRADELOG_DATABASE_URL and
     TRADELOG_DB_SCHEMA."""

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tradelog._logs.rows import DbRow
 from tradelog._logs.spool import Spool, adopt_orphans
 
@@ -161,6 +163,7 @@ def _adopt_until(directory: str, stop: Any, adopted: Any) -> None:
             spool.close()
 
 
+@pytest.mark.slow
 def test_a_spool_being_created_is_never_adopted(tmp_path: Path) -> None:
     """A new spool file appears under its adoptable name already locked: another process
     scanning for orphans all the while never takes (and deletes) one that is being created,

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from tradelog._logs.processors import KEYS_DROPPED, cap_keys
 from tradelog._logs.redact import Redactor
 from tradelog._logs.rows import COMPILE_MAX_KEYS, PLAN_CACHE_BYTES, RowBuilder
@@ -112,6 +114,7 @@ print(json.dumps({"held": held, "counted": builder.plan_bytes}))
 """
 
 
+@pytest.mark.slow
 def test_the_plan_size_estimate_covers_what_a_plan_holds() -> None:
     """What compiled plans really hold (tracemalloc) is not more than the estimate counts,
     so the byte bound holds in memory, not only on paper. Measured in a fresh interpreter

@@ -38,6 +38,7 @@ def test_a_hosts_mypy_sees_tradelogs_types(tmp_path: Path) -> None:
     assert "missing library stubs" not in result.stdout
 
 
+@pytest.mark.slow
 def test_make_demo_installs_only_the_runtime_extras(tmp_path: Path) -> None:
     """``make demo`` on a fresh checkout installs ``.[all]``, never the dev extra."""
     result = subprocess.run(
