@@ -383,4 +383,4 @@ def test_the_host_dependency_may_take_its_own_parameters(web: Web, header_app: s
         "GET", f"{header_app}/v1/tradelog/ui/inbox", headers={"X-User": str(web.ids["bob"])}
     )
     assert 'href="/v1/tradelog/ui/preferences"' in page.text
-    assert '"/v1/tradelog/notifications/stream"' in page.text
+    assert '"/v1/tradelog/notifications/stream?after=' in page.text

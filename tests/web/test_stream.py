@@ -5,6 +5,8 @@ and a deactivated account's stream ends."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import statistics
 import time
 
@@ -87,6 +89,27 @@ def test_a_stream_starts_after_the_id_it_is_given(web: Web, notifier: Notifier) 
     stream = EventStream(web.url(f"/notifications/stream?after={notes[0]}"), headers).open()
     try:
         assert [stream.next().json()["id"] for _ in notes[1:]] == notes[1:]
+        with pytest.raises(TimeoutError):
+            stream.next(timeout=1.5)
+    finally:
+        stream.close()
+
+
+def test_a_page_replays_what_arrived_before_its_stream_connected(
+    web: Web, notifier: Notifier
+) -> None:
+    """The stream a page opens starts after what the page was rendered with: a notification
+    committed between the page and the browser connecting arrives, once."""
+    with web.client("alice") as client:
+        page = client.get("/api/ui/inbox")
+    assert page.status_code == 200
+    found = re.search(r"new EventSource\((\"[^\"]+\")\)", page.text)
+    assert found, "the page opens no stream"
+    stream_path = json.loads(found.group(1))
+    early = notifier.notify(web.ids["alice"], "before the stream connected")
+    stream = EventStream(web.server.url + stream_path, {"Authorization": "Bearer alice"}).open()
+    try:
+        assert stream.next(timeout=10).json()["id"] == early["id"]
         with pytest.raises(TimeoutError):
             stream.next(timeout=1.5)
     finally:

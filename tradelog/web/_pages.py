@@ -15,6 +15,7 @@ This module does not use ``from __future__ import annotations``: FastAPI reads t
 signatures at runtime, and they refer to this function's local dependencies.
 """
 
+import sys
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
@@ -39,6 +40,7 @@ from tradelog.web._admin import require_admin_user
 from tradelog.web._context import WebContext, WebUser
 from tradelog.web._inputs import field_in, log_filter, naming
 from tradelog.web._problems import BadRequest, PageRoute, Problem, problem_for
+from tradelog.web._reads import latest_id
 from tradelog.web._schemas import notification_out
 from tradelog.web._templates import STATIC_FILES, render, static_file
 
@@ -90,9 +92,15 @@ class _Pages:
         shown: dict[str, Any] = {"me": me, "zone": me.zone if me else None, "page": None}
         if me is not None:
             with self.context.session() as session:
+                # The page's stream starts after the newest id read before anything the page
+                # shows (its badge here, its rows in the handler: ``stream_after``), so what is
+                # committed before the browser connects is replayed, not lost; the page
+                # ignores a replayed row it already shows.
+                newest = min(latest_id(session), values.get("stream_after", sys.maxsize))
                 shown["unread"] = inbox.unread_count(session, me.actor, user_id=me.id)
             shown["zone_name"] = me.zone.key
-            shown["stream_url"] = str(request.url_for("tradelog.stream").path)
+            stream = str(request.url_for("tradelog.stream").path)
+            shown["stream_url"] = f"{stream}?after={newest}"
         shown.update(values)
         return render(request, template, shown, status_code=status_code, headers=headers)
 
@@ -187,7 +195,8 @@ def page_routes(
     @router.get("/inbox", name="tradelog.ui.inbox")
     def inbox_page(*, request: Request, me: Me, filter: Filter = "all") -> HTMLResponse:
         with context.session() as session:
-            values = inbox_values(session, me, filter, None)
+            after = latest_id(session)  # read before the rows: see _Pages.page
+            values = inbox_values(session, me, filter, None) | {"stream_after": after}
         row_url = str(request.url_for("tradelog.ui.notification_row", notification_id="0").path)
         values |= {"page": "inbox", "row_url": row_url[: -len("0")] + "__ID__"}
         return pages.page(request, "inbox.html", me, values)
