@@ -16,6 +16,7 @@ import pytest
 # warnings into errors, so choose it (tradelog accepts both int and timedelta retry_after values).
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
+from tests.support import spawns
 from tests.support.db import MigratedDatabase, PostgresTemplate, SqliteTemplate
 from tradelog import _runtime
 from tradelog._db.engine import create_tradelog_engine
@@ -45,6 +46,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for worker in range(workers)
         for item in (*slow[worker::workers], *rest[worker * share : (worker + 1) * share])
     ]
+
+
+@pytest.fixture(autouse=True)
+def _quick_tests_start_no_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test not marked ``slow`` may not start another interpreter or program (see
+    :mod:`tests.support.spawns`): ``make test-fast`` leaves out the slow tests only."""
+    spawns.watch()
+    spawns.started.clear()
+    yield
+    if spawns.started and request.node.get_closest_marker("slow") is None:
+        pytest.fail(f"started {spawns.started[0]!r}: mark the test slow", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
