@@ -141,7 +141,7 @@ class DatabaseSink:
     def deliver(self, batch: Batch, *, on_sent: Callable[[], None] = _nothing) -> None:
         """Insert ``batch`` now, or spool it behind earlier ones.
 
-        ``on_sent`` is called when the first insert has handed the rows to the driver (see
+        ``on_sent`` is called when the first insert reaches its long driver call (see
         :meth:`Inserter.insert`), or right away when they are spooled.
         """
         if not batch.rows:

@@ -84,8 +84,9 @@ class Inserter:
         except when the connection fails during the commit, when it may be in: the id decides
         on the next try.
 
-        ``on_sent`` is called once the rows are handed to the driver, just before the part of
-        the call that runs without the GIL (the insert itself, the wait for the server).
+        ``on_sent`` is called just before the part of the call that runs without the GIL for
+        long (the insert itself, the wait for the server), once the short calls that would
+        need the GIL back soon are made; not at all when the id was claimed before.
         """
         connection = self._connection()
         try:
@@ -204,13 +205,17 @@ class SqliteInserter(Inserter):
         self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
     ) -> bool:
         step = self._MAX_ROWS
-        on_sent()  # binding keeps the GIL until sqlite3_step lets go of it
         connection.execute("BEGIN IMMEDIATE")
         try:
             claimed = connection.execute(self._CLAIM, (batch_id, _utc_text())).rowcount
             if claimed != 1:
                 connection.execute("ROLLBACK")
                 return False
+            # The thread that handed the rows over goes on only now: each statement above lets
+            # go of the GIL in sqlite3_step and takes it back after, which behind that busy
+            # thread waited for its whole next batch (1.7 ms of a 3.4 ms cycle, traced).
+            # Binding the rows below keeps the GIL until the insert's own step lets go of it.
+            on_sent()
             for start in range(0, len(rows), step):
                 chunk = rows[start : start + step]
                 connection.execute(self._statement(len(chunk)), list(chain.from_iterable(chunk)))

@@ -68,6 +68,10 @@ _SEAL_EVERY: Final = 60.0
 _DB_WAIT: Final = 1.0
 """How long the file thread waits for the database thread to take a batch before it spools
 the batch itself (the database is stuck: lock wait, slow network)."""
+_STARTED_WAIT: Final = 0.1
+"""How long the file thread waits, after a hand-over, for the database thread to reach the
+insert's long driver call (a few hundredths of a millisecond on SQLite, a round trip on
+PostgreSQL) before it goes on building the next batch anyway."""
 _REPLAY_BUDGET: Final = 4
 """Spooled batches replayed between two looks at newly handed-over batches."""
 
@@ -610,9 +614,11 @@ class LogWriter:
 
         One batch in flight at a time, handed over in lock-step so the two threads overlap
         instead of fighting over the GIL: this thread waits (without the GIL) until the
-        database thread has started the driver call - binding the rows needs the GIL, the
-        insert itself and the wait for the server do not - and only then prepares the next
-        batch, while the database works.
+        database thread has made every driver call that needs the GIL back soon (the
+        transaction's start and the batch's claim, each a short call that lets go of the GIL
+        and must take it back) and bound the rows to the insert, whose long part runs without
+        the GIL; only then does it prepare the next batch, while the database works. It waits
+        :data:`_STARTED_WAIT` at most: a database thread waiting for a lock needs no GIL.
         """
         slot = self._slot
         with slot:
@@ -628,7 +634,7 @@ class LogWriter:
             self._in_flight += 1
         self._started.clear()
         self._hand_over(batch)
-        self._started.wait(_DB_WAIT)
+        self._started.wait(_STARTED_WAIT)
 
     def _slot_free(self) -> bool:
         return self._in_flight == 0
