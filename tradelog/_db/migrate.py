@@ -184,11 +184,6 @@ def current(url_or_engine: str | Engine, *, schema: str | None = None) -> str | 
         return _read_revision(connection, schema)
 
 
-def head() -> str:
-    """The newest revision the scripts know."""
-    return _script_head()
-
-
 _SCRIPT_NAMES: Final = re.compile(
     r"""^(down_revision|revision)\b[^=\n]*=\s*(?:"([^"\n]*)"|'([^'\n]*)'|None)\s*$""",
     re.MULTILINE,
@@ -198,10 +193,10 @@ _SCRIPT_FILE: Final = re.compile(r"^(?!\.#|__init__).*\.py$")
 
 
 @cache
-def _script_head() -> str:
-    """The newest revision, read from the scripts' own lines when they are one straight line
-    (:func:`straight_line_head`), else by Alembic. The scripts do not change while a process
-    runs."""
+def head() -> str:
+    """The newest revision the scripts know: read from the scripts' own lines when they are one
+    straight line (:func:`straight_line_head`), else by Alembic. The scripts do not change while
+    a process runs."""
     versions = script_location() / "versions"
     try:
         texts = [

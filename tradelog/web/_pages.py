@@ -15,7 +15,6 @@ This module does not use ``from __future__ import annotations``: FastAPI reads t
 signatures at runtime, and they refer to this function's local dependencies.
 """
 
-import sys
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
@@ -96,7 +95,9 @@ class _Pages:
                 # shows (its badge here, its rows in the handler: ``stream_after``), so what is
                 # committed before the browser connects is replayed, not lost; the page
                 # ignores a replayed row it already shows.
-                newest = min(latest_id(session), values.get("stream_after", sys.maxsize))
+                newest = values.get("stream_after")
+                if newest is None:
+                    newest = latest_id(session)
                 shown["unread"] = inbox.unread_count(session, me.actor, user_id=me.id)
             shown["zone_name"] = me.zone.key
             stream = str(request.url_for("tradelog.stream").path)
