@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 import tradelog
 from tests.support.db import PG_ADMIN_URL, MigratedDatabase
 from tests.support.logs import dead_letters, file_records, running
+from tradelog._logs.batch import Batch, new_batch
 from tradelog._logs.spool import Spool
 
 
@@ -241,6 +242,80 @@ def test_an_orphaned_spool_is_adopted_with_its_bad_lines_dead_lettered(
     (letter,) = dead_letters(tmp_path)
     assert letter["reason"] == "unreadable spool line"
     assert letter["line"] == "this is not json"
+
+
+def _left_spool(log_dir: Path, batches: list[Batch]) -> None:
+    """A spool with ``batches`` pending, left unlocked as by a process that crashed."""
+    left = Spool(log_dir / "_spool")
+    left.append_batches(batches)
+    left.close()
+
+
+def _rows(user_id: int, name: str, count: int) -> list[Any]:
+    return [
+        (user_id, "INFO", "replay", f"{name} {i}", None, f"2025-01-15 09:15:{i:02d}.000000")
+        for i in range(count)
+    ]
+
+
+def test_a_replay_writes_its_chunk_of_batches_in_one_transaction(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """Spooled batches are replayed several to a transaction: one commit (one claim time,
+    on PostgreSQL one transaction id) for the six batches, every row once, in order."""
+    batches = [new_batch(_rows(users["alice"], f"b{b}", 10)) for b in range(6)]
+    _left_spool(tmp_path, batches)
+    with running(db.url, tmp_path, batch_size=50) as runtime:
+        _wait_for(lambda: runtime.stats()["replayed"] == 60)
+        stats = runtime.stats()
+    assert _messages(db) == [f"b{b} {i}" for b in range(6) for i in range(10)]
+    assert (stats["written"], stats["batches"], stats["duplicates"]) == (60, 6, 0)
+    claims = db.rows("SELECT batch_id, committed_at FROM tradelog_write_batches")
+    assert {claim["batch_id"] for claim in claims} == {batch.batch_id for batch in batches}
+    assert len({str(claim["committed_at"]) for claim in claims}) == 1
+    if db.backend == "postgresql":
+        (one,) = db.rows("SELECT count(DISTINCT xmin::text) AS n FROM service_logs")
+        assert one["n"] == 1
+
+
+def test_a_replayed_chunk_holding_a_batch_already_in_writes_the_others_once(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """A batch committed before its spool place was saved (a replay killed in between) is
+    in the chunk again: the one transaction is refused and each batch goes on its own, the
+    committed one skipped by its id."""
+    batches = [new_batch(_rows(users["alice"], f"b{b}", 5)) for b in range(3)]
+    with running(db.url, tmp_path / "first") as first:
+        first.writer.database.inserter.insert(batches[1].rows, batch_id=batches[1].batch_id)
+    _left_spool(tmp_path, batches)
+    with running(db.url, tmp_path, batch_size=50) as runtime:
+        _wait_for(lambda: runtime.stats()["replayed"] == 15)
+        stats = runtime.stats()
+    assert sorted(_messages(db)) == sorted(f"b{b} {i}" for b in range(3) for i in range(5))
+    assert (stats["written"], stats["duplicates"]) == (10, 5)
+
+
+def test_a_row_refused_in_a_replayed_chunk_costs_only_that_row(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """A row the database refuses inside a chunk replayed as one transaction (its user was
+    deleted after the writer knew it) is bisected out; the rest of the chunk lands."""
+    with running(db.url, tmp_path, db_write_timeout=0.3, batch_size=10) as runtime:
+        log = tradelog.get_logger("refused")
+        log.info("bob is known", user_id=users["bob"])
+        assert runtime.flush(10)
+        db.execute("DELETE FROM service_logs WHERE user_id = :u", u=users["bob"])
+        db.execute("DELETE FROM users WHERE id = :u", u=users["bob"])
+        with _outage(db):
+            for i in range(40):
+                log.info(f"row {i}", user_id=users["bob"] if i == 17 else users["alice"])
+            assert not runtime.flush(1.0)
+            assert runtime.stats()["spooled"] == 40
+        assert not runtime.flush(20)  # row 17 was dead-lettered
+        stats = runtime.stats()
+    assert _messages(db) == [f"row {i}" for i in range(40) if i != 17]
+    assert [letter["row"]["message"] for letter in dead_letters(tmp_path)] == ["row 17"]
+    assert (stats["written"], stats["dead_lettered"]) == (40, 1)  # "bob is known" too
 
 
 def test_a_full_queue_spills_instead_of_dropping(

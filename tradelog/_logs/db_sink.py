@@ -45,6 +45,12 @@ _PARK_SECONDS: Final = 2.0
 """How long rows of an unknown user wait for that user to appear before being dead-lettered."""
 _PARK_RECHECK: Final = 0.25
 _ORPHAN_SCAN_SECONDS: Final = 30.0
+_REPLAY_GROUP: Final = 8
+"""A replay reads up to this many batches' worth of rows from the spool and writes them in one
+transaction (:meth:`Inserter.insert_together`). Each driver call lets go of the GIL and must
+take it back, which beside a busy caller thread waits for the switch interval (5 ms): per call,
+not per row. The spool fills exactly when callers are busiest (their queue is full), so a
+replay that catches up has to spend few calls per row."""
 
 
 def _nothing() -> None:
@@ -304,6 +310,43 @@ class DatabaseSink:
                     self.stats.duplicates += len(chunk.rows)
         self.in_flight = []
 
+    def _write_replayed(self, batches: list[Batch]) -> None:
+        """Batches read back from a spool: when there are several, their users are checked
+        once and they go in in one transaction; one by one through :meth:`_write` when there
+        is one, and whenever the one transaction is refused (an id claimed before, a row the
+        database rejects: each batch then finds its own way, rejected rows bisected out).
+
+        Raises :class:`_Interrupted` with every batch when the database fails on the one
+        transaction (none of them landed, or, with an unacknowledged commit, all did).
+        """
+        if len(batches) > 1:
+            try:
+                self._check_users([row for batch in batches for row in batch.rows], park=False)
+            except _Interrupted as stop:
+                raise _Interrupted(batches, stop.reason) from stop
+            known = self._known_users
+            batches = [
+                Batch(batch.batch_id, [row for row in batch.rows if row[0] in known])
+                for batch in batches
+            ]
+            batches = [batch for batch in batches if batch.rows]
+        if len(batches) > 1:
+            self.in_flight = batches
+            try:
+                written = self.inserter.insert_together(batches)
+            except RowsRejected:
+                written = False
+            except DatabaseUnavailable as exc:
+                raise _Interrupted(batches, str(exc)) from exc
+            finally:
+                self.in_flight = []
+            if written:
+                self._came_up()
+                self.stats.written += sum(len(batch.rows) for batch in batches)
+                self.stats.batches += len(batches)
+                return
+        self._write(batches, park=False)
+
     def _check_users(self, rows: list[DbRow], *, park: bool) -> list[DbRow]:
         unknown = {row[0] for row in rows} - self._known_users
         if not unknown:
@@ -388,7 +431,7 @@ class DatabaseSink:
                 self.deliver(new_batch(ready))
 
     def _replay_chunk(self, source: Spool) -> bool:
-        chunk: SpoolChunk = source.read(self.batch_size)
+        chunk: SpoolChunk = source.read(self.batch_size * _REPLAY_GROUP)
         if chunk.lines == 0:
             if source is not self.spool:
                 self._retire_orphan(source)
@@ -399,7 +442,7 @@ class DatabaseSink:
                 self.stats.dead_lettered += len(chunk.corrupt)
         total = len(chunk.rows)
         try:
-            self._write(chunk.batches, park=False)
+            self._write_replayed(chunk.batches)
         except _Interrupted as stop:
             self.in_flight = []
             self._went_down(stop.reason)

@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from tradelog._db.engine import mask_url
-from tradelog._logs.batch import new_batch_id
+from tradelog._logs.batch import Batch, new_batch_id
 from tradelog._logs.rows import DbRow
 
 __all__ = [
@@ -41,6 +41,9 @@ __all__ = [
 _COLUMNS: Final = "user_id, level, module, message, context, timestamp"
 _BATCHES: Final = "tradelog_write_batches"
 _USER_QUERY_CHUNK: Final = 500
+_CLAIMS_PER_STATEMENT: Final = 400
+"""Batch ids claimed by one statement of :meth:`Inserter.insert_together` (two bound
+parameters each on SQLite, under the oldest SQLite's limit of 999)."""
 _SAFE_ID: Final = re.compile(r"[0-9a-f.~]{1,96}")
 
 
@@ -95,6 +98,22 @@ class Inserter:
             self._recover(connection, exc)
             raise self._translate(exc) from exc
 
+    def insert_together(self, batches: Sequence[Batch]) -> bool:
+        """Insert several batches in one transaction: every id claimed, then all the rows in
+        as few statements as the driver allows, then one commit.
+
+        Returns False, inserting nothing, when any of the ids was claimed before (or appears
+        twice): the caller then writes the batches one by one with :meth:`insert`, and each
+        id decides for its own batch. Raises like :meth:`insert`; a :class:`RowsRejected`
+        means that some row of some batch was refused and nothing was inserted.
+        """
+        connection = self._connection()
+        try:
+            return self._bulk_together(connection, batches)
+        except Exception as exc:
+            self._recover(connection, exc)
+            raise self._translate(exc) from exc
+
     def existing_users(self, ids: set[int]) -> set[int]:
         """Which of ``ids`` are users (raises :class:`DatabaseUnavailable`)."""
         connection = self._connection()
@@ -129,6 +148,9 @@ class Inserter:
     def _bulk(
         self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
     ) -> bool:
+        raise NotImplementedError
+
+    def _bulk_together(self, connection: Any, batches: Sequence[Batch]) -> bool:
         raise NotImplementedError
 
     def _users(self, connection: Any, ids: list[int]) -> set[int]:
@@ -204,7 +226,6 @@ class SqliteInserter(Inserter):
     def _bulk(
         self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
     ) -> bool:
-        step = self._MAX_ROWS
         connection.execute("BEGIN IMMEDIATE")
         try:
             claimed = connection.execute(self._CLAIM, (batch_id, _utc_text())).rowcount
@@ -216,9 +237,7 @@ class SqliteInserter(Inserter):
             # thread waited for its whole next batch (1.7 ms of a 3.4 ms cycle, traced).
             # Binding the rows below keeps the GIL until the insert's own step lets go of it.
             on_sent()
-            for start in range(0, len(rows), step):
-                chunk = rows[start : start + step]
-                connection.execute(self._statement(len(chunk)), list(chain.from_iterable(chunk)))
+            self._insert_rows(connection, rows)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -226,6 +245,35 @@ class SqliteInserter(Inserter):
                     connection.execute("ROLLBACK")
             raise
         return True
+
+    def _bulk_together(self, connection: Any, batches: Sequence[Batch]) -> bool:
+        stamp = _utc_text()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(batches), _CLAIMS_PER_STATEMENT):
+                part = batches[start : start + _CLAIMS_PER_STATEMENT]
+                marks = ", ".join(["(?, ?)"] * len(part))
+                claimed = connection.execute(
+                    f"INSERT OR IGNORE INTO {_BATCHES} (batch_id, committed_at) VALUES {marks}",
+                    [value for batch in part for value in (batch.batch_id, stamp)],
+                ).rowcount
+                if claimed != len(part):
+                    connection.execute("ROLLBACK")
+                    return False
+            self._insert_rows(connection, [row for batch in batches for row in batch.rows])
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                with contextlib.suppress(Exception):
+                    connection.execute("ROLLBACK")
+            raise
+        return True
+
+    def _insert_rows(self, connection: Any, rows: Sequence[DbRow]) -> None:
+        step = self._MAX_ROWS
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            connection.execute(self._statement(len(chunk)), list(chain.from_iterable(chunk)))
 
     def _statement(self, count: int) -> str:
         statement = self._statements.get(count)
@@ -288,6 +336,38 @@ class PostgresInserter(Inserter):
                     for row in rows:
                         write(row)
                     on_sent()  # what remains is sending the tail and waiting for the server
+                cursor.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cursor.execute("ROLLBACK")
+                raise
+        return True
+
+    def _bulk_together(self, connection: Any, batches: Sequence[Batch]) -> bool:
+        for batch in batches:
+            if not _SAFE_ID.fullmatch(batch.batch_id):
+                raise ValueError(f"unexpected batch id {batch.batch_id[:100]!r}")
+        with connection.cursor() as cursor:
+            try:
+                for start in range(0, len(batches), _CLAIMS_PER_STATEMENT):
+                    part = batches[start : start + _CLAIMS_PER_STATEMENT]
+                    values = ", ".join(f"('{batch.batch_id}')" for batch in part)
+                    claim = (
+                        f"INSERT INTO {_BATCHES} (batch_id) VALUES {values} ON CONFLICT DO NOTHING"
+                    )
+                    if start == 0:  # one round trip, as in _bulk: begin and the first claims
+                        cursor.execute(f"BEGIN; {claim}")
+                        cursor.nextset()
+                    else:
+                        cursor.execute(claim)
+                    if cursor.rowcount != len(part):
+                        cursor.execute("ROLLBACK")
+                        return False
+                with cursor.copy(self._COPY) as copy:
+                    write = copy.write_row
+                    for batch in batches:
+                        for row in batch.rows:
+                            write(row)
                 cursor.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
