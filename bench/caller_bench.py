@@ -1,6 +1,7 @@
 """Caller cost and sustained throughput of tradelog at its DEFAULT settings, next to structlog.
 
     python bench/caller_bench.py [--quick] [--no-postgres] [--pg-url URL] [--threads 1,4,8]
+                                 [--drain-runs 5]
 
 tradelog runs with its defaults - console on - and, as under systemd or docker, ``stderr`` a
 pipe (every measurement runs in a child process whose stderr the parent reads and discards).
@@ -18,8 +19,12 @@ and each case runs in a fresh child process, one after the other. Printed in one
    then flush: events/s from the first call until everything is in the file (structlog), or in
    ``service_logs`` and the per-user files (tradelog on SQLite and PostgreSQL).
 4. **writer-only drain** against the raw driver's bulk path (sqlite3 ``executemany``, psycopg
-   ``COPY``), from ``bench/logging_bench.py``.
-5. and 6. the one-process bound on end-to-end throughput, and the raw driver against structlog.
+   ``COPY``), from ``bench/logging_bench.py``: the median of ``--drain-runs`` rounds (5), the
+   contenders' order rotated every round.
+5. **the GIL convoy**: tradelog's inserter alone, and beside one thread running Python without
+   pause, a batch per transaction and a spool replay's group of batches.
+6. the raw driver's own rate (and, on PostgreSQL, the server reading the rows from a file
+   itself) against structlog's 1-thread rate: what one connection can take.
 7. **the writer's stages** timed alone over the same queued records (build, files, insert):
    where a drained row's time goes, and the drain one process reaches when they do not overlap.
 
@@ -41,11 +46,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tradelog._logs.db_sink import REPLAY_GROUP
+
 HERE = Path(__file__).resolve().parent
 MODES = ("thread", "process")
 """``log_writer``: the default (the writer's threads in the callers' process), and the helper
 process (``TRADELOG_LOG_WRITER=process``)."""
 _CONTENDER = {"thread": "tradelog", "process": "tradelog-process"}
+
 SMALL = {"symbol": "NIFTY", "qty": 50}
 """With the message and the bound user_id: a ~100 byte event."""
 
@@ -210,6 +218,9 @@ def main() -> None:
             "TRADELOG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
     )
+    parser.add_argument(
+        "--drain-runs", type=int, default=5, help="rounds of the writer-only drain (section 4)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -272,32 +283,164 @@ def main() -> None:
                         )
                         assert lb._count(url) == out["events"], "rows missing"
                         rates[(f"{backend} {mode}", count)] = out["events"] / out["elapsed"]
-            drains = []
+            drains: list[tuple[str, float, Any]] = []
+            spreads: dict[str, list[float]] = {}
             parts: dict[str, Any] = {}
+            convoy: dict[str, dict[str, float]] = {}
+            ceilings: dict[str, dict[str, float]] = {}
             batch_size = Settings.from_env().batch_size
+            runs = 3 if args.quick else args.drain_runs
             for backend, url in urls.items():
-                raws = lb.bench_raw(backend, url, total, batch_size)
-                for mode in MODES:
-                    ours = lb.bench_tradelog_drain(backend, url, folder, total, log_writer=mode)
-                    drains.append((f"{backend} {mode}", ours, raws[0]))
+                drains.extend(_drains(lb, backend, url, folder, total, batch_size, runs, spreads))
                 parts[backend] = lb.drain_parts(url, folder, total)
+                convoy[backend] = _convoy(lb, url, batch_size)
+                ceilings[backend] = {
+                    str(size): lb.bench_raw(backend, url, total, size)[0].drain or 0.0
+                    for size in (batch_size, batch_size * REPLAY_GROUP)
+                }
+                if backend == "postgresql":
+                    server = _server_copy(lb, url, max(total, 100_000))
+                    if server is not None:
+                        ceilings[backend]["server-side"] = server
         finally:
             for database in reversed(contexts):
                 database.__exit__(None, None, None)
     columns = [f"{backend} {mode}" for backend in urls for mode in MODES]
-    _print(caller, memory, (rates, threads, columns), drains, total)
+    _print(caller, memory, (rates, threads, columns), (drains, spreads, runs), total)
+    _print_convoy(convoy, batch_size)
+    _print_ceilings(ceilings, rates[("structlog", 1)])
     _print_parts(parts, drains, total)
     print(f"end: {_load()}")
+
+
+def _drains(  # noqa: PLR0917 - a bench helper, called once per backend
+    lb: Any,
+    backend: str,
+    url: str,
+    folder: Path,
+    total: int,
+    batch_size: int,
+    runs: int,
+    spreads: dict[str, list[float]],
+) -> list[tuple[str, float, Any]]:
+    """Section 4: ``runs`` rounds of the raw driver and each log writer draining ``total``
+    rows, in an order rotated every round (the machine's speed drifts within minutes, and a
+    contender always run second would carry the drift); medians, and every run in
+    ``spreads``."""
+    contenders = ["raw", *MODES]
+    found: dict[str, list[float]] = {name: [] for name in contenders}
+    raw_name = ""
+    for run in range(runs):
+        shift = run % len(contenders)
+        for name in contenders[shift:] + contenders[:shift]:
+            if name == "raw":
+                result = lb.bench_raw(backend, url, total, batch_size)[0]
+                raw_name = result.name
+                found[name].append(result.drain)
+            else:
+                found[name].append(
+                    lb.bench_tradelog_drain(backend, url, folder, total, log_writer=name)
+                )
+    raw = lb.Result(backend, raw_name, drain=statistics.median(found["raw"]))
+    spreads[f"{backend} raw"] = found["raw"]
+    out = []
+    for mode in MODES:
+        spreads[f"{backend} {mode}"] = found[mode]
+        out.append((f"{backend} {mode}", statistics.median(found[mode]), raw))
+    return out
+
+
+def _server_copy(lb: Any, url: str, count: int) -> float | None:
+    """Rows/s of ``COPY service_logs FROM 'file'``: PostgreSQL reading built rows from a file
+    itself, no client in the loop - what one server backend can take, whoever sends. None
+    when the role may not read server files."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    user_id = lb._prepare(url)
+    handle, name = tempfile.mkstemp(prefix="tradelog-bench-", suffix=".tsv", dir="/tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            for i in range(count):
+                stamp = f"2026-01-15 09:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}"
+                out.write(f'{user_id}\tINFO\tbench\torder placed\t{{"qty":50}}\t{stamp}000\n')
+        os.chmod(name, 0o644)  # the server reads it as its own OS user
+        plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute("SET TIME ZONE 'UTC'")
+            start = time.perf_counter()
+            connection.execute(
+                f"COPY service_logs (user_id, level, module, message, context, timestamp) "
+                f"FROM '{name}'"
+            )
+            elapsed = time.perf_counter() - start
+    except psycopg.Error:
+        return None
+    finally:
+        os.unlink(name)
+    lb._prepare(url)  # empty the table again
+    return count / elapsed
+
+
+def _spin(stop: threading.Event) -> None:
+    """Run Python without pause until ``stop`` is set (never waits, so never lets go of
+    the GIL on its own)."""
+    count = 0
+    while not stop.is_set():
+        count += 1
+
+
+def _convoy(lb: Any, url: str, batch_size: int) -> dict[str, float]:
+    """Section 5: rows/s of tradelog's inserter on one thread, alone and beside one thread
+    running Python without pause (as a caller logging flat out does), a batch per
+    transaction and :data:`REPLAY_GROUP` batches per transaction (as a spool replay)."""
+    from tradelog._db.engine import Engines
+    from tradelog._logs.batch import new_batch
+    from tradelog._logs.inserters import make_inserter
+
+    user_id = lb._prepare(url)
+    engines = Engines(url, writer_timeout=10.0)
+    inserter = make_inserter(engines.log_writer(), lock_timeout=10.0)
+    row = (user_id, "INFO", "bench", "order placed", '{"symbol":"NIFTY","qty":50}')
+    out: dict[str, float] = {}
+    try:
+        for busy in (False, True):
+            for group in (1, REPLAY_GROUP):
+                stop = threading.Event()
+
+                spinner = threading.Thread(target=_spin, args=(stop,), daemon=True)
+                if busy:
+                    spinner.start()
+                rows = 0
+                start = time.perf_counter()
+                while time.perf_counter() - start < 1.0:
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime())
+                    batches = [new_batch([(*row, stamp)] * batch_size) for _ in range(group)]
+                    if group == 1:
+                        inserter.insert(batches[0].rows, batch_id=batches[0].batch_id)
+                    else:
+                        assert inserter.insert_together(batches)
+                    rows += batch_size * group
+                elapsed = time.perf_counter() - start
+                stop.set()
+                if busy:
+                    spinner.join()
+                out[f"{'busy' if busy else 'alone'} {group}"] = rows / elapsed
+    finally:
+        inserter.close()
+        engines.dispose()
+    return out
 
 
 def _print(
     caller: dict[str, dict[str, Any]],
     memory: dict[str, dict[str, Any]],
     throughput: tuple[dict[tuple[str, int], float], list[int], list[str]],
-    drains: list[tuple[str, float, Any]],
+    drained: tuple[list[tuple[str, float, Any]], dict[str, list[float]], int],
     total: int,
 ) -> None:
     rates, threads, backends = throughput
+    drains, spreads, runs = drained
     print("\n1. caller cost, µs per call (tradelog: defaults, console on, stderr a pipe; SQLite;")
     print("   last column: the same with log_writer=process)")
     print(
@@ -328,41 +471,58 @@ def _print(
         )
         print(f"{count:>7} {base:>10,.0f} {cells}")
     print("   target: >= 0.7x structlog JSON-to-file")
-    raw = {backend: raw.drain for backend, _ours, raw in drains}
-    for backend in backends:
-        best = max(rates[(backend, count)] for count in threads)
-        print(
-            f"   {backend}: best end-to-end rate {best:,.0f}/s = {best / raw[backend]:.2f}x the "
-            "raw driver's bulk rate alone (section 4)"
-        )
-    print(f"\n4. writer-only drain, rows/s ({total:,} rows queued, then the writer started;")
-    print("   process: the helper was started before the clock)")
+    print(
+        f"\n4. writer-only drain, rows/s ({total:,} rows queued, then the writer started;"
+        f" process: the helper started before the clock);\n   median of {runs} rounds, the"
+        " contenders' order rotated every round, every run in brackets"
+    )
     for backend, ours, raw in drains:
+        mine = ", ".join(f"{value / 1000:.0f}k" for value in spreads[backend])
         print(
-            f"{backend:<19} tradelog {ours:>10,.0f}   {raw.name} {raw.drain:>10,.0f}   "
-            f"{ours / raw.drain:.2f}x (target >= 0.7x)"
+            f"{backend:<19} tradelog {ours:>9,.0f} [{mine}]   {ours / raw.drain:.2f}x "
+            "(target >= 0.7x)"
         )
-    call = caller["tradelog"]["100 B"]["p50"]
+    for name in dict.fromkeys(backend.split()[0] for backend, _ours, _raw in drains):
+        raw = next(raw for backend, _ours, raw in drains if backend.startswith(name))
+        theirs = ", ".join(f"{value / 1000:.0f}k" for value in spreads[f"{name} raw"])
+        print(f"{name:<19} {raw.name} {raw.drain:>9,.0f} [{theirs}]")
+
+
+def _print_convoy(convoy: dict[str, dict[str, float]], batch_size: int) -> None:
+    """Section 5: why one process's writer falls behind while a caller logs flat out."""
     print(
-        "\n5. one-process estimate: callers and writer share one GIL, so end-to-end events/s "
-        "is about 1 / (uncontended call (p50) + 1 / writer-only drain)"
+        f"\n5. tradelog's inserter on one thread, rows/s: alone, and beside one thread running "
+        f"Python without pause\n   (a caller logging flat out); {batch_size} rows a "
+        f"transaction, and {REPLAY_GROUP} x {batch_size} (a spool replay)"
     )
-    base = rates[("structlog", 1)]
-    for backend, ours, _raw in drains:
-        if not backend.endswith("thread"):
-            continue
-        bound = 1e6 / (call + 1e6 / ours)
-        print(
-            f"{backend:<11} {bound:>10,.0f} events/s = {bound / base:.2f}x structlog's 1-thread "
-            f"rate (call {call:.1f} µs, drain {ours:,.0f} rows/s)"
+    for backend, out in convoy.items():
+        cells = "  ".join(
+            f"{label} {out[f'{label} {group}']:>10,.0f}"
+            for group in (1, REPLAY_GROUP)
+            for label in ("alone", "busy")
         )
+        print(f"{backend:<11} {cells}")
     print(
-        "\n6. the raw driver alone on one connection (section 4, rows already built) against "
-        "structlog's 1-thread rate"
+        "   each driver call lets go of the GIL; taking it back from a thread that never\n"
+        "   waits takes up to the switch interval (5 ms): the calls per row set the pace"
     )
-    bulk = {backend.split()[0]: result.drain for backend, _ours, result in drains}
-    for backend, rate in bulk.items():
-        print(f"{backend:<11} {rate:>10,.0f} rows/s = {rate / base:.2f}x structlog's 1-thread rate")
+
+
+def _print_ceilings(ceilings: dict[str, dict[str, float]], structlog_rate: float) -> None:
+    """Section 6: the raw driver's own rate against structlog's, at two batch sizes, and
+    (PostgreSQL) the server reading the rows from a file itself."""
+    print(
+        "\n6. the raw driver alone on one connection, rows already built, against structlog's "
+        "1-thread end-to-end rate\n   (server-side: COPY FROM a file the server reads itself, "
+        "no client in the loop)"
+    )
+    for backend, sizes in ceilings.items():
+        cells = "  ".join(
+            f"{size + ' rows a batch' if size.isdigit() else size:>16} {rate:>9,.0f}/s = "
+            f"{rate / structlog_rate:.2f}x"
+            for size, rate in sizes.items()
+        )
+        print(f"{backend:<11} {cells}")
 
 
 def _print_parts(parts: dict[str, Any], drains: list[tuple[str, float, Any]], total: int) -> None:

@@ -37,7 +37,7 @@ from tradelog._logs.spool import DeadLetterFile, Spool, SpoolChunk, adopt_orphan
 from tradelog._logs.stats import WriterStats
 from tradelog._users.registry import KnownUsers
 
-__all__ = ["DatabaseSink"]
+__all__ = ["REPLAY_GROUP", "DatabaseSink"]
 
 _BACKOFF_START: Final = 0.05
 _BACKOFF_MAX: Final = 5.0
@@ -45,7 +45,7 @@ _PARK_SECONDS: Final = 2.0
 """How long rows of an unknown user wait for that user to appear before being dead-lettered."""
 _PARK_RECHECK: Final = 0.25
 _ORPHAN_SCAN_SECONDS: Final = 30.0
-_REPLAY_GROUP: Final = 8
+REPLAY_GROUP: Final = 8
 """A replay reads up to this many batches' worth of rows from the spool and writes them in one
 transaction (:meth:`Inserter.insert_together`). Each driver call lets go of the GIL and must
 take it back, which beside a busy caller thread waits for the switch interval (5 ms): per call,
@@ -431,7 +431,7 @@ class DatabaseSink:
                 self.deliver(new_batch(ready))
 
     def _replay_chunk(self, source: Spool) -> bool:
-        chunk: SpoolChunk = source.read(self.batch_size * _REPLAY_GROUP)
+        chunk: SpoolChunk = source.read(self.batch_size * REPLAY_GROUP)
         if chunk.lines == 0:
             if source is not self.spool:
                 self._retire_orphan(source)
