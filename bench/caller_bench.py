@@ -24,9 +24,12 @@ and each case runs in a fresh child process, one after the other. Printed in one
 5. **the GIL convoy**: tradelog's inserter alone, and beside one thread running Python without
    pause, a batch per transaction and a spool replay's group of batches.
 6. the raw driver's own rate (and, on PostgreSQL, the server reading the rows from a file
-   itself) against structlog's 1-thread rate: what one connection can take.
+   itself, with and without the keyword-search indexes) against structlog's 1-thread rate:
+   what one connection can take.
 7. **the writer's stages** timed alone over the same queued records (build, files, insert):
    where a drained row's time goes, and the drain one process reaches when they do not overlap.
+8. section 3's PostgreSQL runs again after ``tradelog db search-index off`` (the trigram
+   indexes cost every insert; keyword searches then read the user's rows).
 
 ``os.getloadavg()`` is printed before and after: on a shared machine the figures are only
 comparable within one run. ``--quick`` runs smaller counts (about a minute).
@@ -286,6 +289,7 @@ def main() -> None:
             spreads: dict[str, list[float]] = {}
             parts: dict[str, Any] = {}
             convoy: dict[str, dict[str, float]] = {}
+            unindexed: dict[tuple[str, int], float] = {}
             ceilings: dict[str, dict[str, float]] = {}
             batch_size = Settings.from_env().batch_size
             runs = 3 if args.quick else args.drain_runs
@@ -301,6 +305,14 @@ def main() -> None:
                     server = _server_copy(lb, url, max(total, 100_000))
                     if server is not None:
                         ceilings[backend]["server-side"] = server
+            if "postgresql" in urls:
+                # Last, as it changes the schema: the same runs without the trigram indexes.
+                unindexed = _without_search_index(
+                    lb, urls["postgresql"], raw_folder, threads, total
+                )
+                server = _server_copy(lb, urls["postgresql"], max(total, 100_000))
+                if server is not None:
+                    ceilings["postgresql"]["server-side, search index off"] = server
         finally:
             for database in reversed(contexts):
                 database.__exit__(None, None, None)
@@ -309,7 +321,52 @@ def main() -> None:
     _print_convoy(convoy, batch_size)
     _print_ceilings(ceilings, rates[("structlog", 1)])
     _print_parts(parts, drains, total)
+    if unindexed:
+        _print_unindexed(unindexed, rates, threads, total)
     print(f"end: {_load()}")
+
+
+def _without_search_index(
+    lb: Any, url: str, folder: str, threads: list[int], total: int
+) -> dict[tuple[str, int], float]:
+    """Section 8: ``tradelog db search-index off``, then section 3's PostgreSQL runs again."""
+    from tradelog._db import search_index
+    from tradelog._db.engine import create_tradelog_engine
+
+    engine = create_tradelog_engine(url)
+    with engine.begin() as connection:
+        search_index.drop(connection)
+    engine.dispose()
+    rates: dict[tuple[str, int], float] = {}
+    for count in threads:
+        for mode in MODES:
+            env = {"BENCH_USER_ID": str(lb._prepare(url))}
+            out = _run_child(
+                "throughput", _CONTENDER[mode], url, folder, str(count), str(total), env=env
+            )
+            assert lb._count(url) == out["events"], "rows missing"
+            rates[(mode, count)] = out["events"] / out["elapsed"]
+    return rates
+
+
+def _print_unindexed(
+    unindexed: dict[tuple[str, int], float],
+    rates: dict[tuple[str, int], float],
+    threads: list[int],
+    total: int,
+) -> None:
+    print(
+        f"\n8. PostgreSQL with the keyword-search indexes off (`tradelog db search-index off`):"
+        f" section 3 again,\n   end-to-end events/s ({total:,} events, calls then flush)"
+    )
+    print(f"{'threads':>7} {'structlog':>10} {'thread':>18} {'process':>18}")
+    for count in threads:
+        base = rates[("structlog", count)]
+        cells = " ".join(
+            f"{unindexed[(mode, count)]:>10,.0f} ({unindexed[(mode, count)] / base:.2f}x)"
+            for mode in MODES
+        )
+        print(f"{count:>7} {base:>10,.0f} {cells}")
 
 
 def _drains(  # noqa: PLR0917 - a bench helper, called once per backend
@@ -519,12 +576,9 @@ def _print_ceilings(ceilings: dict[str, dict[str, float]], structlog_rate: float
         "no client in the loop)"
     )
     for backend, sizes in ceilings.items():
-        cells = "  ".join(
-            f"{size + ' rows a batch' if size.isdigit() else size:>16} {rate:>9,.0f}/s = "
-            f"{rate / structlog_rate:.2f}x"
-            for size, rate in sizes.items()
-        )
-        print(f"{backend:<11} {cells}")
+        for size, rate in sizes.items():
+            label = f"{size} rows a batch" if size.isdigit() else size
+            print(f"{backend:<11} {label:<31} {rate:>9,.0f}/s = {rate / structlog_rate:.2f}x")
 
 
 def _print_parts(parts: dict[str, Any], drains: list[tuple[str, float, Any]], total: int) -> None:

@@ -1,4 +1,5 @@
-"""``tradelog db``: upgrade, downgrade, check and show the schema revision; partition the logs."""
+"""``tradelog db``: upgrade, downgrade, check and show the schema revision; partition the logs;
+turn the keyword-search indexes on or off."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tradelog._cli._common import CommandError, Context, emit
-from tradelog._db import migrate, partitions
+from tradelog._db import migrate, partitions, search_index
 
 
 def register(subparsers: Any) -> None:
@@ -37,6 +38,19 @@ def register(subparsers: Any) -> None:
     )
     part.add_argument("--ahead", type=int, default=7, help="days of partitions to create ahead")
     part.set_defaults(handler=_partition_logs)
+    search = commands.add_parser(
+        "search-index",
+        help="show, or turn on or off, the keyword-search indexes of service_logs (PostgreSQL)",
+        description=(
+            "The two trigram indexes that make keyword searches of service_logs fast cost every"
+            " inserted row (one PostgreSQL process took 82,725 rows/s with them and 141,222"
+            " without). 'off' drops them (keyword searches then read the user's rows in the time"
+            " range); 'on' builds them. Either blocks writes to service_logs while it runs (log"
+            " writers spool meanwhile): run it outside market hours. No argument: the state."
+        ),
+    )
+    search.add_argument("switch", nargs="?", choices=["on", "off"])
+    search.set_defaults(handler=_search_index)
 
 
 def _migrate(step: Callable[[Any, str], None], context: Context, revision: str) -> None:
@@ -112,6 +126,32 @@ def _partition_logs(args: argparse.Namespace, context: Context) -> int:
             {
                 "action": "partitioned" if created else "already partitioned",
                 "partitions": created,
+                "seconds": round(time.perf_counter() - began, 1),
+            }
+        ],
+    )
+    return 0
+
+
+def _search_index(args: argparse.Namespace, context: Context) -> int:
+    began = time.perf_counter()
+    with context.engine.begin() as connection:
+        if args.switch == "off":
+            changed = search_index.drop(connection)
+        elif args.switch == "on":
+            try:
+                changed = search_index.build(connection)
+            except search_index.SearchIndexUnavailable as exc:
+                raise CommandError(str(exc), exit_code=2) from exc
+        else:
+            changed = []
+        current = search_index.state(connection)
+    emit(
+        context,
+        [
+            {
+                "search_index": current,
+                "changed": ", ".join(changed) or "-",
                 "seconds": round(time.perf_counter() - began, 1),
             }
         ],

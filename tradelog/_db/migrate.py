@@ -38,6 +38,7 @@ from sqlalchemy import Connection, Engine, inspect, pool, text
 
 from tradelog._db.base import Base
 from tradelog._db.engine import create_tradelog_engine, normalize_url, schema_of
+from tradelog._db.search_index import SEARCH_INDEXES
 from tradelog.config import database_url_from_env, db_schema_from_env
 from tradelog.exceptions import ConfigurationError
 
@@ -114,9 +115,13 @@ def _ours(name: str | None, type_: str, parent_names: Any) -> bool:
 
 def _for_dialect(dialect: str) -> Callable[..., bool]:
     """Leave out of the comparison what the models create on another database only (an index
-    declared with ``.ddl_if(dialect=...)``, e.g. PostgreSQL's trigram indexes)."""
+    declared with ``.ddl_if(dialect=...)``), and the keyword-search indexes where they are
+    missing (:mod:`tradelog._db.search_index`: they are optional)."""
 
     def include(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
+        if type_ == "index" and name in SEARCH_INDEXES:
+            # Optional: absent without pg_trgm, or turned off (`tradelog db search-index`).
+            return dialect == "postgresql" and (reflected or other is not None)
         condition = getattr(obj, "_ddl_if", None)
         if type_ == "index" and not reflected and condition is not None:
             return condition.dialect in (None, dialect)
