@@ -150,6 +150,8 @@ def test_no_command_writes_control_characters(
         ("db", "check"): ["db", "check"],
         # without TRADELOG_PARTITION_LOGS=day it refuses (exit 2); test_log_partitions converts
         ("db", "partition-logs"): ["db", "partition-logs"],
+        # the state only: test_search_index turns the indexes off and on
+        ("db", "search-index"): ["db", "search-index"],
         ("logs",): ["logs", "--limit", "50"],
         ("config", "show"): ["config", "show", "--user", alice],
         ("config", "set"): ["config", "set", "--user", alice, "--as", admin, "task_schedule={}"],

@@ -20,6 +20,7 @@ from tests.support.db import PG_ADMIN_URL, MigratedDatabase
 from tests.support.logs import dead_letters, file_records, running
 from tradelog._logs.batch import Batch, new_batch
 from tradelog._logs.spool import Spool
+from tradelog._logs.writer import _IN_FLIGHT_MAX
 
 
 def _messages(db: MigratedDatabase) -> list[str]:
@@ -417,18 +418,20 @@ def test_a_batch_that_gives_up_waiting_for_a_lock_keeps_its_place(
 def test_files_keep_flowing_while_a_database_call_hangs(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:
-    """A database call stuck waiting for a lock does not hold up the files."""
+    """A database call stuck waiting for a lock does not hold up the files: batches wait in
+    memory for the database thread up to a bound, then go to the spool."""
+    count = (_IN_FLIGHT_MAX + 6) * 10  # more batches of 10 than may wait in memory
     with running(db.url, tmp_path, db_write_timeout=8.0, batch_size=10) as runtime:
         log = tradelog.get_logger("hang", user_id=users["alice"])
         log.info("first")
         assert runtime.flush(10)
         with _sqlite_outage(db):
             started = time.monotonic()
-            for i in range(60):
+            for i in range(count):
                 log.info(f"while stuck {i}")
-                time.sleep(0.01)
-            _wait_for(lambda: len(file_records(tmp_path, users["alice"])) == 61, timeout=6.0)
+                time.sleep(0.005)
+            _wait_for(lambda: len(file_records(tmp_path, users["alice"])) == count + 1, timeout=6.0)
             assert time.monotonic() - started < 8.0  # well before the lock wait gives up
             assert runtime.stats()["spooled"] > 0
         assert runtime.flush(30)
-    assert _messages(db) == ["first"] + [f"while stuck {i}" for i in range(60)]
+    assert _messages(db) == ["first"] + [f"while stuck {i}" for i in range(count)]

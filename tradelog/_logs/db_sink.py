@@ -53,10 +53,6 @@ not per row. The spool fills exactly when callers are busiest (their queue is fu
 replay that catches up has to spend few calls per row."""
 
 
-def _nothing() -> None:
-    return None
-
-
 class _Interrupted(Exception):
     """The database went away part-way through; the ``remaining`` batches may not be written
     (the first one may be, if its commit was not acknowledged)."""
@@ -144,26 +140,35 @@ class DatabaseSink:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def deliver(self, batch: Batch, *, on_sent: Callable[[], None] = _nothing) -> None:
-        """Insert ``batch`` now, or spool it behind earlier ones.
+    @property
+    def takes_rows_now(self) -> bool:
+        """Rows delivered now go straight in: the database is not known to be down and no
+        rows wait in the spool before them (else they go behind those, in order)."""
+        return not (self._down or self.spool.pending or self.abandoned)
 
-        ``on_sent`` is called when the first insert reaches its long driver call (see
-        :meth:`Inserter.insert`), or right away when they are spooled.
+    def deliver_all(self, batches: list[Batch], *, routed: bool = False) -> None:
+        """Insert ``batches`` (handed over in this order) now, together in one transaction
+        where they can go so (see :meth:`_write_together`), or spool them behind earlier ones.
+
+        ``routed``: the caller saw :attr:`takes_rows_now` when it took them, so rows spooled
+        since are newer and these go in now even so (only an abandoned sink spools them).
+        ``batches`` is :attr:`in_flight` from the start: the caller may have noted the very
+        list there while it took the batches from its hand-over.
         """
-        if not batch.rows:
-            on_sent()
-            return
-        if self._down or self.spool.pending or self.abandoned:
-            on_sent()
-            self.spool_batches([batch])
-            return
+        self.in_flight = batches
         try:
-            self._write([batch], park=True, on_sent=on_sent)
-        except _Interrupted as stop:
-            self._went_down(stop.reason)
-            # Nothing was pending when the insert began, so whatever was spooled while it
-            # waited (the file thread gives up on a stuck insert, callers spill) is newer.
-            self._spool_first(self.spool, stop.remaining)
+            batches = [batch for batch in batches if batch.rows]
+            if self.abandoned or not (routed or self.takes_rows_now):
+                self.spool_batches(batches)
+                return
+            try:
+                self._write_together(batches, park=True)
+            except _Interrupted as stop:
+                self._went_down(stop.reason)
+                # Nothing was pending when the insert began, so whatever was spooled while it
+                # waited (the file thread gives up on a stuck insert, callers spill) is newer.
+                self._spool_first(self.spool, stop.remaining)
+        finally:
             self.in_flight = []
 
     def spool_rows(self, rows: Sequence[DbRow]) -> None:
@@ -270,9 +275,7 @@ class DatabaseSink:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _write(
-        self, batches: list[Batch], *, park: bool, on_sent: Callable[[], None] = _nothing
-    ) -> None:
+    def _write(self, batches: list[Batch], *, park: bool) -> None:
         """Insert ``batches`` (users checked first), bisecting around rejected rows.
 
         Raises :class:`_Interrupted` with the batches not yet written when the database fails.
@@ -289,9 +292,7 @@ class DatabaseSink:
                 chunk = pending.pop()
                 self.in_flight = [chunk, *reversed(pending), *later]
                 try:
-                    written = self.inserter.insert(
-                        chunk.rows, batch_id=chunk.batch_id, on_sent=on_sent
-                    )
+                    written = self.inserter.insert(chunk.rows, batch_id=chunk.batch_id)
                 except RowsRejected as exc:
                     if len(chunk.rows) == 1:
                         self._dead(chunk.rows, str(exc))
@@ -310,21 +311,26 @@ class DatabaseSink:
                     self.stats.duplicates += len(chunk.rows)
         self.in_flight = []
 
-    def _write_replayed(self, batches: list[Batch]) -> None:
-        """Batches read back from a spool: when there are several, their users are checked
-        once and they go in in one transaction; one by one through :meth:`_write` when there
-        is one, and whenever the one transaction is refused (an id claimed before, a row the
-        database rejects: each batch then finds its own way, rejected rows bisected out).
+    def _write_together(self, batches: list[Batch], *, park: bool) -> None:
+        """Several batches: their users checked once (``park``: as in :meth:`_write`), then
+        one transaction for all of them (:meth:`Inserter.insert_together`). One batch, or a
+        transaction refused (an id claimed before, a row the database rejects): one by one
+        through :meth:`_write`, rejected rows bisected out.
 
-        Raises :class:`_Interrupted` with every batch when the database fails on the one
-        transaction (none of them landed, or, with an unacknowledged commit, all did).
+        Every driver call lets go of the GIL and takes it back, which beside a busy thread
+        waits up to the switch interval (5 ms): per call, not per row, so the rows of many
+        batches in one transaction is what lets the database keep up while the file thread or
+        callers hold the GIL. Raises :class:`_Interrupted` with every batch when the database
+        fails on the one transaction (none of them landed, or, with an unacknowledged commit,
+        all did: their ids decide on the next try).
         """
         if len(batches) > 1:
+            self.in_flight = batches
             try:
-                self._check_users([row for batch in batches for row in batch.rows], park=False)
+                self._check_users([row for batch in batches for row in batch.rows], park=park)
             except _Interrupted as stop:
                 raise _Interrupted(batches, stop.reason) from stop
-            known = self._known_users
+            known = self._known_users  # rows of users parked or dead-lettered are not in it
             batches = [
                 Batch(batch.batch_id, [row for row in batch.rows if row[0] in known])
                 for batch in batches
@@ -338,14 +344,13 @@ class DatabaseSink:
                 written = False
             except DatabaseUnavailable as exc:
                 raise _Interrupted(batches, str(exc)) from exc
-            finally:
-                self.in_flight = []
             if written:
+                self.in_flight = []
                 self._came_up()
                 self.stats.written += sum(len(batch.rows) for batch in batches)
                 self.stats.batches += len(batches)
                 return
-        self._write(batches, park=False)
+        self._write(batches, park=park)
 
     def _check_users(self, rows: list[DbRow], *, park: bool) -> list[DbRow]:
         unknown = {row[0] for row in rows} - self._known_users
@@ -428,7 +433,7 @@ class DatabaseSink:
             if self.spool.pending:
                 self.spool_rows(ready)
             else:
-                self.deliver(new_batch(ready))
+                self.deliver_all([new_batch(ready)])
 
     def _replay_chunk(self, source: Spool) -> bool:
         chunk: SpoolChunk = source.read(self.batch_size * REPLAY_GROUP)
@@ -442,7 +447,7 @@ class DatabaseSink:
                 self.stats.dead_lettered += len(chunk.corrupt)
         total = len(chunk.rows)
         try:
-            self._write_replayed(chunk.batches)
+            self._write_together(chunk.batches, park=False)
         except _Interrupted as stop:
             self.in_flight = []
             self._went_down(stop.reason)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, Final
@@ -47,10 +47,6 @@ parameters each on SQLite, under the oldest SQLite's limit of 999)."""
 _SAFE_ID: Final = re.compile(r"[0-9a-f.~]{1,96}")
 
 
-def _nothing() -> None:
-    return None
-
-
 class RowsRejected(Exception):
     """The database refused something in the rows given (not the connection's fault)."""
 
@@ -74,26 +70,16 @@ class Inserter:
         self.lock_timeout = lock_timeout
         self._raw: PoolProxiedConnection | None = None
 
-    def insert(
-        self,
-        rows: Sequence[DbRow],
-        *,
-        batch_id: str | None = None,
-        on_sent: Callable[[], None] = _nothing,
-    ) -> bool:
+    def insert(self, rows: Sequence[DbRow], *, batch_id: str | None = None) -> bool:
         """Insert ``rows`` and claim ``batch_id`` (default: a new id) in one transaction;
         returns False, inserting nothing, when the id was claimed before (the batch is in).
         Raises :class:`RowsRejected` / :class:`DatabaseUnavailable` with nothing inserted -
         except when the connection fails during the commit, when it may be in: the id decides
         on the next try.
-
-        ``on_sent`` is called just before the part of the call that runs without the GIL for
-        long (the insert itself, the wait for the server), once the short calls that would
-        need the GIL back soon are made; not at all when the id was claimed before.
         """
         connection = self._connection()
         try:
-            return self._bulk(connection, batch_id or new_batch_id(), rows, on_sent)
+            return self._bulk(connection, batch_id or new_batch_id(), rows)
         except Exception as exc:
             self._recover(connection, exc)
             raise self._translate(exc) from exc
@@ -145,9 +131,7 @@ class Inserter:
 
     # -- per driver ------------------------------------------------------------------------
 
-    def _bulk(
-        self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
-    ) -> bool:
+    def _bulk(self, connection: Any, batch_id: str, rows: Sequence[DbRow]) -> bool:
         raise NotImplementedError
 
     def _bulk_together(self, connection: Any, batches: Sequence[Batch]) -> bool:
@@ -223,20 +207,13 @@ class SqliteInserter(Inserter):
         connection.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
         connection.isolation_level = None  # autocommit: one statement, one transaction
 
-    def _bulk(
-        self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
-    ) -> bool:
+    def _bulk(self, connection: Any, batch_id: str, rows: Sequence[DbRow]) -> bool:
         connection.execute("BEGIN IMMEDIATE")
         try:
             claimed = connection.execute(self._CLAIM, (batch_id, _utc_text())).rowcount
             if claimed != 1:
                 connection.execute("ROLLBACK")
                 return False
-            # The thread that handed the rows over goes on only now: each statement above lets
-            # go of the GIL in sqlite3_step and takes it back after, which behind that busy
-            # thread waited for its whole next batch (1.7 ms of a 3.4 ms cycle, traced).
-            # Binding the rows below keeps the GIL until the insert's own step lets go of it.
-            on_sent()
             self._insert_rows(connection, rows)
             connection.execute("COMMIT")
         except BaseException:
@@ -315,9 +292,7 @@ class PostgresInserter(Inserter):
         connection.commit()
         connection.autocommit = True  # each COPY is one transaction, one round trip
 
-    def _bulk(
-        self, connection: Any, batch_id: str, rows: Sequence[DbRow], on_sent: Callable[[], None]
-    ) -> bool:
+    def _bulk(self, connection: Any, batch_id: str, rows: Sequence[DbRow]) -> bool:
         if not _SAFE_ID.fullmatch(batch_id):
             raise ValueError(f"unexpected batch id {batch_id[:100]!r}")
         with connection.cursor() as cursor:
@@ -335,7 +310,6 @@ class PostgresInserter(Inserter):
                     write = copy.write_row
                     for row in rows:
                         write(row)
-                    on_sent()  # what remains is sending the tail and waiting for the server
                 cursor.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
