@@ -58,9 +58,10 @@ class DatabaseUnavailable(Exception):
 class Inserter:
     """Bulk inserts over one long-lived raw connection of a private engine.
 
-    Each batch is one transaction: its id claimed in ``tradelog_write_batches``, then the rows
-    in one statement (a multi-row ``INSERT`` or a ``COPY``), then the commit, so the driver
-    needs the GIL back only a few times per batch.
+    Each call is one transaction: the id of each of its batches claimed in
+    ``tradelog_write_batches``, then the rows in one statement (a multi-row ``INSERT``, split
+    only at SQLite's bound-parameter limit, or a ``COPY``), then the commit, so the driver needs
+    the GIL back only a few times per call, however many rows it carries.
     """
 
     backend = "generic"
@@ -79,7 +80,8 @@ class Inserter:
         """
         connection = self._connection()
         try:
-            return self._bulk(connection, batch_id or new_batch_id(), rows)
+            batch = Batch(batch_id or new_batch_id(), rows if isinstance(rows, list) else [*rows])
+            return self._bulk(connection, [batch])
         except Exception as exc:
             self._recover(connection, exc)
             raise self._translate(exc) from exc
@@ -95,7 +97,7 @@ class Inserter:
         """
         connection = self._connection()
         try:
-            return self._bulk_together(connection, batches)
+            return self._bulk(connection, batches)
         except Exception as exc:
             self._recover(connection, exc)
             raise self._translate(exc) from exc
@@ -131,10 +133,9 @@ class Inserter:
 
     # -- per driver ------------------------------------------------------------------------
 
-    def _bulk(self, connection: Any, batch_id: str, rows: Sequence[DbRow]) -> bool:
-        raise NotImplementedError
-
-    def _bulk_together(self, connection: Any, batches: Sequence[Batch]) -> bool:
+    def _bulk(self, connection: Any, batches: Sequence[Batch]) -> bool:
+        """One transaction: every batch's id claimed, then the rows; False (nothing written)
+        when an id was claimed before."""
         raise NotImplementedError
 
     def _users(self, connection: Any, ids: list[int]) -> set[int]:
@@ -196,7 +197,6 @@ class SqliteInserter(Inserter):
     """
 
     backend = "sqlite"
-    _CLAIM: Final = f"INSERT OR IGNORE INTO {_BATCHES} (batch_id, committed_at) VALUES (?, ?)"
     _MAX_ROWS: Final = (32766 if sqlite3.sqlite_version_info >= (3, 32) else 999) // 6
 
     def __init__(self, engine: Engine, *, lock_timeout: float) -> None:
@@ -207,23 +207,7 @@ class SqliteInserter(Inserter):
         connection.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
         connection.isolation_level = None  # autocommit: one statement, one transaction
 
-    def _bulk(self, connection: Any, batch_id: str, rows: Sequence[DbRow]) -> bool:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            claimed = connection.execute(self._CLAIM, (batch_id, _utc_text())).rowcount
-            if claimed != 1:
-                connection.execute("ROLLBACK")
-                return False
-            self._insert_rows(connection, rows)
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                with contextlib.suppress(Exception):
-                    connection.execute("ROLLBACK")
-            raise
-        return True
-
-    def _bulk_together(self, connection: Any, batches: Sequence[Batch]) -> bool:
+    def _bulk(self, connection: Any, batches: Sequence[Batch]) -> bool:
         stamp = _utc_text()
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -292,32 +276,7 @@ class PostgresInserter(Inserter):
         connection.commit()
         connection.autocommit = True  # each COPY is one transaction, one round trip
 
-    def _bulk(self, connection: Any, batch_id: str, rows: Sequence[DbRow]) -> bool:
-        if not _SAFE_ID.fullmatch(batch_id):
-            raise ValueError(f"unexpected batch id {batch_id[:100]!r}")
-        with connection.cursor() as cursor:
-            # One round trip (simple query protocol, no parameters): begin and claim the id.
-            cursor.execute(
-                f"BEGIN; INSERT INTO {_BATCHES} (batch_id) VALUES ('{batch_id}') "
-                "ON CONFLICT DO NOTHING"
-            )
-            try:
-                cursor.nextset()  # the INSERT's result, after the BEGIN's
-                if cursor.rowcount != 1:
-                    cursor.execute("ROLLBACK")
-                    return False
-                with cursor.copy(self._COPY) as copy:
-                    write = copy.write_row
-                    for row in rows:
-                        write(row)
-                cursor.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    cursor.execute("ROLLBACK")
-                raise
-        return True
-
-    def _bulk_together(self, connection: Any, batches: Sequence[Batch]) -> bool:
+    def _bulk(self, connection: Any, batches: Sequence[Batch]) -> bool:
         for batch in batches:
             if not _SAFE_ID.fullmatch(batch.batch_id):
                 raise ValueError(f"unexpected batch id {batch.batch_id[:100]!r}")
@@ -329,7 +288,7 @@ class PostgresInserter(Inserter):
                     claim = (
                         f"INSERT INTO {_BATCHES} (batch_id) VALUES {values} ON CONFLICT DO NOTHING"
                     )
-                    if start == 0:  # one round trip, as in _bulk: begin and the first claims
+                    if start == 0:  # one round trip (simple query protocol): begin, claim
                         cursor.execute(f"BEGIN; {claim}")
                         cursor.nextset()
                     else:
