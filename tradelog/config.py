@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from tradelog._db.base import USER_ID_MAX
 from tradelog._db.engine import mask_url
 from tradelog.exceptions import ConfigurationError
 
@@ -253,7 +254,7 @@ def _user_ids(raw: str, variable: str) -> tuple[int, ...]:
     """``"3, 7"`` -> ``(3, 7)``: user ids separated by commas (or spaces)."""
     ids: list[int] = []
     for part in raw.replace(",", " ").split():
-        if not part.isdigit() or int(part) < 1:
+        if not part.isdigit() or not 0 < int(part) <= USER_ID_MAX:
             raise ConfigurationError(
                 f"{variable} must be user ids separated by commas (e.g. 3,7), got {raw!r}",
                 variable=variable,
@@ -313,9 +314,9 @@ def _checked(name: str, value: Any, parse: Any) -> Any:
     if parse is _user_ids:
         items = list(value) if isinstance(value, tuple | list | set | frozenset) else None
         if items is None or any(
-            isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in items
+            isinstance(i, bool) or not isinstance(i, int) or not 0 < i <= USER_ID_MAX for i in items
         ):
-            raise wrong("user ids (positive integers)")
+            raise wrong(f"user ids (integers from 1 to {USER_ID_MAX})")
         return tuple(dict.fromkeys(items))
     if parse is _schema_name:
         if value is not None:

@@ -70,6 +70,27 @@ def test_a_poisoned_batch_lands_every_good_row(
     assert [line["message"] for line in file_records(tmp_path, 999_999)] == ["nobody"]
 
 
+def test_a_user_id_beyond_the_column_costs_only_its_row(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path
+) -> None:
+    """An id PostgreSQL's INTEGER cannot hold, in the middle of a burst that fills the spool:
+    that event is dead-lettered, every other row lands, and the database stays usable (its
+    insert used to fail the replay of its chunk for good, and every later row with it)."""
+    with running(db.url, tmp_path, queue_size=50, batch_size=20) as runtime:
+        log = tradelog.get_logger("big")
+        for i in range(300):
+            log.info(f"row {i}", user_id=users["alice"])
+            if i == 150:
+                log.info("too big", user_id=2**40)
+        assert not runtime.flush(30)  # one row is in the dead-letter file
+        assert runtime.flush(5)
+        stats = runtime.stats()
+    assert sorted(_messages(db)) == sorted(f"row {i}" for i in range(300))
+    (letter,) = dead_letters(tmp_path)
+    assert letter["reason"] == "invalid user_id 1099511627776: user ids go up to 2147483647"
+    assert stats["database"] == "ok"
+
+
 def test_rows_the_database_refuses_are_bisected_out(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:

@@ -98,6 +98,8 @@ def test_bad_input_is_refused_before_anything_is_written(db: MigratedDatabase) -
     for bad in (0, -3, True, "7"):
         with pytest.raises(ValueError, match="positive integer"):
             UserSpec(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="user ids go up to 2147483647"):
+        UserSpec(2**31)
     with pytest.raises(ValueError, match="role"):
         UserSpec(5, role="root")
     with pytest.raises(ValueError, match="e-mail"):
@@ -330,6 +332,8 @@ def test_cli_users_add_sync_list(
     assert kinds[22] == "placeholder"
     assert "system" in kinds.values()
     assert main([*url, "users", "add", "40", "--as", "21"]) == 4
+    assert main([*url, "users", "add", str(2**40)]) == 2  # beyond users.id: usage, not storage
+    assert "user ids go up to 2147483647" in capsys.readouterr().err
     assert main([*url, "--json", "users", "list", "--as", "21"]) == 0
     assert [row["id"] for row in json.loads(capsys.readouterr().out)] == [21]
 

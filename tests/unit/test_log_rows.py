@@ -63,6 +63,26 @@ def test_numeric_user_ids_are_accepted(builder: RowBuilder, user_id: object) -> 
     assert prepared.reject is None
 
 
+@pytest.mark.parametrize("user_id", [2**31 - 1, str(2**31 - 1)])
+def test_the_largest_user_id_is_accepted(builder: RowBuilder, user_id: object) -> None:
+    """``users.id`` is an INTEGER: 2,147,483,647 is the last id a row can carry."""
+    prepared = build(builder, {"event": "x", "user_id": user_id})
+    assert prepared.row is not None
+    assert prepared.row[0] == 2**31 - 1
+
+
+@pytest.mark.parametrize("user_id", [2**31, 2**40, str(2**31), 2**63 - 1])
+def test_a_user_id_beyond_the_column_is_rejected_with_the_bound(
+    builder: RowBuilder, user_id: object
+) -> None:
+    """An id PostgreSQL's INTEGER cannot hold never reaches the database (its insert would fail
+    for the whole batch): dead-lettered, with the bound in the reason."""
+    prepared = build(builder, {"event": "x", "user_id": user_id})
+    assert prepared.reject is not None
+    assert prepared.reject.endswith("user ids go up to 2147483647")
+    assert prepared.file_key[0] is None
+
+
 @pytest.mark.parametrize("user_id", ["alice", -3, 0, True, 2.5, 2**70])
 def test_unusable_user_ids_are_rejected(builder: RowBuilder, user_id: object) -> None:
     """A user_id that is not a positive integer goes to the system file and the dead letters."""

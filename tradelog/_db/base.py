@@ -7,13 +7,14 @@ Every model reads like the spec table it implements: ``created_at``, ``user_fk``
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, MetaData, func, types
 from sqlalchemy.orm import DeclarativeBase, mapped_column
 
 __all__ = [
     "NAMING_CONVENTION",
+    "USER_ID_MAX",
     "Base",
     "UTCDateTime",
     "created_at",
@@ -78,6 +79,11 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSON(),
     }
 
+
+USER_ID_MAX: Final = 2**31 - 1
+"""The largest user id: ``users.id`` is an INTEGER (the schema spec), 32 bits on PostgreSQL.
+Held to on SQLite too, whose integers are wider, so ids mean the same on both databases and a
+service can move from one to the other."""
 
 intpk = Annotated[int, mapped_column(primary_key=True)]
 created_at = Annotated[

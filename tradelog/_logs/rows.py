@@ -23,8 +23,9 @@ What it guarantees for every record, whatever it holds:
   spelled as strings, containers converted by :func:`~tradelog._logs.sanitize.to_jsonable`);
 * the database row fits its columns: ``message`` and ``module`` are cut to 1024 and 128
   characters with a visible marker, while the file line keeps the full text;
-* a ``user_id`` that is not a positive integer does not reach the database: the event goes to
-  the system file and the row to the dead-letter file with the reason.
+* a ``user_id`` that is not a positive integer up to ``USER_ID_MAX`` (``users.id`` is an
+  INTEGER) does not reach the database: the event goes to the system file and the row to the
+  dead-letter file with the reason.
 
 :meth:`RowBuilder.build` never raises.
 """
@@ -40,6 +41,7 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from typing import Any, Final, NamedTuple, TypeAlias
 from zoneinfo import ZoneInfo
 
+from tradelog._db.base import USER_ID_MAX
 from tradelog._logs.redact import REDACT_MARGIN, Redactor, redact_jsonable
 from tradelog._logs.sanitize import clean_text, to_jsonable, truncate
 
@@ -76,7 +78,6 @@ LONG_STR_MAX: Final = 32768
 FILE_MESSAGE_MAX: Final = 1 << 20
 """The file keeps the full message up to this many characters (a bound on memory only)."""
 
-_USER_ID_MAX: Final = 2**63 - 1
 _MEMO_LENGTH: Final = 256
 """Strings up to this long are remembered once cleaned (messages, modules, symbols...)."""
 _MEMO_SIZE: Final = 8192
@@ -224,7 +225,7 @@ class RowBuilder:
         micros = str(1_000_000 + int((ts - second) * 1_000_000))[1:]
 
         user_id = event.get("user_id")
-        if user_id is not None and not (type(user_id) is int and 0 < user_id <= _USER_ID_MAX):
+        if user_id is not None and not (type(user_id) is int and 0 < user_id <= USER_ID_MAX):
             if context is None:
                 assert plan is not None  # the dict is only left out on the compiled path
                 context = plan.context_of(event)
@@ -546,10 +547,12 @@ def _user_id(value: object, redact: Callable[[str], str]) -> tuple[int | None, s
         candidate = int(value)
     elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 20:
         candidate = int(value.strip())
-    if candidate is not None and 0 < candidate <= _USER_ID_MAX:
+    if candidate is not None and 0 < candidate <= USER_ID_MAX:
         return candidate, None
     try:
         shown = truncate(redact(clean_text(repr(value)[:4096])), 64)
     except Exception:
         shown = f"<{type(value).__name__}>"
+    if candidate is not None and candidate > USER_ID_MAX:
+        return None, f"invalid user_id {shown}: user ids go up to {USER_ID_MAX}"
     return None, f"invalid user_id {shown}: expected a positive integer"

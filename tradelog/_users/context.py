@@ -27,6 +27,8 @@ from typing import Any, Final, TypeVar, cast
 
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 
+from tradelog._db.base import USER_ID_MAX
+
 __all__ = ["bind_user", "bound_user_id", "mark_user", "user_of"]
 
 _MARK: Final = "__tradelog_user_id__"
@@ -37,10 +39,10 @@ def _valid(user_id: object) -> int | None:
     if isinstance(user_id, bool):
         return None
     if isinstance(user_id, int):
-        return user_id if user_id > 0 else None
-    if isinstance(user_id, str) and user_id.strip().isdigit():
+        return user_id if 0 < user_id <= USER_ID_MAX else None
+    if isinstance(user_id, str) and user_id.strip().isdigit() and len(user_id.strip()) < 20:
         value = int(user_id)
-        return value if value > 0 else None
+        return value if 0 < value <= USER_ID_MAX else None
     return None
 
 
@@ -70,13 +72,16 @@ class bind_user:  # noqa: N801 - used like a function: ``with bind_user(7)``, ``
     """Bind ``user_id`` for a block (``with``/``async with``) or each call of a function or
     coroutine (as a decorator); see the module docstring.
 
-    Raises :class:`ValueError` when ``user_id`` is not a positive integer.
+    Raises :class:`ValueError` when ``user_id`` is not a positive integer up to
+    ``USER_ID_MAX`` (2,147,483,647: ``users.id`` is an INTEGER).
     """
 
     def __init__(self, user_id: int) -> None:
         value = _valid(user_id) if not isinstance(user_id, str) else None
         if value is None:
-            raise ValueError(f"a user id is a positive integer, got {user_id!r}")
+            raise ValueError(
+                f"a user id is a positive integer up to {USER_ID_MAX}, got {user_id!r}"
+            )
         self.user_id = value
         self._tokens: list[Mapping[str, Token[Any]]] = []
 

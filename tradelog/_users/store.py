@@ -31,6 +31,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tradelog._db.base import USER_ID_MAX
 from tradelog._db.models import User
 from tradelog._db.models.users import ROLES
 from tradelog._db.upsert import dialect_insert
@@ -75,6 +76,8 @@ class UserSpec:
     def __post_init__(self) -> None:
         if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id <= 0:
             raise ValueError(f"a user id is a positive integer, got {self.id!r}")
+        if self.id > USER_ID_MAX:
+            raise ValueError(f"user ids go up to {USER_ID_MAX}, got {self.id}")
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.email is not None:
