@@ -146,19 +146,20 @@ class DatabaseSink:
         rows wait in the spool before them (else they go behind those, in order)."""
         return not (self._down or self.spool.pending or self.abandoned)
 
-    def deliver_all(self, batches: list[Batch], *, routed: bool = False) -> None:
+    def deliver_all(self, batches: list[Batch]) -> None:
         """Insert ``batches`` (handed over in this order) now, together in one transaction
-        where they can go so (see :meth:`_write_together`), or spool them behind earlier ones.
+        where they can go so (see :meth:`_write_together`); spool them while the database is
+        down or the sink abandoned.
 
-        ``routed``: the caller saw :attr:`takes_rows_now` when it took them, so rows spooled
-        since are newer and these go in now even so (only an abandoned sink spools them).
-        ``batches`` is :attr:`in_flight` from the start: the caller may have noted the very
-        list there while it took the batches from its hand-over.
+        The caller has seen :attr:`takes_rows_now` (nothing waiting in the spool before these):
+        rows spooled since are newer, so these go in now even so. ``batches`` is
+        :attr:`in_flight` from the start: the caller may have noted the very list there while
+        it took the batches from its hand-over.
         """
         self.in_flight = batches
         try:
             batches = [batch for batch in batches if batch.rows]
-            if self.abandoned or not (routed or self.takes_rows_now):
+            if self.abandoned or self._down:
                 self.spool_batches(batches)
                 return
             try:

@@ -728,7 +728,7 @@ class LogWriter:
                 if batches:
                     self.stats.call_started = time.monotonic()
                     try:
-                        database.deliver_all(batches, routed=True)
+                        database.deliver_all(batches)
                     finally:
                         self.stats.call_started = None
                     with self._slot:
