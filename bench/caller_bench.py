@@ -1,7 +1,7 @@
 """Caller cost and sustained throughput of tradelog at its DEFAULT settings, next to structlog.
 
     python bench/caller_bench.py [--quick] [--no-postgres] [--pg-url URL] [--threads 1,4,8]
-                                 [--drain-runs 5]
+                                 [--rounds 3] [--drain-runs 5]
 
 tradelog runs with its defaults - console on - and, as under systemd or docker, ``stderr`` a
 pipe (every measurement runs in a child process whose stderr the parent reads and discards).
@@ -17,19 +17,22 @@ and each case runs in a fresh child process, one after the other. Printed in one
    flushed.
 3. **sustained throughput**: 1, 4 and 8 threads log as fast as they can (the same ~100 B event),
    then flush: events/s from the first call until everything is in the file (structlog), or in
-   ``service_logs`` and the per-user files (tradelog on SQLite and PostgreSQL).
+   ``service_logs`` and the per-user files (tradelog on SQLite and PostgreSQL). The median of
+   ``--rounds`` rounds (3), the contenders' order rotated every round; every run is printed.
 4. **writer-only drain** against the raw driver's bulk path (sqlite3 ``executemany``, psycopg
    ``COPY``), from ``bench/logging_bench.py``: the median of ``--drain-runs`` rounds (5), the
    contenders' order rotated every round.
 5. **the GIL convoy**: tradelog's inserter alone, and beside one thread running Python without
    pause, a batch per transaction and a spool replay's group of batches.
-6. the raw driver's own rate (and, on PostgreSQL, the server reading the rows from a file
-   itself, with and without the keyword-search indexes) against structlog's 1-thread rate:
-   what one connection can take.
+6. the raw driver's own rate (and, on PostgreSQL, the server reading the rows from files
+   itself on one and on two connections, with and without the keyword-search indexes, and the
+   CPU its processes used) against structlog's 1-thread rate: what the database can take
+   whoever sends, and how much of the two cores the 0.7x target leaves to the client.
 7. **the writer's stages** timed alone over the same queued records (build, files, insert):
    where a drained row's time goes, and the drain one process reaches when they do not overlap.
-8. section 3's PostgreSQL runs again after ``tradelog db search-index off`` (the trigram
-   indexes cost every insert; keyword searches then read the user's rows).
+8. section 3's PostgreSQL runs again (with structlog in every round) after
+   ``tradelog db search-index off`` (the trigram indexes cost every insert; keyword searches
+   then read the user's rows).
 
 ``os.getloadavg()`` is printed before and after: on a shared machine the figures are only
 comparable within one run. ``--quick`` runs smaller counts (about a minute).
@@ -38,6 +41,7 @@ comparable within one run. ``--quick`` runs smaller counts (about a minute).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -46,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +227,12 @@ def main() -> None:
     parser.add_argument(
         "--drain-runs", type=int, default=5, help="rounds of the writer-only drain (section 4)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the end-to-end runs (sections 3 and 8); medians are printed",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -244,6 +255,7 @@ def main() -> None:
     quick = "1" if args.quick else "0"
     total = args.events or (20_000 if args.quick else 40_000)
     threads = [int(t) for t in args.threads.split(",")]
+    rounds = 1 if args.quick else args.rounds
     print(f"start: {_load()}")
     with tempfile.TemporaryDirectory(prefix="tradelog-caller-bench-") as raw_folder:
         folder = Path(raw_folder)
@@ -265,36 +277,29 @@ def main() -> None:
                 name: _run_child("memory", name, urls["sqlite"], raw_folder, quick, env=env)
                 for name in ("structlog", "tradelog")
             }
-            rates: dict[tuple[str, int], float] = {}
-            for count in threads:
-                out = _run_child(
-                    "throughput", "structlog", "-", raw_folder, str(count), str(total), env=env
-                )
-                rates[("structlog", count)] = out["events"] / out["elapsed"]
-                for backend, url in urls.items():
-                    for mode in MODES:
-                        env = {"BENCH_USER_ID": str(lb._prepare(url))}
-                        out = _run_child(
-                            "throughput",
-                            _CONTENDER[mode],
-                            url,
-                            raw_folder,
-                            str(count),
-                            str(total),
-                            env=env,
-                        )
-                        assert lb._count(url) == out["events"], "rows missing"
-                        rates[(f"{backend} {mode}", count)] = out["events"] / out["elapsed"]
+            contenders = ["structlog", *(f"{backend} {mode}" for backend in urls for mode in MODES)]
+            runs = _rounds(
+                contenders,
+                threads,
+                rounds,
+                lambda name, count: _throughput(
+                    lb, name, urls, raw_folder, count=count, total=total
+                ),
+            )
+            rates = {key: statistics.median(values) for key, values in runs.items()}
             drains: list[tuple[str, float, Any]] = []
             spreads: dict[str, list[float]] = {}
             parts: dict[str, Any] = {}
             convoy: dict[str, dict[str, float]] = {}
-            unindexed: dict[tuple[str, int], float] = {}
+            unindexed: dict[tuple[str, int], list[float]] = {}
             ceilings: dict[str, dict[str, float]] = {}
+            servers: list[tuple[str, ServerCopy]] = []
             batch_size = Settings.from_env().batch_size
-            runs = 3 if args.quick else args.drain_runs
+            drain_runs = 3 if args.quick else args.drain_runs
             for backend, url in urls.items():
-                drains.extend(_drains(lb, backend, url, folder, total, batch_size, runs, spreads))
+                drains.extend(
+                    _drains(lb, backend, url, folder, total, batch_size, drain_runs, spreads)
+                )
                 parts[backend] = lb.drain_parts(url, folder, total)
                 convoy[backend] = _convoy(lb, url, batch_size)
                 ceilings[backend] = {
@@ -302,71 +307,119 @@ def main() -> None:
                     for size in (batch_size, batch_size * REPLAY_GROUP)
                 }
                 if backend == "postgresql":
-                    server = _server_copy(lb, url, max(total, 100_000))
-                    if server is not None:
-                        ceilings[backend]["server-side"] = server
+                    servers.extend(_server_copies(lb, url, total, ""))
             if "postgresql" in urls:
                 # Last, as it changes the schema: the same runs without the trigram indexes.
                 unindexed = _without_search_index(
-                    lb, urls["postgresql"], raw_folder, threads, total
+                    lb, urls["postgresql"], raw_folder, threads, (total, rounds)
                 )
-                server = _server_copy(lb, urls["postgresql"], max(total, 100_000))
-                if server is not None:
-                    ceilings["postgresql"]["server-side, search index off"] = server
+                servers.extend(_server_copies(lb, urls["postgresql"], total, ", search index off"))
         finally:
             for database in reversed(contexts):
                 database.__exit__(None, None, None)
     columns = [f"{backend} {mode}" for backend in urls for mode in MODES]
-    _print(caller, memory, (rates, threads, columns), (drains, spreads, runs), total)
+    _print(caller, memory, (runs, threads, columns), (drains, spreads, drain_runs), total)
     _print_convoy(convoy, batch_size)
-    _print_ceilings(ceilings, rates[("structlog", 1)])
+    least = None
+    if "postgresql" in parts:
+        # The client's least work per row: the call itself, building the row, its file line.
+        part = parts["postgresql"]
+        least = caller["tradelog"]["100 B"]["p50"] + part.build + part.files
+    _print_ceilings(ceilings, servers, (rates[("structlog", 1)], least), total)
     _print_parts(parts, drains, total)
     if unindexed:
-        _print_unindexed(unindexed, rates, threads, total)
+        _print_unindexed(unindexed, threads, total)
     print(f"end: {_load()}")
 
 
+def _throughput(
+    lb: Any, name: str, urls: dict[str, str], folder: str, *, count: int, total: int
+) -> float:
+    """Events/s of one section-3 run in a fresh child: ``structlog``, or ``"BACKEND MODE"``
+    (tradelog on that database with that ``log_writer``), its table emptied first."""
+    if name == "structlog":
+        out = _run_child("throughput", "structlog", "-", folder, str(count), str(total), env={})
+        return float(out["events"] / out["elapsed"])
+    backend, mode = name.split()
+    url = urls[backend]
+    env = {"BENCH_USER_ID": str(lb._prepare(url))}
+    out = _run_child("throughput", _CONTENDER[mode], url, folder, str(count), str(total), env=env)
+    assert lb._count(url) == out["events"], "rows missing"
+    return float(out["events"] / out["elapsed"])
+
+
+def _rounds(
+    contenders: list[str],
+    threads: list[int],
+    rounds: int,
+    run: Callable[[str, int], float],
+) -> dict[tuple[str, int], list[float]]:
+    """Every contender at every thread count, ``rounds`` times, the contenders' order
+    rotated every round (the machine's speed drifts within minutes): every run's rate."""
+    found: dict[tuple[str, int], list[float]] = {}
+    for count in threads:
+        for number in range(rounds):
+            shift = number % len(contenders)
+            for name in contenders[shift:] + contenders[:shift]:
+                found.setdefault((name, count), []).append(run(name, count))
+    return found
+
+
 def _without_search_index(
-    lb: Any, url: str, folder: str, threads: list[int], total: int
-) -> dict[tuple[str, int], float]:
-    """Section 8: ``tradelog db search-index off``, then section 3's PostgreSQL runs again."""
+    lb: Any, url: str, folder: str, threads: list[int], sizes: tuple[int, int]
+) -> dict[tuple[str, int], list[float]]:
+    """Section 8: ``tradelog db search-index off``, then section 3's PostgreSQL runs again,
+    with structlog in every round."""
     from tradelog._db import search_index
     from tradelog._db.engine import create_tradelog_engine
 
+    total, rounds = sizes
     engine = create_tradelog_engine(url)
     with engine.begin() as connection:
         search_index.drop(connection)
     engine.dispose()
-    rates: dict[tuple[str, int], float] = {}
-    for count in threads:
-        for mode in MODES:
-            env = {"BENCH_USER_ID": str(lb._prepare(url))}
-            out = _run_child(
-                "throughput", _CONTENDER[mode], url, folder, str(count), str(total), env=env
-            )
-            assert lb._count(url) == out["events"], "rows missing"
-            rates[(mode, count)] = out["events"] / out["elapsed"]
-    return rates
+    urls = {"postgresql": url}
+    contenders = ["structlog", *(f"postgresql {mode}" for mode in MODES)]
+    return _rounds(
+        contenders,
+        threads,
+        rounds,
+        lambda name, count: _throughput(lb, name, urls, folder, count=count, total=total),
+    )
 
 
 def _print_unindexed(
-    unindexed: dict[tuple[str, int], float],
-    rates: dict[tuple[str, int], float],
-    threads: list[int],
-    total: int,
+    unindexed: dict[tuple[str, int], list[float]], threads: list[int], total: int
 ) -> None:
+    rounds = len(unindexed[("structlog", threads[0])])
     print(
         f"\n8. PostgreSQL with the keyword-search indexes off (`tradelog db search-index off`):"
-        f" section 3 again,\n   end-to-end events/s ({total:,} events, calls then flush)"
+        f" section 3 again,\n   end-to-end events/s ({total:,} events, calls then flush),"
+        f" median of {rounds} round(s), structlog in every round"
     )
     print(f"{'threads':>7} {'structlog':>10} {'thread':>18} {'process':>18}")
     for count in threads:
-        base = rates[("structlog", count)]
+        base = statistics.median(unindexed[("structlog", count)])
         cells = " ".join(
-            f"{unindexed[(mode, count)]:>10,.0f} ({unindexed[(mode, count)] / base:.2f}x)"
-            for mode in MODES
+            f"{rate:>10,.0f} ({rate / base:.2f}x)"
+            for rate in (
+                statistics.median(unindexed[(f"postgresql {mode}", count)]) for mode in MODES
+            )
         )
         print(f"{count:>7} {base:>10,.0f} {cells}")
+    _print_runs(unindexed, threads)
+
+
+def _print_runs(runs: dict[tuple[str, int], list[float]], threads: list[int]) -> None:
+    """Every run behind the medians, thousands of events/s."""
+    print("   every run, thousands of events/s:")
+    names = list(dict.fromkeys(name for name, _count in runs))
+    for count in threads:
+        cells = "  ".join(
+            f"{name} [{', '.join(f'{rate / 1000:.0f}' for rate in runs[(name, count)])}]"
+            for name in names
+        )
+        print(f"   {count} thread{'s' if count > 1 else ''}: {cells}")
 
 
 def _drains(  # noqa: PLR0917 - a bench helper, called once per backend
@@ -406,36 +459,97 @@ def _drains(  # noqa: PLR0917 - a bench helper, called once per backend
     return out
 
 
-def _server_copy(lb: Any, url: str, count: int) -> float | None:
-    """Rows/s of ``COPY service_logs FROM 'file'``: PostgreSQL reading built rows from a file
-    itself, no client in the loop - what one server backend can take, whoever sends. None
+@dataclasses.dataclass
+class ServerCopy:
+    """PostgreSQL reading built rows from files itself (see :func:`_server_copy`)."""
+
+    connections: int
+    rate: float
+    """Rows/s, from the first ``COPY`` started to the last one done."""
+    cpu_per_row: float | None
+    """CPU seconds the copying server processes used, per row (None: not on this machine)."""
+
+
+def _process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process on this machine, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_copy(lb: Any, url: str, count: int, connections: int = 1) -> ServerCopy | None:
+    """``COPY service_logs FROM 'file'`` on ``connections`` connections at once, ``count``
+    rows split between them: PostgreSQL reading the rows section 3 writes from files itself,
+    no client in the loop - what the server can take, whoever sends. The CPU is that of the
+    server processes doing the copies (read from ``/proc`` when the server runs here). None
     when the role may not read server files."""
     import psycopg
     from sqlalchemy.engine import make_url
 
     user_id = lb._prepare(url)
-    handle, name = tempfile.mkstemp(prefix="tradelog-bench-", suffix=".tsv", dir="/tmp")
+    context = json.dumps(SMALL, separators=(",", ":"))
+    names: list[str] = []
+    opened: list[Any] = []
     try:
-        with os.fdopen(handle, "w") as out:
-            for i in range(count):
-                stamp = f"2026-01-15 09:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}"
-                out.write(f'{user_id}\tINFO\tbench\torder placed\t{{"qty":50}}\t{stamp}000\n')
-        os.chmod(name, 0o644)  # the server reads it as its own OS user
+        share = count // connections
+        for _ in range(connections):
+            handle, name = tempfile.mkstemp(prefix="tradelog-bench-", suffix=".tsv", dir="/tmp")
+            names.append(name)
+            with os.fdopen(handle, "w") as out:
+                for i in range(share):
+                    stamp = (
+                        f"2026-01-15 09:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}"
+                    )
+                    out.write(f"{user_id}\tINFO\tbench\torder placed\t{context}\t{stamp}000\n")
+            os.chmod(name, 0o644)  # the server reads it as its own OS user
         plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(plain, autocommit=True) as connection:
+        for _ in range(connections):
+            connection = psycopg.connect(plain, autocommit=True)
+            opened.append(connection)
             connection.execute("SET TIME ZONE 'UTC'")
-            start = time.perf_counter()
-            connection.execute(
-                f"COPY service_logs (user_id, level, module, message, context, timestamp) "
-                f"FROM '{name}'"
-            )
-            elapsed = time.perf_counter() - start
+        pids = [connection.info.backend_pid for connection in opened]
+        failed: list[BaseException] = []
+
+        def copy(connection: Any, name: str) -> None:
+            try:
+                connection.execute(
+                    f"COPY service_logs (user_id, level, module, message, context, timestamp) "
+                    f"FROM '{name}'"
+                )
+            except psycopg.Error as exc:
+                failed.append(exc)
+
+        workers = [
+            threading.Thread(target=copy, args=pair) for pair in zip(opened, names, strict=True)
+        ]
+        before = [_process_cpu(pid) for pid in pids]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - start
+        after = [_process_cpu(pid) for pid in pids]
+        if failed:
+            return None
     except psycopg.Error:
         return None
     finally:
-        os.unlink(name)
+        for connection in opened:
+            connection.close()
+        for name in names:
+            os.unlink(name)
     lb._prepare(url)  # empty the table again
-    return count / elapsed
+    rows = share * connections
+    cpu: float | None = None
+    if None not in before and None not in after:
+        cpu = sum(
+            a - b for a, b in zip(after, before, strict=True) if a is not None and b is not None
+        )
+    return ServerCopy(connections, rows / elapsed, None if cpu is None else cpu / rows)
 
 
 def _spin(stop: threading.Event) -> None:
@@ -492,12 +606,13 @@ def _convoy(lb: Any, url: str, batch_size: int) -> dict[str, float]:
 def _print(
     caller: dict[str, dict[str, Any]],
     memory: dict[str, dict[str, Any]],
-    throughput: tuple[dict[tuple[str, int], float], list[int], list[str]],
+    throughput: tuple[dict[tuple[str, int], list[float]], list[int], list[str]],
     drained: tuple[list[tuple[str, float, Any]], dict[str, list[float]], int],
     total: int,
 ) -> None:
-    rates, threads, backends = throughput
-    drains, spreads, runs = drained
+    runs, threads, backends = throughput
+    rates = {key: statistics.median(values) for key, values in runs.items()}
+    drains, spreads, drain_runs = drained
     print("\n1. caller cost, µs per call (tradelog: defaults, console on, stderr a pipe; SQLite;")
     print("   last column: the same with log_writer=process)")
     print(
@@ -518,7 +633,11 @@ def _print(
     for name, out in memory.items():  # log_writer=thread
         rounds = " -> ".join(f"{value:.1f}" for value in out["after"])
         print(f"{name:<10} {out['events']:,} events per round: {out['before']:.1f} -> {rounds}")
-    print(f"\n3. sustained end-to-end events/s ({total:,} events, calls then flush)")
+    round_count = len(runs[("structlog", threads[0])])
+    print(
+        f"\n3. sustained end-to-end events/s ({total:,} events, calls then flush), median of"
+        f" {round_count} round(s), the contenders' order rotated every round"
+    )
     print(f"{'threads':>7} {'structlog':>10} " + " ".join(f"{b:>18}" for b in backends))
     print("   (thread: the default log_writer; process: log_writer=process)")
     for count in threads:
@@ -528,9 +647,10 @@ def _print(
         )
         print(f"{count:>7} {base:>10,.0f} {cells}")
     print("   target: >= 0.7x structlog JSON-to-file")
+    _print_runs(runs, threads)
     print(
         f"\n4. writer-only drain, rows/s ({total:,} rows queued, then the writer started;"
-        f" process: the helper started before the clock);\n   median of {runs} rounds, the"
+        f" process: the helper started before the clock);\n   median of {drain_runs} rounds, the"
         " contenders' order rotated every round, every run in brackets"
     )
     for backend, ours, raw in drains:
@@ -567,18 +687,70 @@ def _print_convoy(convoy: dict[str, dict[str, float]], batch_size: int) -> None:
     )
 
 
-def _print_ceilings(ceilings: dict[str, dict[str, float]], structlog_rate: float) -> None:
+def _server_copies(lb: Any, url: str, total: int, label: str) -> list[tuple[str, ServerCopy]]:
+    """Section 6's server-side rows: one connection, then two at once (``label`` follows
+    each row's name)."""
+    found = []
+    for connections in (1, 2):
+        copied = _server_copy(lb, url, max(total, 100_000), connections)
+        if copied is not None:
+            plural = "s" if connections > 1 else ""
+            found.append((f"server-side, {connections} connection{plural}{label}", copied))
+    return found
+
+
+def _print_ceilings(
+    ceilings: dict[str, dict[str, float]],
+    servers: list[tuple[str, ServerCopy]],
+    rates: tuple[float, float | None],
+    total: int,
+) -> None:
     """Section 6: the raw driver's own rate against structlog's, at two batch sizes, and
-    (PostgreSQL) the server reading the rows from a file itself."""
+    (PostgreSQL) the server reading the rows from files itself, with the CPU that took, and
+    the CPU the 0.7x target leaves: ``rates`` is structlog's 1-thread rate and the client's
+    least work per row in µs (the call, the row built, the file line), when measured."""
+    structlog_rate, least = rates
     print(
         "\n6. the raw driver alone on one connection, rows already built, against structlog's "
-        "1-thread end-to-end rate\n   (server-side: COPY FROM a file the server reads itself, "
-        "no client in the loop)"
+        "1-thread end-to-end rate\n   (server-side: COPY FROM files the server reads itself, "
+        "no client in the loop; cpu: the copying\n   server processes' CPU seconds for "
+        f"{total:,} rows)"
     )
     for backend, sizes in ceilings.items():
         for size, rate in sizes.items():
-            label = f"{size} rows a batch" if size.isdigit() else size
-            print(f"{backend:<11} {label:<31} {rate:>9,.0f}/s = {rate / structlog_rate:.2f}x")
+            print(
+                f"{backend:<11} {f'{size} rows a batch':<44} {rate:>9,.0f}/s = "
+                f"{rate / structlog_rate:.2f}x"
+            )
+    for name, copied in servers:
+        cpu = "" if copied.cpu_per_row is None else f"   cpu {copied.cpu_per_row * total:.2f} s"
+        print(
+            f"{'postgresql':<11} {name:<44} {copied.rate:>9,.0f}/s = "
+            f"{copied.rate / structlog_rate:.2f}x{cpu}"
+        )
+    if not servers:
+        return
+    window = total / (0.7 * structlog_rate)
+    cores = os.cpu_count() or 1
+    print(
+        f"   0.7x structlog's 1-thread rate: {total:,} rows within {window:.2f} s, "
+        f"{cores * window:.2f} CPU seconds on {cores} cores for everything"
+    )
+    if least is None:
+        return
+    client = least * total / 1e6
+    print(
+        f"   the client's least work (the call, section 1's p50; build and files, section 7):"
+        f" {client:.2f} CPU seconds"
+    )
+    for name, copied in servers:
+        if copied.cpu_per_row is None or "off" in name:
+            continue
+        need = copied.cpu_per_row * total + client
+        print(
+            f"   with the {name}: {need:.2f} CPU seconds at least ="
+            f" {need / (cores * window):.0%} of what {cores} cores give in that time"
+        )
 
 
 def _print_parts(parts: dict[str, Any], drains: list[tuple[str, float, Any]], total: int) -> None:
