@@ -25,7 +25,7 @@ and each case runs in a fresh child process, one after the other. Printed in one
 5. **the GIL convoy**: tradelog's inserter alone, and beside one thread running Python without
    pause, a batch per transaction and a spool replay's group of batches.
 6. the raw driver's own rate (and, on PostgreSQL, the server reading the rows from files
-   itself on one and on two connections, with and without the keyword-search indexes, and the
+   itself on one, two and four connections, with and without the keyword-search indexes, and the
    CPU its processes used) against structlog's 1-thread rate: what the database can take
    whoever sends, and how much of the two cores the 0.7x target leaves to the client.
 7. **the writer's stages** timed alone over the same queued records (build, files, insert):
@@ -688,10 +688,10 @@ def _print_convoy(convoy: dict[str, dict[str, float]], batch_size: int) -> None:
 
 
 def _server_copies(lb: Any, url: str, total: int, label: str) -> list[tuple[str, ServerCopy]]:
-    """Section 6's server-side rows: one connection, then two at once (``label`` follows
-    each row's name)."""
+    """Section 6's server-side rows: one connection, then two and four at once (``label``
+    follows each row's name)."""
     found = []
-    for connections in (1, 2):
+    for connections in (1, 2, 4):
         copied = _server_copy(lb, url, max(total, 100_000), connections)
         if copied is not None:
             plural = "s" if connections > 1 else ""
