@@ -52,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 HERE = Path(__file__).resolve().parent
 MODES = ("thread", "process")
@@ -207,6 +207,13 @@ def _run_child(*args: str, env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(done.stdout.decode().strip().splitlines()[-1]))
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
@@ -229,9 +236,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--rounds",
-        type=int,
-        default=3,
-        help="rounds of the end-to-end runs (sections 3 and 8); medians are printed",
+        type=_positive,
+        default=None,
+        help="rounds of the end-to-end runs (sections 3 and 8; default 3, 1 with --quick);"
+        " medians are printed",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,7 +263,7 @@ def main() -> None:
     quick = "1" if args.quick else "0"
     total = args.events or (20_000 if args.quick else 40_000)
     threads = [int(t) for t in args.threads.split(",")]
-    rounds = 1 if args.quick else args.rounds
+    rounds = args.rounds or (1 if args.quick else 3)
     print(f"start: {_load()}")
     with tempfile.TemporaryDirectory(prefix="tradelog-caller-bench-") as raw_folder:
         folder = Path(raw_folder)
@@ -290,6 +298,7 @@ def main() -> None:
             drains: list[tuple[str, float, Any]] = []
             spreads: dict[str, list[float]] = {}
             parts: dict[str, Any] = {}
+            small_parts: Any = None
             convoy: dict[str, dict[str, float]] = {}
             unindexed: dict[tuple[str, int], list[float]] = {}
             ceilings: dict[str, dict[str, float]] = {}
@@ -301,6 +310,8 @@ def main() -> None:
                     _drains(lb, backend, url, folder, total, batch_size, drain_runs, spreads)
                 )
                 parts[backend] = lb.drain_parts(url, folder, total)
+                if backend == "postgresql":  # section 6's budget: section 3's own event
+                    small_parts = lb.drain_parts(url, folder, total, SMALL)
                 convoy[backend] = _convoy(lb, url, batch_size)
                 ceilings[backend] = {
                     str(size): lb.bench_raw(backend, url, total, size)[0].drain or 0.0
@@ -321,11 +332,12 @@ def main() -> None:
     _print(caller, memory, (runs, threads, columns), (drains, spreads, drain_runs), total)
     _print_convoy(convoy, batch_size)
     least = None
-    if "postgresql" in parts:
-        # The client's least work per row: the call itself, building the row, its file line.
-        part = parts["postgresql"]
-        least = caller["tradelog"]["100 B"]["p50"] + part.build + part.files
-    _print_ceilings(ceilings, servers, (rates[("structlog", 1)], least), total)
+    if small_parts is not None:
+        # The client's least work per row: the call itself (its p50 wall time), building the
+        # row and its file line, for section 3's event.
+        least = caller["tradelog"]["100 B"]["p50"] + small_parts.build + small_parts.files
+    base = 1 if 1 in threads else threads[0]
+    _print_ceilings(ceilings, servers, (base, rates[("structlog", base)], least), total)
     _print_parts(parts, drains, total)
     if unindexed:
         _print_unindexed(unindexed, threads, total)
@@ -359,7 +371,7 @@ def _rounds(
     found: dict[tuple[str, int], list[float]] = {}
     for count in threads:
         for number in range(rounds):
-            shift = number % len(contenders)
+            shift = number * len(contenders) // rounds % len(contenders)
             for name in contenders[shift:] + contenders[:shift]:
                 found.setdefault((name, count), []).append(run(name, count))
     return found
@@ -470,9 +482,25 @@ class ServerCopy:
     """CPU seconds the copying server processes used, per row (None: not on this machine)."""
 
 
+_LOCAL_HOSTS: Final = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
+def _server_is_here(url: str) -> bool:
+    """Whether the server of ``url`` runs on this machine (a loopback address or a socket), so
+    that its processes can be found in ``/proc``."""
+    from sqlalchemy.engine import make_url
+
+    host = make_url(url).host or ""
+    return host in _LOCAL_HOSTS or host.startswith("/")
+
+
 def _process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process on this machine, or None."""
+    """User + system CPU seconds of the PostgreSQL process ``pid`` on this machine, or None
+    (not readable, or not a PostgreSQL process: a server in a container has other pids)."""
     try:
+        with open(f"/proc/{pid}/comm") as handle:
+            if not handle.read().startswith("postgres"):
+                return None
         with open(f"/proc/{pid}/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
     except OSError:
@@ -510,6 +538,7 @@ def _server_copy(lb: Any, url: str, count: int, connections: int = 1) -> ServerC
             connection = psycopg.connect(plain, autocommit=True)
             opened.append(connection)
             connection.execute("SET TIME ZONE 'UTC'")
+        here = _server_is_here(url)
         pids = [connection.info.backend_pid for connection in opened]
         failed: list[BaseException] = []
 
@@ -519,20 +548,20 @@ def _server_copy(lb: Any, url: str, count: int, connections: int = 1) -> ServerC
                     f"COPY service_logs (user_id, level, module, message, context, timestamp) "
                     f"FROM '{name}'"
                 )
-            except psycopg.Error as exc:
+            except Exception as exc:
                 failed.append(exc)
 
         workers = [
             threading.Thread(target=copy, args=pair) for pair in zip(opened, names, strict=True)
         ]
-        before = [_process_cpu(pid) for pid in pids]
+        before = [_process_cpu(pid) if here else None for pid in pids]
         start = time.perf_counter()
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
         elapsed = time.perf_counter() - start
-        after = [_process_cpu(pid) for pid in pids]
+        after = [_process_cpu(pid) if here else None for pid in pids]
         if failed:
             return None
     except psycopg.Error:
@@ -702,17 +731,18 @@ def _server_copies(lb: Any, url: str, total: int, label: str) -> list[tuple[str,
 def _print_ceilings(
     ceilings: dict[str, dict[str, float]],
     servers: list[tuple[str, ServerCopy]],
-    rates: tuple[float, float | None],
+    rates: tuple[int, float, float | None],
     total: int,
 ) -> None:
     """Section 6: the raw driver's own rate against structlog's, at two batch sizes, and
     (PostgreSQL) the server reading the rows from files itself, with the CPU that took, and
-    the CPU the 0.7x target leaves: ``rates`` is structlog's 1-thread rate and the client's
-    least work per row in µs (the call, the row built, the file line), when measured."""
-    structlog_rate, least = rates
+    the CPU the 0.7x target leaves: ``rates`` is a thread count, structlog's rate at it and
+    the client's least work per row in µs (the call, the row built, the file line), when
+    measured."""
+    base, structlog_rate, least = rates
     print(
         "\n6. the raw driver alone on one connection, rows already built, against structlog's "
-        "1-thread end-to-end rate\n   (server-side: COPY FROM files the server reads itself, "
+        f"{base}-thread end-to-end rate\n   (server-side: COPY FROM files the server reads itself, "
         "no client in the loop; cpu: the copying\n   server processes' CPU seconds for "
         f"{total:,} rows)"
     )
@@ -733,14 +763,15 @@ def _print_ceilings(
     window = total / (0.7 * structlog_rate)
     cores = os.cpu_count() or 1
     print(
-        f"   0.7x structlog's 1-thread rate: {total:,} rows within {window:.2f} s, "
+        f"   0.7x structlog's {base}-thread rate: {total:,} rows within {window:.2f} s, "
         f"{cores * window:.2f} CPU seconds on {cores} cores for everything"
     )
     if least is None:
         return
     client = least * total / 1e6
     print(
-        f"   the client's least work (the call, section 1's p50; build and files, section 7):"
+        f"   the client's least work (the call, section 1's p50; build and files, as section 7"
+        " times them, of section 3's event):"
         f" {client:.2f} CPU seconds"
     )
     for name, copied in servers:

@@ -278,10 +278,13 @@ class DrainParts:
         return 1e6 / (self.build + self.files + self.insert)
 
 
-def drain_parts(url: str, folder: Path, events: int) -> DrainParts:
-    """Time the writer's three stages over ``events`` queued records, batch after batch as the
-    writer goes, each stage on its own clock: where a drained row's time goes, and the rate one
-    process reaches when they cannot overlap."""
+def drain_parts(
+    url: str, folder: Path, events: int, fields: dict[str, Any] | None = None
+) -> DrainParts:
+    """Time the writer's three stages over ``events`` queued records (each with ``fields``,
+    default :data:`FIELDS`), batch after batch as the writer goes, each stage on its own
+    clock: where a drained row's time goes, and the rate one process reaches when they cannot
+    overlap."""
     user_id = _prepare(url)
     settings = Settings.from_env(
         database_url=url, log_dir=folder / "parts", console=False, queue_size=events + 1
@@ -290,7 +293,7 @@ def drain_parts(url: str, folder: Path, events: int) -> DrainParts:
     try:
         log = tradelog.get_logger("bench", user_id=user_id).bind()
         for _ in range(events):
-            log.info("order placed", **FIELDS)
+            log.info("order placed", **(FIELDS if fields is None else fields))
         writer = runtime.writer
         records = [item for item in writer.queue if type(item) is tuple]
         writer.queue.clear()
