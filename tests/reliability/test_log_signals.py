@@ -18,6 +18,7 @@ be there (once) or not.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import random
@@ -57,8 +58,17 @@ def _log_until_stopped(prefix: str, user_id: int, progress: Any, slot: int) -> N
 
 
 def _recipe_child(
-    url: str, log_dir: str, run: int, user_id: int, progress: Any, *, log_writer: str = "thread"
+    url: str,
+    log_dir: str,
+    run: int,
+    user_id: int,
+    progress: Any,
+    *,
+    log_writer: str = "thread",
+    stacks: str | None = None,
 ) -> None:
+    if stacks is not None:  # where every thread is, on SIGUSR1: for a run that does not end
+        faulthandler.register(signal.SIGUSR1, file=open(stacks, "w"), all_threads=True)  # noqa: SIM115
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the README's recipe
     tradelog.configure(
         database_url=url,
@@ -154,10 +164,11 @@ def test_the_readme_sigterm_recipe_loses_nothing_20_times(
     slowest = 0.0
     for run in range(runs):
         progress = _CONTEXT.Array("l", 1, lock=False)
+        stacks = tmp_path / f"stacks-{run}.txt"
         child = _CONTEXT.Process(
             target=_recipe_child,
             args=(db.url, str(tmp_path), run, users["alice"], progress),
-            kwargs={"log_writer": log_writer},
+            kwargs={"log_writer": log_writer, "stacks": str(stacks)},
         )
         child.start()
         _wait_for(progress, 1, 2_000)
@@ -167,11 +178,17 @@ def test_the_readme_sigterm_recipe_loses_nothing_20_times(
         signalled = time.monotonic()
         child.join(EXIT_BOUND)
         slowest = max(slowest, time.monotonic() - signalled)
+        where = ""
         if child.exitcode is None:
             hung += 1
+            os.kill(child.pid, signal.SIGUSR1)
+            time.sleep(1.0)
+            where = stacks.read_text(errors="replace")
             child.kill()
             child.join()
-        assert child.exitcode == 0, f"run {run}: the child did not end within {EXIT_BOUND} s"
+        assert child.exitcode == 0, (
+            f"run {run}: the child did not end within {EXIT_BOUND} s; its threads:\n{where}"
+        )
         assert adopter.flush(60)  # rows the child left in its spool are replayed here
         _check_prefix(db, f"r{run}", progress[0])
         emitted += progress[0]
