@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -48,6 +48,9 @@ EXIT_BOUND = 10.0
 """Seconds from SIGTERM to the child's exit (measured: 0.6 s at most beside the full suite)."""
 SWALLOWED_EVENTS = 300_000  # about 10 s of logging into a full queue
 _CONTEXT = multiprocessing.get_context("fork")
+_DUMP: Final = signal.SIGRTMIN + 1
+"""Asks a child that did not end for its threads' stacks: a signal tradelog never holds back
+(it defers the ones a host ends on, SIGUSR1 among them)."""
 
 
 def _log_until_stopped(prefix: str, user_id: int, progress: Any, slot: int) -> None:
@@ -67,8 +70,8 @@ def _recipe_child(
     log_writer: str = "thread",
     stacks: str | None = None,
 ) -> None:
-    if stacks is not None:  # where every thread is, on SIGUSR1: for a run that does not end
-        faulthandler.register(signal.SIGUSR1, file=open(stacks, "w"), all_threads=True)  # noqa: SIM115
+    if stacks is not None:  # where every thread is, on _DUMP: for a run that does not end
+        faulthandler.register(_DUMP, file=open(stacks, "w"), all_threads=True)  # noqa: SIM115
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the README's recipe
     tradelog.configure(
         database_url=url,
@@ -181,7 +184,7 @@ def test_the_readme_sigterm_recipe_loses_nothing_20_times(
         where = ""
         if child.exitcode is None:
             hung += 1
-            os.kill(child.pid, signal.SIGUSR1)
+            os.kill(child.pid, _DUMP)
             time.sleep(1.0)
             where = stacks.read_text(errors="replace")
             child.kill()
