@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import tradelog
-from tests.support.db import MigratedDatabase
+from tests.support.db import MigratedDatabase, add_service_logs
 from tradelog._db.models import ErrorLog, ServiceLog
 from tradelog.config import Settings
 from tradelog.retention import (
@@ -24,18 +24,8 @@ NOW = datetime(2024, 6, 30, 12, 0, tzinfo=UTC)
 
 def add_logs(db: MigratedDatabase, user_id: int, days_ago: float, count: int) -> None:
     """Insert ``count`` service_logs rows dated ``days_ago`` before NOW."""
-    with db.session() as session:
-        session.add_all(
-            ServiceLog(
-                user_id=user_id,
-                level="INFO",
-                module="t",
-                message=f"m{i}",
-                timestamp=NOW - timedelta(days=days_ago),
-            )
-            for i in range(count)
-        )
-        session.commit()
+    moment = NOW - timedelta(days=days_ago)
+    add_service_logs(db, user_id, ((f"m{i}", moment, None) for i in range(count)))
 
 
 def add_error(

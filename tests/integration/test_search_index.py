@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.db import MigratedDatabase
+from tests.support.db import MigratedDatabase, add_service_logs
 from tradelog._cli import main
 from tradelog._db import partitions
-from tradelog._db.models import ServiceLog
 from tradelog._db.search_index import SEARCH_INDEXES
 from tradelog.logs import query_logs
 
@@ -42,19 +41,14 @@ def _indexes(db: MigratedDatabase) -> set[str]:
 
 
 def _add(db: MigratedDatabase, user_id: int, messages: list[str]) -> None:
-    with db.session() as session:
-        session.add_all(
-            ServiceLog(
-                user_id=user_id,
-                level="INFO",
-                module="t",
-                message=message,
-                context={"order_id": f"ord-{n}"},
-                timestamp=NOW - timedelta(minutes=n),
-            )
+    add_service_logs(
+        db,
+        user_id,
+        (
+            (message, NOW - timedelta(minutes=n), {"order_id": f"ord-{n}"})
             for n, message in enumerate(messages)
-        )
-        session.commit()
+        ),
+    )
 
 
 def _search(db: MigratedDatabase, user_id: int, keyword: str) -> list[str]:

@@ -6,11 +6,12 @@ import contextlib
 import itertools
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, TextClause, bindparam, create_engine, text
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tradelog._db import migrate
 from tradelog._db.base import UTCDateTime
 from tradelog._db.engine import create_tradelog_engine
+from tradelog._db.models import ServiceLog
 
 PG_ADMIN_URL = os.environ.get(
     "TRADELOG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -303,3 +305,25 @@ class SqliteTemplate:
         target = directory / "tradelog.db"
         shutil.copyfile(self.path, target)
         yield f"sqlite:///{target}"
+
+
+def add_service_logs(
+    db: MigratedDatabase,
+    user_id: int,
+    entries: Iterable[tuple[str, datetime, dict[str, Any] | None]],
+) -> None:
+    """Insert ``service_logs`` rows of ``user_id`` (level INFO, module ``t``), one per
+    ``(message, timestamp, context)``; a context of None is left unset (SQL NULL)."""
+    with db.session() as session:
+        session.add_all(
+            ServiceLog(
+                user_id=user_id,
+                level="INFO",
+                module="t",
+                message=message,
+                timestamp=timestamp,
+                **({} if context is None else {"context": context}),
+            )
+            for message, timestamp, context in entries
+        )
+        session.commit()

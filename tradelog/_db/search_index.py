@@ -46,10 +46,7 @@ def state(connection: Connection) -> str:
         return "on"
     if present:
         return "partial"
-    available = connection.execute(
-        text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
-    ).scalar()
-    return "off" if available else "unavailable"
+    return "off" if _trigram_available(connection) else "unavailable"
 
 
 def drop(connection: Connection) -> list[str]:
@@ -112,11 +109,17 @@ def _trigram_schema(connection: Connection) -> str | None:
     )
     installed = connection.execute(query).scalar()
     if installed is None:
-        available = connection.execute(
-            text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
-        ).scalar()
-        if not available:
+        if not _trigram_available(connection):
             return None
         connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
         installed = connection.execute(query).scalar()
     return str(installed) if installed is not None else None
+
+
+def _trigram_available(connection: Connection) -> bool:
+    """Whether ``pg_trgm`` is installed or may be installed on this server."""
+    return bool(
+        connection.execute(
+            text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
+        ).scalar()
+    )

@@ -78,13 +78,8 @@ class Inserter:
         except when the connection fails during the commit, when it may be in: the id decides
         on the next try.
         """
-        connection = self._connection()
-        try:
-            batch = Batch(batch_id or new_batch_id(), rows if isinstance(rows, list) else [*rows])
-            return self._bulk(connection, [batch])
-        except Exception as exc:
-            self._recover(connection, exc)
-            raise self._translate(exc) from exc
+        batch = Batch(batch_id or new_batch_id(), rows if isinstance(rows, list) else [*rows])
+        return self.insert_together([batch])
 
     def insert_together(self, batches: Sequence[Batch]) -> bool:
         """Insert several batches in one transaction: every id claimed, then all the rows in
