@@ -135,6 +135,30 @@ def test_a_helper_that_cannot_start_leaves_the_writing_to_this_process(
 
 
 @_PROCESS_MECHANICS
+def test_the_helper_runs_the_parents_tradelog_whatever_the_working_directory_holds(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's working directory holds another ``tradelog`` (a checkout, a folder of that
+    name): the helper still runs the package its parent imported, not that one."""
+    shadow = tmp_path / "cwd" / "tradelog" / "_logs"
+    shadow.mkdir(parents=True)
+    (shadow.parent / "__init__.py").write_text("")
+    (shadow / "__init__.py").write_text("")
+    (shadow / "helper.py").write_text("raise SystemExit('the wrong tradelog')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    alice = users["alice"]
+    with running(db.url, tmp_path / "logs", log_writer="process", console=False) as runtime:
+        log = tradelog.get_logger("strategy", user_id=alice)
+        for seq in range(500):
+            log.info(f"event {seq}")
+        assert runtime.flush(30)
+        stats = runtime.stats()
+        assert stats["log_writer"] == "process", stats["last_error"]
+        assert stats["helper_pid"] is not None
+    assert _counts(db, alice) == (500, 500)
+
+
+@_PROCESS_MECHANICS
 def test_the_helper_ends_when_its_parent_is_killed(
     db: MigratedDatabase, users: dict[str, int], tmp_path: Path
 ) -> None:

@@ -91,7 +91,10 @@ class HelperLink:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, path]))}
         try:
             self.process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module
-                [sys.executable, "-c", _BOOT, str(to_child), str(from_child)],
+                # -P: the working directory is not put first on the path, so the package
+                # found is the one this process imported (first on PYTHONPATH), not a folder
+                # named tradelog wherever the host happens to run.
+                [sys.executable, "-P", "-c", _BOOT, str(to_child), str(from_child)],
                 pass_fds=(to_child, from_child),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
