@@ -4,6 +4,7 @@ process is killed, cannot start, or outlives its parent."""
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import signal
@@ -88,6 +89,27 @@ def test_rows_files_and_console_come_from_the_helper(
     while _alive(helper) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(helper), "the helper outlived shutdown()"
+
+
+def test_batches_the_callers_write_themselves_still_reach_the_console(
+    db: MigratedDatabase, users: dict[str, int], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Callers that outrun the helper write batches themselves (rows to the spool, lines to
+    the files): those batches' console lines are written by this process, every line once."""
+    alice = users["alice"]
+    with running(
+        db.url, tmp_path, log_writer="process", console=True, queue_size=100, batch_size=50
+    ) as runtime:
+        log = tradelog.get_logger("strategy", user_id=alice)
+        for seq in range(3_000):
+            log.info(f"order {seq}", password="hunter2-secret")
+        assert runtime.flush(60)
+        stats = runtime.stats()
+        assert stats["log_writer"] == "process"
+        assert stats["overflowed"] > 0, "no caller wrote a batch itself: nothing was tested"
+    assert _counts(db, alice) == (3_000, 3_000)
+    shown = [json.loads(line)["message"] for line in capfd.readouterr().err.splitlines()]
+    assert sorted(shown) == sorted(f"order {seq}" for seq in range(3_000))
 
 
 def test_a_killed_helper_loses_nothing_and_writes_no_row_twice(

@@ -17,9 +17,10 @@ the same ids, and goes on with the ordinary writer threads (:class:`LogWriter`):
 helper had committed is skipped by the database. The files have no such id: the lines of a
 batch the helper wrote but had not acknowledged when it was killed appear twice.
 
-Records that callers spill (a full queue) are spooled here as in thread mode and replayed by
-this process's database thread, which otherwise only waits; a flush waits for the helper and
-for that spool.
+Records that callers spill (a full queue) are written here as in thread mode: their lines to
+the files and this process's console, their rows to the spool, replayed by this process's
+database thread, which otherwise only waits. A flush waits for the helper, for that spool and
+for this process's console.
 """
 
 from __future__ import annotations
@@ -212,7 +213,9 @@ class ProcessLogWriter(LogWriter):
         users: KnownUsers | None = None,
     ) -> None:
         super().__init__(settings, redactor, inserter, users=users)
-        self._spare_console, self.console = self.console, None  # the helper shows the lines
+        # The helper shows the lines of the batches it is sent; this process's console shows
+        # those it writes itself: a caller's spill when the queue is full, and everything
+        # once the helper is gone.
         self.link = HelperLink()
         self.unacked: dict[str, list[Record]] = {}
         """Batches shipped and not yet acknowledged, by id, oldest first."""
@@ -404,9 +407,6 @@ class ProcessLogWriter(LogWriter):
             self.stats.last_error = f"log writer helper process: {reason}; writing in this process"
         self.link.kill()
         self.local = True
-        if self._spare_console is not None and self.console is None:
-            self.console = self._spare_console
-            self.console.start()
         with self._lock:
             markers = [self._markers[seq] for seq in sorted(self._markers)]
             self._markers.clear()
