@@ -26,7 +26,6 @@ machine's cores hold in the window the 0.7x target allows.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -130,16 +129,8 @@ def _pid_cpu(pid: int) -> float:
 
 def _server_cpu() -> float:
     """CPU seconds of every process named ``postgres`` on this machine."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{entry}/comm") as handle:
-                if not handle.read().startswith("postgres"):
-                    continue
-            total += _pid_cpu(int(entry))
-    return total
+    found = (cb._process_cpu(int(entry)) for entry in os.listdir("/proc") if entry.isdigit())
+    return sum(cpu for cpu in found if cpu is not None)
 
 
 def _own_cpu() -> float:
